@@ -76,6 +76,7 @@ class ModelClient:
                 self.pool.release(permit)
                 delay = self._failed(error, permit, attempt)
                 if delay is None:
+                    error.attempts = attempt
                     raise
                 await asyncio.sleep(delay)
                 continue

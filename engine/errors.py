@@ -20,6 +20,7 @@ class BackendError(GristmillError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.attempts = 1  # set by the client when it gives up
 
 
 class RetryableError(BackendError):

@@ -40,6 +40,8 @@ class Pipeline:
             Channel(stage.queue_size, producers=1 if i == 0 else stages[i - 1].workers)
             for i, stage in enumerate(stages)]
         self._feeder: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._between_seeds = False  # the feeder may be cancelled without splitting a seed
 
     async def run(self, seeds: Iterable[Item], on_admit: Callable[[], None] = lambda: None) -> None:
         async with asyncio.TaskGroup() as group:
@@ -52,8 +54,9 @@ class Pipeline:
 
     def stop_admitting(self) -> None:
         """Read no more seeds; what was admitted still runs to the end."""
-        if self._feeder is not None and not self._feeder.done():
-            self._feeder.cancel()
+        self._stopping = True
+        if self._between_seeds and self._feeder is not None and not self._feeder.done():
+            self._feeder.cancel()  # it waits for room for a seed not yet admitted
 
     def queued(self, index: int) -> int:
         return len(self.channels[index])
@@ -62,8 +65,13 @@ class Pipeline:
         inbox, fan_out = self.channels[0], self.stages[0].fan_out
         try:
             for seed in seeds:
+                if self._stopping:
+                    break
+                self._between_seeds = True
+                await inbox.send((seed, 0))
+                self._between_seeds = False
                 on_admit()
-                for variant in range(fan_out):
+                for variant in range(1, fan_out):
                     await inbox.send((seed, variant))
         finally:
             inbox.close_producer()

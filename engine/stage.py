@@ -59,7 +59,7 @@ class LLMStage:
             completion = await self.client.call(request, priority=self.depth)
         except BackendError as error:
             self._reject(item, variant, {"error": type(error).__name__}, str(error),
-                         getattr(error, "attempts", 1), "")
+                         error.attempts, "")
             return []
         usage = completion.usage
         self.stats.prompt_tokens += usage.prompt_tokens

@@ -10,6 +10,7 @@ Methods are synchronous and quick (local HTTP via urllib), so async tests may ca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -105,13 +106,19 @@ class MockServer:
         self._call("POST", "/stats/reset")
 
     def wait_idle(self, timeout: float = 5.0) -> dict[str, Any]:
-        """Stats once nothing is in flight (the server notices disconnects asynchronously)."""
+        """Stats once nothing is in flight (for sync callers; blocks the thread)."""
         deadline = time.monotonic() + timeout
-        while True:
-            stats = self.stats()
-            if stats["in_flight"] == 0 or time.monotonic() > deadline:
-                return stats
+        while (stats := self.stats())["in_flight"] and time.monotonic() < deadline:
             time.sleep(0.02)
+        return stats
+
+    async def idle(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Stats once nothing is in flight, letting the caller's event loop run meanwhile:
+        a client closes its sockets on the loop, so a blocking wait would never see it."""
+        deadline = time.monotonic() + timeout
+        while (stats := self.stats())["in_flight"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return stats
 
     def _call(self, method: str, path: str) -> dict[str, Any]:
         req = urllib.request.Request(self.url + path, method=method,

@@ -1,0 +1,126 @@
+"""After success, failure and cancellation: no request in flight, no permit borrowed, no
+waiter queued, no task left pending. And memory stays bounded while seeds stream through."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.config_load import validate_config
+from engine.items import Item
+from engine.pipeline import Pipeline
+from engine.runner import Run, RunOptions
+from engine.stats import StageStats
+from tests.conftest import pipeline_config
+
+pytestmark = pytest.mark.both_loops
+
+
+def assert_nothing_leaked(run: Run) -> None:
+    for client in run.clients.values():
+        assert client.pool.in_flight == 0, "borrowed permit"
+        assert client.pool.waiting == 0, "queued waiter"
+        assert client.backend.in_flight == 0, "request in flight"
+    for stage in run.stats.stages:
+        assert stage.in_flight == 0
+    assert asyncio.all_tasks() == {asyncio.current_task()}, "pending task"
+
+
+def make_run(base_url, tmp_path, **backend) -> Run:
+    config = validate_config(pipeline_config(base_url, tmp_path, seeds=40, **backend))
+    return Run(config, RunOptions(run_dir=tmp_path / "run", progress=False))
+
+
+async def test_success_leaves_nothing_behind(mock_server_factory, tmp_path):
+    server = mock_server_factory("--latency-ms", "0-5")
+    run = make_run(server.base_url, tmp_path, max_in_flight=8)
+    summary = await run.execute()
+    assert summary["records"] == 80
+    assert_nothing_leaked(run)
+
+
+async def test_failures_leave_nothing_behind(mock_server_factory, tmp_path):
+    server = mock_server_factory("--rate-500", "0.5", "--rate-reset", "0.2", "--seed", "7")
+    run = make_run(server.base_url, tmp_path, max_in_flight=8,
+                   retry={"max_attempts": 2, "base_s": 0.001, "max_s": 0.002})
+    summary = await run.execute()
+    assert summary["rejects"] > 0 and summary["records"] + summary["rejects"] > 0
+    assert_nothing_leaked(run)
+    rejects = (tmp_path / "run" / "rejects.jsonl").read_text().splitlines()
+    assert len(rejects) == summary["rejects"]
+
+
+async def test_cancellation_mid_run_leaves_nothing_behind(mock_server_factory, tmp_path):
+    server = mock_server_factory("--latency-ms", "50", "--tokens-per-s", "200")
+    run = make_run(server.base_url, tmp_path, max_in_flight=6)
+    for stage in run.stages:
+        stage.config.stream = True  # cancel inside open streams too
+    task = asyncio.create_task(run.execute())
+    while run.stats.stages[1].done < 3:
+        await asyncio.sleep(0.01)
+    assert server.stats()["in_flight"] > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_nothing_leaked(run)
+    # the server saw every connection go
+    for _ in range(100):
+        if server.stats()["in_flight"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert server.stats()["in_flight"] == 0
+    assert (tmp_path / "run" / "summary.json").exists()  # written even when cancelled
+
+
+async def test_stop_admitting_drains_started_work(mock_server_factory, tmp_path):
+    server = mock_server_factory("--latency-ms", "20")
+    run = make_run(server.base_url, tmp_path, max_in_flight=4)
+    task = asyncio.create_task(run.execute())
+    while run.stats.seeds_admitted < 5:
+        await asyncio.sleep(0.005)
+    run.pipeline.stop_admitting()
+    summary = await asyncio.wait_for(task, 30)
+    admitted = summary["seeds"]
+    assert admitted < 40
+    assert summary["records"] == 2 * admitted  # everything admitted was finished
+    assert_nothing_leaked(run)
+
+
+class CountingStage:
+    """A real in-process stage (no model): splits each item in `fan` and counts live items."""
+
+    def __init__(self, name: str, depth: int, fan: int, live: list[int], workers: int = 4):
+        self.name, self.depth, self.fan_out, self.live = name, depth, 1, live
+        self.workers, self.queue_size, self.fan = workers, 8, fan
+        self.stats = StageStats(name)
+
+    async def process(self, item: Item, variant: int) -> list[Item]:
+        await asyncio.sleep(0)
+        self.live[0] += self.fan - 1  # the parent is consumed, `fan` children are born
+        self.live[1] = max(self.live[1], self.live[0])
+        return [item.child(self.name, str(i), i) for i in range(self.fan)]
+
+
+async def test_live_items_stay_bounded_while_100k_seeds_stream_through():
+    live = [0, 0]  # current, peak
+    stages = [CountingStage("a", 0, 2, live), CountingStage("b", 1, 3, live),
+              CountingStage("c", 2, 1, live)]
+    emitted = 0
+
+    def emit(item: Item) -> None:
+        nonlocal emitted
+        emitted += 1
+        live[0] -= 1
+
+    def seeds():
+        for i in range(100_000):
+            live[0] += 1
+            live[1] = max(live[1], live[0])
+            yield Item(str(i), str(i), {"seed": i})
+
+    await Pipeline(stages, emit).run(seeds())
+    assert emitted == 100_000 * 6 and live[0] == 0
+    # bound: every channel full, every worker holding its item and its unsent children
+    bound = sum(s.queue_size + s.workers * max(s.fan, 1) for s in stages) + 1
+    assert live[1] <= bound, (live[1], bound)
