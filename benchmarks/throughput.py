@@ -1,0 +1,99 @@
+"""Throughput of gristmill's full engine against a baseline, side by side in one run.
+
+    python -m benchmarks.throughput [--cases a,b,c] [--n N] [--quick]
+
+Each case starts the mock server in its own process (pinned to core 1), then runs each client
+in its own process (pinned to core 0): gristmill's full engine (seed source, pipeline, permits,
+limiter, retries, JSONL sink; no validators), the official `openai` AsyncOpenAI client on its
+default transport with an asyncio.Semaphore, and raw aiohttp + orjson (no features: the floor).
+The server's own CPU per request is measured too, so its ceiling is known. Prints a table and
+writes benchmarks/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+import psutil
+
+from backends.mock_process import MockServerProcess
+from benchmarks.common import machine, print_table, run_worker, write_json
+
+CASES = {
+    "a": {"title": "instant, non-streaming", "n": 20_000, "concurrency": 256,
+          "server": [], "max_tokens": 16, "stream": False},
+    "b": {"title": "1 s latency, non-streaming", "n": 20_000, "concurrency": 1024,
+          "server": ["--latency-ms", "1000"], "max_tokens": 16, "stream": False},
+    "c": {"title": "streaming, 256 tokens", "n": 2_000, "concurrency": 256,
+          "server": ["--output-tokens", "256"], "max_tokens": 256, "stream": True},
+}
+
+
+def run_case(key: str, case: dict, clients: list[str], n: int | None) -> list[dict]:
+    rows = []
+    n = n or case["n"]
+    for client in clients:
+        with MockServerProcess(case["server"]) as server:
+            assert server.proc is not None
+            if (os.cpu_count() or 1) > 1:
+                os.sched_setaffinity(server.proc.pid, {1})
+            server_proc = psutil.Process(server.proc.pid)
+            before = server_proc.cpu_times()
+            result = run_worker("benchmarks.clients", [
+                "--client", client, "--url", server.base_url, "--n", str(n),
+                "--concurrency", str(case["concurrency"]), "--max-tokens",
+                str(case["max_tokens"]), *(["--stream"] if case["stream"] else [])])
+            after = server_proc.cpu_times()
+            served = server.stats()
+        server_cpu = (after.user + after.system) - (before.user + before.system)
+        result.update({
+            "case": key, "client": client, "n": n, "concurrency": case["concurrency"],
+            "req_per_s": result["requests"] / result["wall_s"],
+            "tok_per_s": result["tokens"] / result["wall_s"],
+            "cpu_s_per_1k": 1000 * result["cpu_s"] / result["requests"],
+            "server_cpu_s_per_1k": 1000 * server_cpu / max(1, served["requests"]),
+            "server_ceiling_req_per_s": served["requests"] / server_cpu if server_cpu else None,
+        })
+        if key == "b":
+            ideal = n / (math.ceil(n / case["concurrency"]) * 1.0)
+            result["share_of_ideal"] = result["req_per_s"] / ideal
+        rows.append(result)
+        time.sleep(0.5)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default="a,b,c")
+    parser.add_argument("--clients", default="gristmill,openai,raw")
+    parser.add_argument("--n", type=int, help="requests per case (default: per case)")
+    args = parser.parse_args()
+    rows = []
+    for key in args.cases.split(","):
+        print(f"case {key}: {CASES[key]['title']} ...", flush=True)
+        rows += run_case(key, CASES[key], args.clients.split(","), args.n)
+    f1 = lambda v: "-" if v is None else f"{v:,.1f}"  # noqa: E731
+    f2 = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    print_table(rows, [("case", "case", str), ("client", "client", str), ("n", "requests", str),
+                       ("concurrency", "conc", str), ("req_per_s", "req/s", f1),
+                       ("tok_per_s", "tok/s", f1), ("cpu_s_per_1k", "CPU-s/1k", f2),
+                       ("peak_rss_mb", "peak RSS MB", f1), ("share_of_ideal", "of ideal", pct),
+                       ("errors", "errors", str),
+                       ("server_ceiling_req_per_s", "server ceiling req/s", f1)])
+    ratios = {}
+    for key in {r["case"] for r in rows}:
+        by = {r["client"]: r for r in rows if r["case"] == key}
+        if "gristmill" in by and "openai" in by:
+            ratios[key] = by["gristmill"]["req_per_s"] / by["openai"]["req_per_s"]
+            print(f"case {key}: gristmill / openai req/s = {ratios[key]:.2f}x")
+    path = write_json("throughput", {"machine": machine(), "rows": rows, "ratios": ratios,
+                                     "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
