@@ -27,8 +27,8 @@ class BadRequest(ValueError):
 
 @dataclass(slots=True)
 class Choice:
-    tokens: list[str]
-    finish_reason: str
+    tokens: list[str]  # concatenated they are the text; one SSE event each when streaming
+    finish_reason: str  # "stop", or "length" when max_tokens cut the answer
 
     @property
     def text(self) -> str:
@@ -40,20 +40,6 @@ class Answer:
     choices: list[Choice]
     prompt_tokens: int
     completion_tokens: int
-
-
-def parse_length_spec(spec: str | int) -> tuple[int, int]:
-    """'40-120' -> (40, 120) uniform; '80' -> (80, 80)."""
-    text = str(spec).strip()
-    lo_s, sep, hi_s = text.partition("-")
-    try:
-        lo = int(lo_s)
-        hi = int(hi_s) if sep else lo
-    except ValueError:
-        raise ValueError(f"output tokens must be N or LO-HI, got {spec!r}") from None
-    if lo < 0 or hi < lo:
-        raise ValueError(f"output tokens range must satisfy 0 <= LO <= HI, got {spec!r}")
-    return lo, hi
 
 
 def body_seed(body: dict[str, Any]) -> int:
@@ -123,12 +109,12 @@ def _prompts(body: dict[str, Any]) -> list[str]:
 def _answer_choice(body: dict[str, Any], length: tuple[int, int], cap: int | None) -> Choice:
     rng = random.Random(body_seed(body))
     tokens = _answer_tokens(body, rng, length)
-    if cap is not None and len(tokens) > cap:
-        tokens = tokens[:cap]
-        if tokens:
-            tokens[-1] = tokens[-1].rstrip()
-        return Choice(tokens, "length")
-    return Choice(tokens, "stop")
+    if cap is None or len(tokens) <= cap:
+        return Choice(tokens, "stop")
+    tokens = tokens[:cap]
+    if tokens:
+        tokens[-1] = tokens[-1].rstrip()
+    return Choice(tokens, "length")
 
 
 def _answer_tokens(body: dict[str, Any], rng: random.Random, length: tuple[int, int]) -> list[str]:
@@ -155,7 +141,6 @@ def json_tokens(value: Any) -> list[str]:
 
 
 # --- Prose: sentence templates over word lists, so default validators see real English. ---
-
 def _phrases(text: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(p.split()) for p in text.split("|"))
 
@@ -250,6 +235,7 @@ def prose_tokens(rng: random.Random, n: int) -> list[str]:
     """Exactly n tokens of prose ending with a full sentence (no trailing space)."""
     tokens: list[str] = []
     seen: set[int] = set()  # sentence ids already used: an answer never repeats itself
+    draw = rng.random  # int(draw() * n): a fraction of randrange's cost
     while len(tokens) < n:
         left = n - len(tokens)
         if left < MIN_SENTENCE:
@@ -257,7 +243,7 @@ def prose_tokens(rng: random.Random, n: int) -> list[str]:
         else:
             choices = SENTENCES if left > LONGEST else SENTENCES_AT_MOST[left]
         for _ in range(4):
-            picked = choices[rng.randrange(len(choices))]
+            picked = choices[int(draw() * len(choices))]
             if id(picked) not in seen:
                 break
         seen.add(id(picked))
@@ -268,12 +254,11 @@ def prose_tokens(rng: random.Random, n: int) -> list[str]:
 
 
 def sentence(rng: random.Random) -> str:
-    return "".join(SENTENCES[rng.randrange(len(SENTENCES))]).rstrip()
+    return "".join(SENTENCES[int(rng.random() * len(SENTENCES))]).rstrip()
 
 
 # --- JSON that validates against a (practical subset of) JSON Schema. ---
-
-MAX_DEPTH = 16  # recursive $refs stop here
+MAX_DEPTH, OPTIONAL_DEPTH = 16, 4  # recursive $refs stop there
 
 
 def json_for_schema(schema: dict[str, Any], rng: random.Random) -> Any:
@@ -332,21 +317,17 @@ def _type(s: dict) -> str:
         kind = next((k for k in kind if k != "null"), "null")
     if kind:
         return kind
-    if "properties" in s or "required" in s:
-        return "object"
-    if "items" in s:
-        return "array"
-    return "string"
+    return "object" if "properties" in s or "required" in s else "array" if "items" in s else "string"
 
 
 def _object(s: dict, rng: random.Random, root: dict, depth: int) -> dict:
-    props = s.get("properties") or {}
-    out = {k: _value(v, rng, root, depth) for k, v in props.items()}
-    for key in s.get("required") or ():
-        if key not in out:
-            out[key] = sentence(rng)
-    if not out and s.get("additionalProperties", True) is not False:
-        out["text"] = sentence(rng)
+    props, required = s.get("properties") or {}, s.get("required") or ()
+    # Optional properties too, except deep down, where recursive schemas must bottom out.
+    out = {k: _value(v, rng, root, depth) for k, v in props.items()
+           if depth <= OPTIONAL_DEPTH or k in required}
+    out.update({key: sentence(rng) for key in required if key not in out})
+    if not props and not out and s.get("additionalProperties", True) is not False:
+        out["text"] = sentence(rng)  # a free-form object still says something
     return out
 
 
@@ -386,21 +367,19 @@ def _shorten(text: str, hi: int, lo: int) -> str:
 
 _FORMATS = {
     "date": lambda r: f"20{r.randint(10, 29)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}",
-    "date-time": lambda r: f"20{r.randint(10, 29)}-{r.randint(1, 12):02d}-"
-                           f"{r.randint(1, 28):02d}T{r.randint(0, 23):02d}:30:00Z",
+    "date-time": lambda r: _FORMATS["date"](r) + f"T{r.randint(0, 23):02d}:30:00Z",
     "email": lambda r: f"reader{r.randint(1, 999)}@example.com",
     "uri": lambda r: f"https://example.com/items/{r.randint(1, 9999)}",
 }
 
 
-def _numeric(s: dict, rng: random.Random, root: dict, depth: int) -> int | float:
+def _numeric(s: dict, rng: random.Random, integer: bool) -> int | float:
     """Within minimum/maximum (exclusive bounds nudged inward), on multipleOf if given."""
-    integer = s.get("type") == "integer" or "integer" in (s.get("type") or ())
     nudge = 1 if integer else 1e-6
     lo, hi = s.get("minimum"), s.get("maximum")
-    if isinstance(s.get("exclusiveMinimum"), (int, float)):
+    if type(s.get("exclusiveMinimum")) in (int, float):  # not the draft-4 boolean form
         lo = max(x for x in (lo, s["exclusiveMinimum"] + nudge) if x is not None)
-    if isinstance(s.get("exclusiveMaximum"), (int, float)):
+    if type(s.get("exclusiveMaximum")) in (int, float):
         hi = min(x for x in (hi, s["exclusiveMaximum"] - nudge) if x is not None)
     lo = lo if lo is not None else (1 if hi is None or hi >= 100 else hi - 100)
     hi = max(lo, hi if hi is not None else max(lo + 99, 100))
@@ -413,12 +392,8 @@ def _numeric(s: dict, rng: random.Random, root: dict, depth: int) -> int | float
     return round(value, 2) if lo <= round(value, 2) <= hi else value
 
 
-_MAKERS = {
-    "object": _object,
-    "array": _array,
-    "string": _string,
-    "integer": _numeric,
-    "number": _numeric,
-    "boolean": lambda s, rng, root, depth: rng.random() < 0.5,
-    "null": lambda s, rng, root, depth: None,
-}
+_MAKERS = {"object": _object, "array": _array, "string": _string,
+           "integer": lambda s, rng, root, depth: _numeric(s, rng, True),
+           "number": lambda s, rng, root, depth: _numeric(s, rng, False),
+           "boolean": lambda s, rng, root, depth: rng.random() < 0.5,
+           "null": lambda s, rng, root, depth: None}

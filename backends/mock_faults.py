@@ -1,4 +1,4 @@
-"""Timing, faults and rate limits of the mock server: pure parsing and drawing, no I/O.
+"""Timing, faults, rate limits and counters of the mock server: pure state, no I/O.
 
 Everything here takes `now` (seconds, any monotonic origin) from the caller and owns its own
 `random.Random`, so a run with the same `--seed` and the same arrival order reproduces the same
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from typing import Mapping
+from typing import Any, Mapping
 
 FAULT_KINDS = ("429", "500", "reset", "cut", "hang")  # drawn in this order
 
@@ -60,6 +60,18 @@ def _ms(text: str) -> float:
     if value < 0 or not math.isfinite(value):
         raise ValueError
     return value / 1000.0
+
+
+def parse_length_spec(spec: str | int) -> tuple[int, int]:
+    """'40-120' -> (40, 120) uniform; '80' -> (80, 80)."""
+    lo_s, sep, hi_s = str(spec).strip().partition("-")
+    try:
+        lo, hi = int(lo_s), int(hi_s if sep else lo_s)
+    except ValueError:
+        raise ValueError(f"output tokens must be N or LO-HI, got {spec!r}") from None
+    if lo < 0 or hi < lo:
+        raise ValueError(f"output tokens range must satisfy 0 <= LO <= HI, got {spec!r}")
+    return lo, hi
 
 
 def parse_fraction(text: str | float) -> float:
@@ -126,6 +138,41 @@ class WindowMax:
             self.max_requests = len(entries)
         if self._tokens > self.max_tokens:
             self.max_tokens = self._tokens
+
+
+class Stats:
+    """Counters served at /stats; plain attributes because they change on every request."""
+
+    def __init__(self, window: float, record_arrivals: bool = False) -> None:
+        self.window = WindowMax(window)
+        self.record_arrivals = record_arrivals
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero the counters; `in_flight` is a gauge of now, so it stays (and seeds the peak)."""
+        self.in_flight = getattr(self, "in_flight", 0)
+        self.peak_in_flight = self.in_flight
+        self.requests = self.completed = 0
+        self.prompt_tokens = self.completion_tokens = self.tokens_sent = 0
+        self.disconnects = self.rate_limited = 0
+        self.status_counts: dict[str, int] = {}
+        self.faults: dict[str, int] = {}
+        self.arrivals: list[float] = []
+        self.window.reset()
+
+    def status(self, code: int) -> None:
+        key = str(code)
+        self.status_counts[key] = self.status_counts.get(key, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in (
+            "requests", "completed", "status_counts", "prompt_tokens", "completion_tokens",
+            "tokens_sent", "in_flight", "peak_in_flight", "disconnects", "rate_limited", "faults")}
+        out["max_requests_in_window"] = self.window.max_requests
+        out["max_tokens_in_window"] = self.window.max_tokens
+        if self.record_arrivals:
+            out["arrivals"] = self.arrivals
+        return out
 
 
 class RateLimiter:

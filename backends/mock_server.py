@@ -15,94 +15,42 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Callable
 
 import orjson
 from aiohttp import web
 
-from backends.mock_answers import Answer, BadRequest, build_answer, parse_length_spec
-from backends.mock_faults import (FaultDrawer, Latency, RateLimiter, WindowMax, parse_fraction,
-                                  parse_latency, retry_after_value)
+from backends.mock_answers import Answer, BadRequest, build_answer
+from backends.mock_faults import (FaultDrawer, RateLimiter, Stats, parse_fraction, parse_latency,
+                                  parse_length_spec, retry_after_value)
 from engine.errors import ConfigError
 
 BACKLOG = 4096
+MAX_BODY = 64 * 1024 * 1024  # long-document prompts; aiohttp's default cap is 1 MiB
 SHUTDOWN_GRACE_S = 0.5  # hung and paced requests are cut after this on SIGTERM
 JSON = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
 
 
-@dataclass(slots=True)
-class MockConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    models: list[str] = field(default_factory=list)
-    latency: Latency = field(default_factory=lambda: parse_latency("0"))
-    tokens_per_s: float = 0.0
-    output_tokens: tuple[int, int] = (40, 120)
-    fault_rates: dict[str, float] = field(default_factory=dict)
-    retry_after: float = 1.0
-    seed: int = 0
-    rpm: int = 0
-    tpm: int = 0
-    rate_window_s: float = 60.0
-    record_arrivals: bool = False
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "MockConfig":
-        rates = {"429": args.rate_429, "500": args.rate_500, "reset": args.rate_reset,
-                 "cut": args.rate_cut, "hang": args.rate_hang}
-        if sum(rates.values()) > 1.0 + 1e-9:
-            raise ConfigError("--rate-429/500/reset/cut/hang must add up to at most 1")
-        if args.rate_window_s <= 0 or args.tokens_per_s < 0 or args.retry_after < 0:
-            raise ConfigError("--rate-window-s must be > 0; --tokens-per-s, --retry-after >= 0")
-        return cls(args.host, args.port, list(args.model or []), args.latency_ms,
-                   args.tokens_per_s, args.output_tokens, rates, args.retry_after, args.seed,
-                   args.rpm, args.tpm, args.rate_window_s, args.record_arrivals)
-
-
-class Stats:
-    """Counters served at /stats; plain attributes because they change on every request."""
-
-    def __init__(self, window: float, record_arrivals: bool) -> None:
-        self.window = WindowMax(window)
-        self.record_arrivals = record_arrivals
-        self.reset()
-
-    def reset(self) -> None:
-        self.requests = self.completed = self.in_flight = self.peak_in_flight = 0
-        self.prompt_tokens = self.completion_tokens = self.tokens_sent = 0
-        self.disconnects = self.rate_limited = 0
-        self.status_counts: dict[str, int] = {}
-        self.faults: dict[str, int] = {}
-        self.arrivals: list[float] = []
-        self.window.reset()
-
-    def status(self, code: int) -> None:
-        key = str(code)
-        self.status_counts[key] = self.status_counts.get(key, 0) + 1
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in (
-            "requests", "completed", "status_counts", "prompt_tokens", "completion_tokens",
-            "tokens_sent", "in_flight", "peak_in_flight", "disconnects", "rate_limited", "faults")}
-        out["max_requests_in_window"] = self.window.max_requests
-        out["max_tokens_in_window"] = self.window.max_tokens
-        if self.record_arrivals:
-            out["arrivals"] = self.arrivals
-        return out
-
-
-def error_body(message: str, type_: str, code: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+def check_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Cross-option checks argparse cannot do; adds `fault_rates`. The namespace is the config."""
+    args.fault_rates = {"429": args.rate_429, "500": args.rate_500, "reset": args.rate_reset,
+                        "cut": args.rate_cut, "hang": args.rate_hang}
+    if sum(args.fault_rates.values()) > 1.0 + 1e-9:
+        raise ConfigError("--rate-429/500/reset/cut/hang must add up to at most 1")
+    if args.rate_window_s <= 0 or min(args.tokens_per_s, args.retry_after, args.rpm, args.tpm) < 0:
+        raise ConfigError("--rate-window-s must be > 0; --tokens-per-s, --retry-after, --rpm, "
+                          "--tpm must be >= 0")
+    return args
 
 
 class MockApp:
     """Request handling. Hooks for later modes (bad answers, judge, simulated GPU batching)
     belong in `_answer` (what to say) and `_deliver` (when/how to send), not in the edge."""
 
-    def __init__(self, config: MockConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, config: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
         self.config, self.loop = config, loop
         self.t0 = loop.time()
         self.stats = Stats(config.rate_window_s, config.record_arrivals)
@@ -110,7 +58,7 @@ class MockApp:
         self.reset()
         self.retry_after = retry_after_value(config.retry_after)
         self.id_prefix, self.next_id = os.urandom(4).hex(), 0
-        models = ["mock", *(m for m in config.models if m != "mock")]
+        models = ["mock", *(m for m in config.model or () if m != "mock")]
         self.models_body = orjson.dumps({"object": "list", "data": [
             {"id": m, "object": "model", "created": 0, "owned_by": "gristmill"} for m in models]})
 
@@ -119,6 +67,7 @@ class MockApp:
         seed again (so a rerun after /stats/reset sees the same fault sequence)."""
         self.stats.reset()
         self.limiter.reset()
+        self.last: web.BaseRequest | None = None
         self.faults = FaultDrawer(self.config.fault_rates, self.config.seed)
         self.latency_rng = random.Random(self.config.seed + 1)  # apart from the fault draws
 
@@ -139,26 +88,38 @@ class MockApp:
             if path == "/health":
                 return web.Response(body=b'{"status":"ok"}', content_type=JSON)
             if path == "/stats":
-                return web.Response(body=orjson.dumps(self.stats.as_dict()), content_type=JSON)
+                stats = {**self.stats.as_dict(), "last_request": self._last_request()}
+                return web.Response(body=orjson.dumps(stats), content_type=JSON)
         return self._error(404, f"no route for {method} {path}", "invalid_request_error",
                            "not_found")
 
     def _error(self, status: int, message: str, type_: str, code: str,
                headers: dict[str, str] | None = None) -> web.Response:
         self.stats.status(status)
-        return web.Response(status=status, body=error_body(message, type_, code),
-                            content_type=JSON, headers=headers)
+        body = orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+        return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+
+    def _limit_headers(self, now: float) -> dict[str, str] | None:
+        return self.limiter.headers(now) if self.limiter.enforced else None
+
+    def _last_request(self) -> dict[str, Any] | None:
+        """Method, path, query and headers (lower-cased) of the last completion request."""
+        r = self.last  # a request is a (possibly empty) mapping: test against None
+        if r is None:
+            return None
+        return {"method": r.method, "path": r.path, "query": dict(r.query),
+                "headers": {k.lower(): v for k, v in r.headers.items()}}
 
     # -- completions ----------------------------------------------------------------------
     async def _complete(self, request: web.BaseRequest, chat: bool) -> web.StreamResponse:
         st, now = self.stats, self.loop.time()
         st.requests += 1
+        self.last = request  # only a reference: /stats renders it
         if st.record_arrivals:
             st.arrivals.append(round(now - self.t0, 6))
         fault = self.faults.draw()  # per arrival, whatever the body: a stable fault sequence
         st.in_flight += 1
-        if st.in_flight > st.peak_in_flight:
-            st.peak_in_flight = st.in_flight
+        st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
         try:
             return await self._answer(request, chat, now, fault)
         except asyncio.CancelledError:
@@ -175,21 +136,19 @@ class MockApp:
             answer = build_answer(body, chat, self.config.output_tokens)
         except (orjson.JSONDecodeError, BadRequest) as exc:
             st.window.add(now, 0)  # still an arrival: the window maxima count every request
-            if isinstance(exc, BadRequest):
-                return self._error(400, str(exc), "invalid_request_error", "invalid_request")
-            return self._error(400, f"invalid JSON body: {exc}", "invalid_request_error",
-                               "invalid_json")
+            bad_json = not isinstance(exc, BadRequest)
+            return self._error(400, f"invalid JSON body: {exc}" if bad_json else str(exc),
+                               "invalid_request_error", "invalid_json" if bad_json
+                               else "invalid_request", self._limit_headers(now))
         tokens = answer.prompt_tokens + answer.completion_tokens  # known at arrival
         st.window.add(now, tokens)
-        headers = None
-        if self.limiter.enforced:
-            wait = self.limiter.admit(now, tokens)
-            headers = self.limiter.headers(now)
-            if wait > 0.0:
-                st.rate_limited += 1
-                headers["Retry-After"] = retry_after_value(wait)
-                return self._error(429, "Rate limit reached for requests or tokens",
-                                   "rate_limit_error", "rate_limit_exceeded", headers)
+        wait = self.limiter.admit(now, tokens) if self.limiter.enforced else 0.0
+        headers = self._limit_headers(now)
+        if wait > 0.0:
+            st.rate_limited += 1
+            return self._error(429, "Rate limit reached for requests or tokens",
+                               "rate_limit_error", "rate_limit_exceeded",
+                               {**(headers or {}), "Retry-After": retry_after_value(wait)})
         if fault is not None:
             st.faults[fault] = st.faults.get(fault, 0) + 1
             early = await self._early_fault(request, fault, headers)
@@ -201,9 +160,9 @@ class MockApp:
                            headers: dict[str, str] | None) -> web.StreamResponse | None:
         """Faults that replace the answer; None for 'cut', which happens while delivering."""
         if fault == "429":
+            retry = {**(headers or {}), "Retry-After": self.retry_after}
             return self._error(429, "Rate limit reached (injected)", "rate_limit_error",
-                               "rate_limit_exceeded", {**(headers or {}),
-                                                       "Retry-After": self.retry_after})
+                               "rate_limit_exceeded", retry)
         if fault == "500":
             return self._error(500, "The server had an error (injected)", "server_error",
                                "internal_error", headers)
@@ -217,19 +176,18 @@ class MockApp:
     async def _deliver(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
                        headers: dict[str, str] | None, cut: bool) -> web.StreamResponse:
         st, cfg = self.stats, self.config
-        if not cfg.latency.is_zero:
-            await asyncio.sleep(cfg.latency.sample(self.latency_rng))
+        if not cfg.latency_ms.is_zero:
+            await asyncio.sleep(cfg.latency_ms.sample(self.latency_rng))
         st.prompt_tokens += answer.prompt_tokens
         st.completion_tokens += answer.completion_tokens
         st.status(200)
         self.next_id += 1
         rid = f"cmpl-{self.id_prefix}{self.next_id:08x}"
-        model = body["model"]
         if body.get("stream"):
             return await self._stream(request, body, chat, answer, rid, headers, cut)
         if cfg.tokens_per_s > 0:
             await asyncio.sleep(answer.completion_tokens / cfg.tokens_per_s)
-        payload = orjson.dumps(completion_body(chat, answer, rid, model))
+        payload = orjson.dumps(completion_body(chat, answer, rid, body["model"]))
         if cut:
             return await self._cut_body(request, payload, answer, headers)
         st.tokens_sent += answer.completion_tokens
@@ -252,16 +210,22 @@ class MockApp:
 
     async def _stream(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
                       rid: str, headers: dict[str, str] | None, cut: bool) -> web.StreamResponse:
-        events, tail = stream_events(chat, answer, rid, body["model"],
-                                     bool((body.get("stream_options") or {}).get("include_usage")))
+        instant = self.config.tokens_per_s <= 0 and not cut
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        events, tail = stream_events(chat, answer, rid, body["model"], usage, not instant)
         resp = web.StreamResponse(headers={**SSE_HEADERS, **headers} if headers else SSE_HEADERS)
         try:
             await resp.prepare(request)
-            if cut:
+            if instant:  # the common benchmark case: one write, no per-event objects
+                await resp.write(b"".join(events) + tail)
+                self.stats.tokens_sent += answer.completion_tokens
+            elif cut:
                 await self._write_events(resp, events[: len(events) // 2], b"")
                 _abort(request)
                 return resp
-            await self._write_events(resp, events, tail)
+            else:
+                await self._write_events(resp, events, tail)
         except ConnectionResetError:  # a write found the socket closed; aiohttp stays quiet
             self.stats.disconnects += 1
             return resp
@@ -287,9 +251,8 @@ class MockApp:
 
 
 def _abort(request: web.BaseRequest) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
+    if request.transport is not None:  # None once the client has gone already
+        request.transport.abort()
 
 
 def completion_body(chat: bool, answer: Answer, rid: str, model: str) -> dict[str, Any]:
@@ -310,11 +273,12 @@ def _usage(answer: Answer) -> dict[str, int]:
             "total_tokens": answer.prompt_tokens + answer.completion_tokens}
 
 
-def stream_events(chat: bool, answer: Answer, rid: str, model: str,
-                  include_usage: bool) -> tuple[list[bytes], bytes]:
+def stream_events(chat: bool, answer: Answer, rid: str, model: str, include_usage: bool,
+                  per_token: bool = True) -> tuple[list[bytes], bytes]:
     """(one SSE event per token, the bytes after the last token: finish chunks, usage, DONE).
 
-    Token events are spliced from prebuilt byte templates: orjson only encodes the token."""
+    Token events are spliced from prebuilt byte templates: orjson only encodes the token.
+    Without `per_token`, each choice's events come joined into one bytes object."""
     kind = b"chat.completion.chunk" if chat else b"text_completion"
     head = (b'data: {"id":"' + rid.encode() + b'","object":"' + kind + b'","created":'
             + str(int(time.time())).encode() + b',"model":' + orjson.dumps(model)
@@ -328,8 +292,13 @@ def stream_events(chat: bool, answer: Answer, rid: str, model: str,
         else:
             first = prefix = head + index + b',"text":'
             suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
-        events.extend((prefix if n else first) + dumps(tok) + suffix
-                      for n, tok in enumerate(choice.tokens))
+        tokens = choice.tokens
+        if tokens and not per_token:  # str join: holding hundreds of orjson results is slow
+            quoted = (suffix + prefix).decode().join(map(encode_basestring, tokens)).encode()
+            events.append(first + quoted + suffix)
+        elif tokens:
+            events.append(first + dumps(tokens[0]) + suffix)
+            events.extend(prefix + dumps(tok) + suffix for tok in tokens[1:])
         delta = b',"delta":{},"finish_reason":' if chat else b',"text":"","finish_reason":'
         finals.append(head + index + delta + dumps(choice.finish_reason) + b"}]}\n\n")
     if include_usage:
@@ -340,16 +309,22 @@ def stream_events(chat: bool, answer: Answer, rid: str, model: str,
 
 
 # -- process ------------------------------------------------------------------------------
-async def serve(config: MockConfig, announce: Callable[[str], None] | None = None) -> None:
+async def serve(config: argparse.Namespace, announce: Callable[[str], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT. `announce` gets the URL once the socket is bound."""
     loop = asyncio.get_running_loop()
     app = MockApp(config, loop)
-    server = web.Server(app.handle, handler_cancellation=True, access_log=None)
+    server = web.Server(app.handle, handler_cancellation=True, access_log=None,
+                        request_factory=lambda *a: web.BaseRequest(*a, loop,
+                                                                   client_max_size=MAX_BODY))
     srv = await loop.create_server(server, config.host, config.port, backlog=BACKLOG,
                                    reuse_address=True)
     port = srv.sockets[0].getsockname()[1]
     host = f"[{config.host}]" if ":" in config.host else config.host
-    (announce or _print_line)(f"http://{host}:{port}")
+    url = f"http://{host}:{port}"
+    if announce is None:
+        print(f"listening on {url}", flush=True)
+    else:
+        announce(url)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -359,10 +334,6 @@ async def serve(config: MockConfig, announce: Callable[[str], None] | None = Non
         srv.close()
         await server.shutdown(SHUTDOWN_GRACE_S)
         await srv.wait_closed()
-
-
-def _print_line(url: str) -> None:
-    print(f"listening on {url}", flush=True)
 
 
 def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -405,16 +376,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve with parsed arguments (shared with `gristmill mock-server`)."""
-    config = MockConfig.from_args(args)
-    loop_factory = None
-    if not args.no_uvloop:
-        try:
-            import uvloop
-            loop_factory = uvloop.new_event_loop
-        except ImportError:
-            pass
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(config))
+    args = check_args(args)
+    try:
+        import uvloop
+        loop_factory = None if args.no_uvloop else uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(args))
+    except OSError as exc:  # port taken, bad host: one line, not a traceback
+        print(f"mock server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -424,10 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        return run(args)  # checks the options before it binds anything
     except ConfigError as exc:
-        parser.error(str(exc))
-    return 2
+        parser.error(str(exc))  # exits with status 2
+        return 2
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def run_case(key: str, case: dict, clients: list[str], n: int | None) -> list[di
     rows = []
     n = n or case["n"]
     for client in clients:
-        with MockServerProcess(case["server"]) as server:
+        with MockServerProcess(*case["server"]) as server:
             assert server.proc is not None
             if (os.cpu_count() or 1) > 1:
                 os.sched_setaffinity(server.proc.pid, {1})

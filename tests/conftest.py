@@ -32,7 +32,7 @@ def mock_server_factory() -> Iterator[Callable[..., MockServerProcess]]:
     started: list[MockServerProcess] = []
 
     def start(*args: str) -> MockServerProcess:
-        server = MockServerProcess(args).start()
+        server = MockServerProcess(*args).start()
         started.append(server)
         return server
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import subprocess
 import sys
@@ -14,12 +15,11 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from backends.mock_faults import RateLimiter, parse_latency
 from engine.tokens import count_messages, estimate_tokens
 
-try:
-    from tests.mockserver import ROOT, MockServer
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from mockserver import ROOT, MockServer
+from backends.mock_process import MockServerProcess as MockServer
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -94,7 +94,7 @@ async def session():
 
 
 async def test_startup_line_health_and_models(server, session):
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.url) and server.port > 0
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.url)
     async with session.get(server.url + "/health") as r:
         assert r.status == 200
     async with session.get(server.base_url + "/models") as r:
@@ -203,8 +203,13 @@ async def test_bad_requests_get_400(server, session):
 async def test_stats_count_concurrency_tokens_and_arrivals(server, session):
     server.reset()
     outs = await asyncio.gather(*(post(session, server.url + CHAT, chat(f"q{i}"))
-                                  for i in range(6)))
+                                  for i in range(5)))
+    async with session.post(server.url + CHAT + "?api-version=7", json=chat("q5"),
+                            headers={"X-Team": "mill"}) as r:
+        outs.append((r.status, {}, await r.json()))
     stats = server.stats()
+    assert stats["last_request"]["query"] == {"api-version": "7"}
+    assert stats["last_request"]["headers"]["x-team"] == "mill"
     assert stats["requests"] == stats["completed"] == 6 and stats["status_counts"] == {"200": 6}
     assert stats["prompt_tokens"] == sum(o[2]["usage"]["prompt_tokens"] for o in outs)
     assert stats["completion_tokens"] == sum(o[2]["usage"]["completion_tokens"] for o in outs)
@@ -286,8 +291,11 @@ async def test_hang_times_out_on_client_and_shutdown_is_clean(session):
         pending = asyncio.ensure_future(post(session, s.url + CHAT, chat()))
         while s.stats()["in_flight"] == 0:
             await asyncio.sleep(0.02)
+        s.reset()  # zeroes counters, but in_flight is a gauge of now
+        stats = s.stats()
+        assert stats["in_flight"] == stats["peak_in_flight"] == 1 and stats["requests"] == 0
     finally:
-        s.stop()  # asserts exit code 0 with a request still hanging
+        assert s.stop() == 0  # a clean exit with a request still hanging
     with pytest.raises(aiohttp.ClientConnectionError):
         await pending
 
@@ -348,6 +356,21 @@ async def test_tokens_per_s_paces_and_disconnect_stops_counting(session):
         assert 5 <= sent < 20
         await asyncio.sleep(0.3)
         assert s.stats()["tokens_sent"] == sent
+
+
+def test_latency_specs_and_limiter_arithmetic():
+    rng = random.Random(1)
+    assert parse_latency("0").is_zero and parse_latency("100").sample(rng) == 0.1
+    assert all(0.05 <= parse_latency("50-200").sample(rng) <= 0.2 for _ in range(100))
+    mean = sum(parse_latency("exp:100").sample(rng) for _ in range(4000)) / 4000
+    assert 0.09 < mean < 0.11
+    with pytest.raises(ValueError):
+        parse_latency("200-50")
+    limiter = RateLimiter(rpm=2, tpm=None, window=10.0)
+    assert limiter.admit(0.0, 1) == limiter.admit(4.0, 1) == 0.0
+    assert limiter.admit(5.0, 1) == 5.0  # the first request leaves the window at t=10
+    assert limiter.headers(5.0)["x-ratelimit-reset-requests"] == "5s"
+    assert limiter.admit(10.0, 1) == 0.0
 
 
 def test_invalid_options_exit_with_usage_error():
