@@ -96,6 +96,9 @@ class OpenAIHTTPBackend:
     def in_flight(self) -> int:
         return sum(e.outstanding for e in self._endpoints or ())
 
+    def outstanding(self, url: str) -> int:
+        return sum(e.outstanding for e in self._endpoints or () if e.url == url)
+
     def pick_endpoint(self) -> Endpoint:
         return min(self._open(), key=lambda e: e.outstanding)
 

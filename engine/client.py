@@ -41,6 +41,12 @@ class ModelClient:
         self.retries = 0
         self.errors: Counter[str] = Counter()
         self.usage = Usage()
+        self.caps: dict[str, int] = {}  # in-flight caps by who set them; the smallest rules
+        self.server_load: dict[str, object] = {}  # last metrics per endpoint, for display
+
+    def set_cap(self, source: str, value: int) -> None:
+        self.caps[source] = value
+        self.pool.cap = min(self.caps.values())
 
     def estimate_tokens(self, request: Request) -> int:
         if request.messages is not None:
@@ -107,7 +113,9 @@ class ModelClient:
         self.usage.prompt_tokens += completion.usage.prompt_tokens
         self.usage.completion_tokens += completion.usage.completion_tokens
         if self.aimd is not None:
-            self.pool.cap = self.aimd.on_success()
+            cap = self.aimd.on_success()
+            if cap != self.caps.get("aimd"):
+                self.set_cap("aimd", cap)
 
     def _failed(self, error: BackendError, permit: Permit, attempt: int) -> float | None:
         self.errors[type(error).__name__] += 1
@@ -115,7 +123,7 @@ class ModelClient:
             if error.retry_after:
                 self.pool.pause(error.retry_after)
             if self.aimd is not None:
-                self.pool.cap = self.aimd.on_overload(permit.granted_at, self.pool.clock())
+                self.set_cap("aimd", self.aimd.on_overload(permit.granted_at, self.pool.clock()))
         delay = retry_delay(self.policy, error, attempt, self.rng)
         if delay is not None:
             self.retries += 1

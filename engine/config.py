@@ -59,6 +59,10 @@ class BackendConfig(Strict):
     rate_window_s: float = Field(60.0, gt=0, description="Length of the rate window in seconds.")
     adaptive: bool = Field(True, description="Halve the in-flight cap on 429/503 and regrow it "
                            "by AIMD.")
+    metrics: bool = Field(False, description="Scrape each endpoint's /metrics (vLLM names) "
+                          "and set the in-flight cap so the running batch stays full and the "
+                          "waiting queue short; max_in_flight is then only the ceiling.")
+    metrics_interval_s: float = Field(0.5, gt=0, description="Seconds between scrapes.")
     tokenizer: RelPath | None = Field(None, description="A local tokenizer.json for exact token "
                                       "counts; without it, 4 characters per token.")
     default_max_tokens: int = Field(1024, ge=1, description="Completion tokens assumed for TPM "

@@ -45,6 +45,20 @@ class Rates:
         self.last, self.last_at = sample, now
 
 
+def backend_lines(run: "Run") -> list[str]:
+    """In flight against the cap, and what each server says about its own batch."""
+    lines = []
+    for name, client in run.clients.items():
+        line = f"{name}: in flight {client.pool.in_flight}/{client.pool.cap}"
+        if client.pool.waiting:
+            line += f" · waiting for permits {client.pool.waiting}"
+        for url, load in client.server_load.items():
+            line += (f" · {url}: running {load.running:.0f} waiting {load.waiting:.0f} "
+                     f"KV {100 * load.kv_usage:.0f}%")
+        lines.append(line)
+    return lines
+
+
 def render_table(run: "Run", rates: Rates) -> Table:
     stats = run.stats
     table = Table(title=f"gristmill · {run.config.name}", title_justify="left")
@@ -56,7 +70,7 @@ def render_table(run: "Run", rates: Rates) -> Table:
                       f"{tps:,.0f}")
     table.caption = (f"seeds {stats.seeds_admitted:,} · records {stats.records:,} · rejects "
                      f"{sum(stats.rejects.values()):,} · elapsed {_fmt_s(stats.elapsed)} · "
-                     f"ETA {_fmt_s(stats.eta_s())}")
+                     f"ETA {_fmt_s(stats.eta_s())}\n" + "\n".join(backend_lines(run)))
     table.caption_justify = "left"
     return table
 
@@ -68,7 +82,8 @@ def plain_line(run: "Run", rates: Rates) -> str:
         f"{s.failed} failed {rps:.1f} req/s {tps:.0f} tok/s"
         for i, (s, (rps, tps)) in enumerate(zip(stats.stages, rates.current)))
     return (f"[{_fmt_s(stats.elapsed)}] seeds {stats.seeds_admitted} records {stats.records} "
-            f"rejects {sum(stats.rejects.values())} ETA {_fmt_s(stats.eta_s())} :: {stages}")
+            f"rejects {sum(stats.rejects.values())} ETA {_fmt_s(stats.eta_s())} :: {stages}"
+            f" :: {' | '.join(backend_lines(run))}")
 
 
 async def _tick(done: asyncio.Event, interval: float) -> None:

@@ -107,6 +107,7 @@ class Run:
         self.stats.rejects[f"{record['stage']}: {reason}"] += 1
 
     async def execute(self) -> dict[str, Any]:
+        from .metrics_poller import poll_metrics
         from .progress import show_progress
 
         self.dir.write_config(self.config)
@@ -115,6 +116,11 @@ class Run:
             async with asyncio.TaskGroup() as group:
                 group.create_task(show_progress(self, done, self.options.progress,
                                                 self.options.progress_interval_s))
+                for name, backend in self.config.backends.items():
+                    if backend.metrics:
+                        group.create_task(poll_metrics(
+                            self.clients[name], backend.base_urls, backend.metrics_interval_s,
+                            backend.max_in_flight, done))
                 try:
                     await self.pipeline.run(self.seeds(), self._admit)
                 finally:

@@ -1,0 +1,95 @@
+"""Memory at scale: peak RSS of a 4-stage pipeline run over 10k, 100k and 1M seeds against the
+instant mock server. Memory must not grow with the input.
+
+    python -m benchmarks.memory [--sizes 10000,100000,1000000]
+
+Each size runs in its own process (so each peak is its own); seeds are read lazily from a
+JSONL file; every stage makes one request per item, so a run makes 4 x seeds requests.
+Prints a table and writes benchmarks/results/memory.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from backends.mock_process import MockServerProcess
+from benchmarks.common import Meter, machine, peak_rss_mb, pin_to_cpu, print_table, run_worker, write_json
+
+
+def write_seeds(path: Path, n: int) -> None:
+    with path.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"text": f"Seed {i}: how a mill race feeds the wheel."}) + "\n")
+
+
+def pipeline(seeds: Path, url: str) -> dict:
+    stages = [{"name": "transform", "prompt": "Rewrite: {{ seed }}"},
+              {"name": "instruction", "prompt": "Ask about: {{ transform }}"},
+              {"name": "refined", "prompt": "Make harder: {{ instruction }}"},
+              {"name": "answer", "prompt": "{{ transform }}\n\nQ: {{ refined }}"}]
+    for stage in stages:
+        stage["sampling"] = {"max_tokens": 16}
+    return {"name": "memory", "seeds": {"path": str(seeds)},
+            "backends": {"default": {"base_url": url, "model": "mock", "max_in_flight": 256}},
+            "stages": stages,
+            "record": [{"role": "user", "content": "{{ refined }}"},
+                       {"role": "assistant", "content": "{{ answer }}"}]}
+
+
+async def worker(n: int, url: str) -> dict:
+    from engine.config_load import validate_config
+    from engine.runner import RunOptions, run
+
+    tmp = Path(tempfile.mkdtemp(prefix="gm-mem-"))
+    seeds = tmp / "seeds.jsonl"
+    write_seeds(seeds, n)
+    rss_before = peak_rss_mb()
+    with Meter() as meter:
+        summary = await run(validate_config(pipeline(seeds, url)),
+                            RunOptions(run_dir=tmp / "run", progress=False))
+    (tmp / "run" / "output.jsonl").unlink()  # a million records are not worth keeping
+    return {"seeds": n, "records": summary["records"], "requests": 4 * n,
+            "wall_s": meter.wall, "cpu_s": meter.cpu, "peak_rss_mb": peak_rss_mb(),
+            "rss_before_run_mb": rss_before}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        pin_to_cpu(0)
+        from engine.loop import new_event_loop
+
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            print(json.dumps(runner.run(worker(args.worker, args.url))))
+        return
+    rows = []
+    for n in map(int, args.sizes.split(",")):
+        with MockServerProcess() as server:
+            if (os.cpu_count() or 1) > 1 and server.proc is not None:
+                os.sched_setaffinity(server.proc.pid, {1})
+            print(f"{n:,} seeds ...", flush=True)
+            rows.append(run_worker("benchmarks.memory", ["--worker", str(n), "--url",
+                                                         server.base_url], timeout=7200))
+    base = rows[0]["peak_rss_mb"]
+    for row in rows:
+        row["vs_smallest"] = row["peak_rss_mb"] / base
+        row["req_per_s"] = row["requests"] / row["wall_s"]
+    print_table(rows, [("seeds", "seeds", "{:,}".format), ("records", "records", "{:,}".format),
+                       ("req_per_s", "req/s", "{:,.0f}".format),
+                       ("peak_rss_mb", "peak RSS MB", "{:.1f}".format),
+                       ("vs_smallest", "x smallest", "{:.2f}".format)])
+    print(f"wrote {write_json('memory', {'machine': machine(), 'rows': rows, 'time': time.strftime('%Y-%m-%d %H:%M:%S')})}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""Mock OpenAI-compatible server: a real process to rehearse runs, test clients and benchmark.
+
+`python -m backends.mock_server --port 0` prints `listening on http://HOST:PORT` once bound.
+Answers come from `mock_answers` (pure, deterministic), faults and rate limits from
+`mock_faults` (pure, seeded); this module is only the HTTP edge: low-level aiohttp server,
+orjson, no per-request logging, prebuilt SSE byte templates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import sys
+import time
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+
+from backends.mock_answers import Answer, BadRequest, build_answer
+from backends.mock_faults import (FaultDrawer, RateLimiter, Stats, parse_fraction, parse_latency,
+                                  parse_length_spec, retry_after_value)
+from engine.errors import ConfigError
+
+BACKLOG = 4096
+MAX_BODY = 64 * 1024 * 1024  # long-document prompts; aiohttp's default cap is 1 MiB
+SHUTDOWN_GRACE_S = 0.5  # hung and paced requests are cut after this on SIGTERM
+JSON = "application/json"
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+DONE = b"data: [DONE]\n\n"
+
+
+def check_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Cross-option checks argparse cannot do; adds `fault_rates`. The namespace is the config."""
+    args.fault_rates = {"429": args.rate_429, "500": args.rate_500, "reset": args.rate_reset,
+                        "cut": args.rate_cut, "hang": args.rate_hang}
+    if sum(args.fault_rates.values()) > 1.0 + 1e-9:
+        raise ConfigError("--rate-429/500/reset/cut/hang must add up to at most 1")
+    if args.rate_window_s <= 0 or min(args.tokens_per_s, args.retry_after, args.rpm, args.tpm) < 0:
+        raise ConfigError("--rate-window-s must be > 0; --tokens-per-s, --retry-after, --rpm, "
+                          "--tpm must be >= 0")
+    return args
+
+
+class MockApp:
+    """Request handling. Hooks for later modes (bad answers, judge, simulated GPU batching)
+    belong in `_answer` (what to say) and `_deliver` (when/how to send), not in the edge."""
+
+    def __init__(self, config: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
+        self.config, self.loop = config, loop
+        self.t0 = loop.time()
+        self.stats = Stats(config.rate_window_s, config.record_arrivals)
+        self.limiter = RateLimiter(config.rpm, config.tpm, config.rate_window_s)
+        self.reset()
+        self.retry_after = retry_after_value(config.retry_after)
+        self.id_prefix, self.next_id = os.urandom(4).hex(), 0
+        models = ["mock", *(m for m in config.model or () if m != "mock")]
+        self.models_body = orjson.dumps({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "gristmill"} for m in models]})
+
+    def reset(self) -> None:
+        """A fresh run: zeroed stats, empty limit windows, fault and latency draws from the
+        seed again (so a rerun after /stats/reset sees the same fault sequence)."""
+        self.stats.reset()
+        self.limiter.reset()
+        self.last: web.BaseRequest | None = None
+        self.faults = FaultDrawer(self.config.fault_rates, self.config.seed)
+        self.latency_rng = random.Random(self.config.seed + 1)  # apart from the fault draws
+
+    # -- routing --------------------------------------------------------------------------
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path, method = request.path, request.method
+        if method == "POST":
+            if path == "/v1/chat/completions":
+                return await self._complete(request, True)
+            if path == "/v1/completions":
+                return await self._complete(request, False)
+            if path == "/stats/reset":
+                self.reset()
+                return web.Response(body=b'{"ok":true}', content_type=JSON)
+        elif method == "GET":
+            if path == "/v1/models":
+                return web.Response(body=self.models_body, content_type=JSON)
+            if path == "/health":
+                return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+            if path == "/stats":
+                stats = {**self.stats.as_dict(), "last_request": self._last_request()}
+                return web.Response(body=orjson.dumps(stats), content_type=JSON)
+        return self._error(404, f"no route for {method} {path}", "invalid_request_error",
+                           "not_found")
+
+    def _error(self, status: int, message: str, type_: str, code: str,
+               headers: dict[str, str] | None = None) -> web.Response:
+        self.stats.status(status)
+        body = orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+        return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+
+    def _limit_headers(self, now: float) -> dict[str, str] | None:
+        return self.limiter.headers(now) if self.limiter.enforced else None
+
+    def _last_request(self) -> dict[str, Any] | None:
+        """Method, path, query and headers (lower-cased) of the last completion request."""
+        r = self.last  # a request is a (possibly empty) mapping: test against None
+        if r is None:
+            return None
+        return {"method": r.method, "path": r.path, "query": dict(r.query),
+                "headers": {k.lower(): v for k, v in r.headers.items()}}
+
+    # -- completions ----------------------------------------------------------------------
+    async def _complete(self, request: web.BaseRequest, chat: bool) -> web.StreamResponse:
+        st, now = self.stats, self.loop.time()
+        st.requests += 1
+        self.last = request  # only a reference: /stats renders it
+        if st.record_arrivals:
+            st.arrivals.append(round(now - self.t0, 6))
+        fault = self.faults.draw()  # per arrival, whatever the body: a stable fault sequence
+        st.in_flight += 1
+        st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
+        try:
+            return await self._answer(request, chat, now, fault)
+        except asyncio.CancelledError:
+            st.disconnects += 1  # the client went away: aiohttp cancels the handler
+            raise
+        finally:
+            st.in_flight -= 1
+
+    async def _answer(self, request: web.BaseRequest, chat: bool, now: float,
+                      fault: str | None) -> web.StreamResponse:
+        st = self.stats
+        try:
+            body = orjson.loads(await request.read())
+            answer = build_answer(body, chat, self.config.output_tokens)
+        except (orjson.JSONDecodeError, BadRequest) as exc:
+            st.window.add(now, 0)  # still an arrival: the window maxima count every request
+            bad_json = not isinstance(exc, BadRequest)
+            return self._error(400, f"invalid JSON body: {exc}" if bad_json else str(exc),
+                               "invalid_request_error", "invalid_json" if bad_json
+                               else "invalid_request", self._limit_headers(now))
+        tokens = answer.prompt_tokens + answer.completion_tokens  # known at arrival
+        st.window.add(now, tokens)
+        wait = self.limiter.admit(now, tokens) if self.limiter.enforced else 0.0
+        headers = self._limit_headers(now)
+        if wait > 0.0:
+            st.rate_limited += 1
+            return self._error(429, "Rate limit reached for requests or tokens",
+                               "rate_limit_error", "rate_limit_exceeded",
+                               {**(headers or {}), "Retry-After": retry_after_value(wait)})
+        if fault is not None:
+            st.faults[fault] = st.faults.get(fault, 0) + 1
+            early = await self._early_fault(request, fault, headers)
+            if early is not None:
+                return early
+        return await self._deliver(request, body, chat, answer, headers, fault == "cut")
+
+    async def _early_fault(self, request: web.BaseRequest, fault: str,
+                           headers: dict[str, str] | None) -> web.StreamResponse | None:
+        """Faults that replace the answer; None for 'cut', which happens while delivering."""
+        if fault == "429":
+            retry = {**(headers or {}), "Retry-After": self.retry_after}
+            return self._error(429, "Rate limit reached (injected)", "rate_limit_error",
+                               "rate_limit_exceeded", retry)
+        if fault == "500":
+            return self._error(500, "The server had an error (injected)", "server_error",
+                               "internal_error", headers)
+        if fault == "reset":
+            _abort(request)
+            return web.Response()  # never sent: aiohttp sees the closed transport
+        if fault == "hang":
+            await self.loop.create_future()  # until aiohttp cancels us on disconnect
+        return None
+
+    async def _deliver(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
+                       headers: dict[str, str] | None, cut: bool) -> web.StreamResponse:
+        st, cfg = self.stats, self.config
+        if not cfg.latency_ms.is_zero:
+            await asyncio.sleep(cfg.latency_ms.sample(self.latency_rng))
+        st.prompt_tokens += answer.prompt_tokens
+        st.completion_tokens += answer.completion_tokens
+        st.status(200)
+        self.next_id += 1
+        rid = f"cmpl-{self.id_prefix}{self.next_id:08x}"
+        if body.get("stream"):
+            return await self._stream(request, body, chat, answer, rid, headers, cut)
+        if cfg.tokens_per_s > 0:
+            await asyncio.sleep(answer.completion_tokens / cfg.tokens_per_s)
+        payload = orjson.dumps(completion_body(chat, answer, rid, body["model"]))
+        if cut:
+            return await self._cut_body(request, payload, answer, headers)
+        st.tokens_sent += answer.completion_tokens
+        st.completed += 1
+        return web.Response(body=payload, content_type=JSON, headers=headers)
+
+    async def _cut_body(self, request: web.BaseRequest, payload: bytes, answer: Answer,
+                        headers: dict[str, str] | None) -> web.StreamResponse:
+        """Headers promise the whole body; half of it arrives, then the connection drops."""
+        resp = web.StreamResponse(headers=headers)
+        resp.content_type, resp.content_length = JSON, len(payload)
+        try:
+            await resp.prepare(request)
+            await resp.write(payload[: len(payload) // 2])
+            self.stats.tokens_sent += answer.completion_tokens // 2
+        except ConnectionResetError:
+            self.stats.disconnects += 1
+        _abort(request)
+        return resp
+
+    async def _stream(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
+                      rid: str, headers: dict[str, str] | None, cut: bool) -> web.StreamResponse:
+        instant = self.config.tokens_per_s <= 0 and not cut
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        events, tail = stream_events(chat, answer, rid, body["model"], usage, not instant)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **headers} if headers else SSE_HEADERS)
+        try:
+            await resp.prepare(request)
+            if instant:  # the common benchmark case: one write, no per-event objects
+                await resp.write(b"".join(events) + tail)
+                self.stats.tokens_sent += answer.completion_tokens
+            elif cut:
+                await self._write_events(resp, events[: len(events) // 2], b"")
+                _abort(request)
+                return resp
+            else:
+                await self._write_events(resp, events, tail)
+        except ConnectionResetError:  # a write found the socket closed; aiohttp stays quiet
+            self.stats.disconnects += 1
+            return resp
+        self.stats.completed += 1
+        return resp
+
+    async def _write_events(self, resp: web.StreamResponse, events: list[bytes], tail: bytes) -> None:
+        """One token per event; events due at the same time go out in one write."""
+        st, rate, count = self.stats, self.config.tokens_per_s, len(events)
+        if rate <= 0 or not events:
+            await resp.write(b"".join(events) + tail)
+            st.tokens_sent += count
+            return
+        loop, sent = self.loop, 0
+        start = loop.time()
+        while sent < count:
+            await asyncio.sleep(start + (sent + 1) / rate - loop.time())
+            due = min(count, max(sent + 1, int((loop.time() - start) * rate)))
+            chunk = b"".join(events[sent:due])
+            await resp.write(chunk + tail if due == count else chunk)
+            st.tokens_sent += due - sent
+            sent = due
+
+
+def _abort(request: web.BaseRequest) -> None:
+    if request.transport is not None:  # None once the client has gone already
+        request.transport.abort()
+
+
+def completion_body(chat: bool, answer: Answer, rid: str, model: str) -> dict[str, Any]:
+    if chat:
+        c = answer.choices[0]
+        choices = [{"index": 0, "message": {"role": "assistant", "content": c.text},
+                    "finish_reason": c.finish_reason, "logprobs": None}]
+    else:
+        choices = [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                   for i, c in enumerate(answer.choices)]
+    return {"id": rid, "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "choices": choices,
+            "usage": _usage(answer)}
+
+
+def _usage(answer: Answer) -> dict[str, int]:
+    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+
+
+def stream_events(chat: bool, answer: Answer, rid: str, model: str, include_usage: bool,
+                  per_token: bool = True) -> tuple[list[bytes], bytes]:
+    """(one SSE event per token, the bytes after the last token: finish chunks, usage, DONE).
+
+    Token events are spliced from prebuilt byte templates: orjson only encodes the token.
+    Without `per_token`, each choice's events come joined into one bytes object."""
+    kind = b"chat.completion.chunk" if chat else b"text_completion"
+    head = (b'data: {"id":"' + rid.encode() + b'","object":"' + kind + b'","created":'
+            + str(int(time.time())).encode() + b',"model":' + orjson.dumps(model)
+            + b',"choices":[{"index":')
+    dumps, events, finals = orjson.dumps, [], []
+    for i, choice in enumerate(answer.choices):
+        index = str(i).encode()
+        if chat:
+            first = head + index + b',"delta":{"role":"assistant","content":'
+            prefix, suffix = head + index + b',"delta":{"content":', b'},"finish_reason":null}]}\n\n'
+        else:
+            first = prefix = head + index + b',"text":'
+            suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        tokens = choice.tokens
+        if tokens and not per_token:  # str join: holding hundreds of orjson results is slow
+            quoted = (suffix + prefix).decode().join(map(encode_basestring, tokens)).encode()
+            events.append(first + quoted + suffix)
+        elif tokens:
+            events.append(first + dumps(tokens[0]) + suffix)
+            events.extend(prefix + dumps(tok) + suffix for tok in tokens[1:])
+        delta = b',"delta":{},"finish_reason":' if chat else b',"text":"","finish_reason":'
+        finals.append(head + index + delta + dumps(choice.finish_reason) + b"}]}\n\n")
+    if include_usage:
+        finals.append(head[: head.index(b',"choices"')] + b',"choices":[],"usage":'
+                      + dumps(_usage(answer)) + b"}\n\n")
+    finals.append(DONE)
+    return events, b"".join(finals)
+
+
+# -- process ------------------------------------------------------------------------------
+async def serve(config: argparse.Namespace, announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. `announce` gets the URL once the socket is bound."""
+    loop = asyncio.get_running_loop()
+    app = MockApp(config, loop)
+    server = web.Server(app.handle, handler_cancellation=True, access_log=None,
+                        request_factory=lambda *a: web.BaseRequest(*a, loop,
+                                                                   client_max_size=MAX_BODY))
+    srv = await loop.create_server(server, config.host, config.port, backlog=BACKLOG,
+                                   reuse_address=True)
+    port = srv.sockets[0].getsockname()[1]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    url = f"http://{host}:{port}"
+    if announce is None:
+        print(f"listening on {url}", flush=True)
+    else:
+        announce(url)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        srv.close()
+        await server.shutdown(SHUTDOWN_GRACE_S)
+        await srv.wait_closed()
+
+
+def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    add("--port", type=int, default=8000, help="port to bind; 0 picks a free one (default 8000)")
+    add("--model", action="append", default=[], help="extra model name for /v1/models")
+    add("--latency-ms", type=_arg(parse_latency), default="0", metavar="SPEC",
+        help="time before a response starts: 100, 50-200 or exp:100 (default 0)")
+    add("--tokens-per-s", type=float, default=0.0, metavar="R",
+        help="generation speed per request; 0 = instant (default 0)")
+    add("--output-tokens", type=_arg(parse_length_spec), default="40-120", metavar="SPEC",
+        help="answer length in tokens, N or LO-HI (default 40-120)")
+    for kind, what in (("429", "answer 429 with Retry-After"), ("500", "answer 500"),
+                       ("reset", "close the connection without answering"),
+                       ("cut", "cut the connection halfway through the response"),
+                       ("hang", "never answer until the client goes away")):
+        add(f"--rate-{kind}", type=_arg(parse_fraction), default=0.0, metavar="F",
+            help=f"fraction of requests to {what}")
+    add("--retry-after", type=float, default=1.0, metavar="S",
+        help="Retry-After seconds of injected 429s (default 1)")
+    add("--seed", type=int, default=0, help="seed of the fault and latency draws (default 0)")
+    add("--rpm", type=int, default=0, help="enforced requests per window; 0 = off")
+    add("--tpm", type=int, default=0, help="enforced tokens per window; 0 = off")
+    add("--rate-window-s", type=float, default=60.0, metavar="W",
+        help="sliding window of --rpm/--tpm and of the /stats maxima (default 60)")
+    add("--record-arrivals", action="store_true", help="list arrival times in /stats")
+    add("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve with parsed arguments (shared with `gristmill mock-server`)."""
+    args = check_args(args)
+    try:
+        import uvloop
+        loop_factory = None if args.no_uvloop else uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(args))
+    except OSError as exc:  # port taken, bad host: one line, not a traceback
+        print(f"mock server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backends.mock_server",
+                                     description="Mock OpenAI-compatible server.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)  # checks the options before it binds anything
+    except ConfigError as exc:
+        parser.error(str(exc))  # exits with status 2
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

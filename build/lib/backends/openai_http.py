@@ -1,0 +1,189 @@
+"""The OpenAI-compatible HTTP backend (hosted APIs, `vllm serve`, llama.cpp's server, the mock).
+
+One aiohttp session per base URL (keep-alive, connector limit = the in-flight cap); requests go
+to the endpoint with the fewest outstanding requests. Library errors are mapped to gristmill's
+exception hierarchy here, at the edge, with the phase a timeout happened in."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
+import orjson
+
+from engine.config import BackendConfig
+from engine.errors import (BackendError, BadRequest, ConnectionReset, ConnectTimeout,
+                           FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
+
+from .protocol import Completion, Delta, Request, Usage
+from .ratelimit_headers import RateHints, parse_rate_headers, parse_retry_after
+from .sse import DONE, SSEDecoder
+
+HintsCallback = Callable[[RateHints], None]
+_JSON = {"Content-Type": "application/json"}
+
+
+class Endpoint:
+    __slots__ = ("url", "session", "outstanding")
+
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.session = session
+        self.outstanding = 0
+
+
+def build_body(request: Request) -> bytes:
+    body: dict[str, Any] = {"model": request.model}
+    if request.messages is not None:
+        body["messages"] = request.messages
+    else:
+        body["prompt"] = request.prompt
+    body.update(request.params)
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)
+
+
+def error_for_status(status: int, headers: Any, text: str) -> BackendError:
+    message = f"HTTP {status}: {text[:300]}"
+    if status == 429 or status == 503:  # both mean "slow down": AIMD and Retry-After apply
+        return RateLimited(message, status=status, retry_after=parse_retry_after(headers))
+    if status >= 500 or status == 408:
+        return ServerError(message, status=status)
+    return BadRequest(message, status=status)
+
+
+def _usage(data: dict[str, Any] | None) -> Usage:
+    if not data:
+        return Usage()
+    return Usage(data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0)
+
+
+class OpenAIHTTPBackend:
+    def __init__(self, name: str, config: BackendConfig,
+                 on_rate_hints: HintsCallback | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.on_rate_hints = on_rate_hints
+        self.path = "/chat/completions" if config.api == "chat" else "/completions"
+        self._headers = dict(config.headers)
+        if config.api_key_env:
+            key = os.environ.get(config.api_key_env)
+            if key:
+                self._headers["Authorization"] = f"Bearer {key}"
+        self._endpoints: list[Endpoint] | None = None
+
+    # -- sessions -------------------------------------------------------------------------
+    def _open(self) -> list[Endpoint]:
+        if self._endpoints is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeouts.connect)
+            self._endpoints = [
+                Endpoint(url, aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=self.config.max_in_flight,
+                                                   limit_per_host=0, keepalive_timeout=60),
+                    timeout=timeout, headers=self._headers, skip_auto_headers=("User-Agent",),
+                    json_serialize=lambda o: orjson.dumps(o).decode()))
+                for url in self.config.base_urls]
+        return self._endpoints
+
+    @property
+    def in_flight(self) -> int:
+        return sum(e.outstanding for e in self._endpoints or ())
+
+    def pick_endpoint(self) -> Endpoint:
+        return min(self._open(), key=lambda e: e.outstanding)
+
+    async def aclose(self) -> None:
+        endpoints, self._endpoints = self._endpoints, None
+        for endpoint in endpoints or ():
+            await endpoint.session.close()
+
+    # -- requests -------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _post(self, request: Request) -> AsyncIterator[tuple[aiohttp.ClientResponse, asyncio.Timeout, float]]:
+        """POST and yield the 200 response inside a first-token deadline that the caller
+        moves to the total deadline once the answer has started."""
+        endpoint = self.pick_endpoint()
+        timeouts = self.config.timeouts
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total
+        endpoint.outstanding += 1
+        try:
+            async with asyncio.timeout_at(loop.time() + min(timeouts.first_token, timeouts.total)) as cm:
+                async with endpoint.session.post(endpoint.url + self.path,
+                                                 data=build_body(request), headers=_JSON,
+                                                 params=self.config.query or None) as resp:
+                    self._hints(resp.headers)
+                    if resp.status != 200:
+                        raise error_for_status(resp.status, resp.headers, await resp.text())
+                    try:
+                        yield resp, cm, deadline
+                    except BaseException:
+                        resp.close()  # never reuse a half-read connection; the server stops
+                        raise
+        except aiohttp.ConnectionTimeoutError:
+            raise ConnectTimeout(f"no connection within {timeouts.connect}s") from None
+        except TimeoutError:
+            if loop.time() < deadline - 0.001:  # fired before the total deadline
+                raise FirstTokenTimeout(f"no answer within {timeouts.first_token}s") from None
+            raise TotalTimeout(f"request took over {timeouts.total}s") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise ConnectionReset(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            endpoint.outstanding -= 1
+
+    def _hints(self, headers: Any) -> None:
+        if self.on_rate_hints is not None:
+            hints = parse_rate_headers(headers)
+            if hints is not None:
+                self.on_rate_hints(hints)
+
+    async def complete(self, request: Request) -> Completion:
+        async with self._post(request) as (resp, cm, deadline):
+            cm.reschedule(deadline)
+            raw = await resp.read()
+        try:
+            data = orjson.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if "message" in choice else choice["text"]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise ServerError(f"malformed response body ({type(exc).__name__}): {raw[:200]!r}") from None
+        return Completion(text or "", choice.get("finish_reason"), _usage(data.get("usage")),
+                          data.get("model", request.model))
+
+    async def stream(self, request: Request) -> AsyncIterator[Delta]:
+        """Deltas coalesced per network read: a slow consumer gets bigger deltas, and the
+        reader never falls behind by more than aiohttp's buffer."""
+        if not request.stream:
+            request.stream = True
+        decoder = SSEDecoder()
+        chat = request.messages is not None
+        async with self._post(request) as (resp, cm, deadline):
+            started = False
+            async for chunk in resp.content.iter_any():
+                if not started:
+                    cm.reschedule(deadline)
+                    started = True
+                parts, finish, usage, done = [], None, None, False
+                for event in decoder.feed(chunk):
+                    if event is DONE:
+                        done = True
+                        break
+                    for choice in event.get("choices") or ():
+                        piece = choice["delta"].get("content") if chat else choice.get("text")
+                        if piece:
+                            parts.append(piece)
+                        finish = choice.get("finish_reason") or finish
+                    if event.get("usage"):
+                        usage = _usage(event["usage"])
+                if parts or finish or usage:
+                    yield Delta("".join(parts), finish, usage)
+                if done:
+                    return
+            raise ConnectionReset("stream ended before [DONE]")

@@ -1,0 +1,61 @@
+"""The one protocol every backend speaks, and the request/answer value types.
+
+Plain slotted dataclasses: these are created once per request on the hot path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Protocol
+
+
+@dataclass(slots=True)
+class Request:
+    """A model call. `messages` for chat, `prompt` for text completions."""
+
+    model: str
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, ...
+    response_format: dict[str, Any] | None = None
+    stream: bool = False
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    model: str = ""
+
+
+@dataclass(slots=True)
+class Delta:
+    """New text since the previous delta (several SSE events may be merged into one)."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class Backend(Protocol):
+    name: str
+
+    async def complete(self, request: Request) -> Completion: ...
+
+    def stream(self, request: Request) -> AsyncIterator[Delta]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,20 @@
+"""gristmill's engine: `await engine.run(config)` or `engine.run_sync(config)`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["load_config", "run", "run_sync", "RunOptions"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import engine` stays cheap for the CLI's start-up.
+    if name in ("run", "run_sync", "RunOptions"):
+        from . import runner as _run_module
+
+        return getattr(_run_module, name)
+    if name == "load_config":
+        from .config_load import load_config
+
+        return load_config
+    raise AttributeError(name)

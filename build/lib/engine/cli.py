@@ -1,0 +1,135 @@
+"""The `gristmill` command: a thin layer over the Python API.
+
+Only argparse is imported at start-up, so `gristmill --help` is instant; each command imports
+what it needs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a pipeline YAML file, or the name of a shipped config "
+                   "(e.g. demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set stages.answer.workers=8 "
+                   "(repeatable; values are YAML)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, help="run directory (default: "
+                   "runs/<config-name>-<timestamp>)")
+    p.add_argument("--limit", type=int, help="admit at most N seeds")
+    p.add_argument("--no-progress", action="store_true", help="no live progress display")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gristmill", description="Mill seed documents into "
+                                     "instruction-tuning data.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a pipeline")
+    _config_args(p)
+    _run_args(p)
+    p.add_argument("--seeds", type=Path, help="read seeds from this path instead")
+    p.add_argument("--backend-url", help="send every stage to this OpenAI-style base URL "
+                   "(ending in /v1)")
+
+    p = sub.add_parser("demo", help="the main job: the demo pipeline, out of the box")
+    _run_args(p)
+
+    p = sub.add_parser("validate", help="check a config and print it resolved")
+    _config_args(p)
+
+    sub.add_parser("mock-server", help="serve the mock OpenAI-compatible API "
+                   "(see `gristmill mock-server --help`)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["mock-server"]:
+        from backends.mock_server import main as serve
+
+        return serve(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    from .errors import ConfigError
+
+    try:
+        return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate}[args.command](args)
+    except ConfigError as exc:
+        print(f"gristmill: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config_load import load_config
+
+    config = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    print(f"ok: {len(config.stages)} stage(s), backends: {', '.join(config.backends)}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config_load import load_config, with_cli_overrides
+
+    config = load_config(args.config, args.overrides)
+    config = with_cli_overrides(config, seeds=args.seeds, backend_url=args.backend_url)
+    return _execute(config, args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from backends.mock_process import MockServerProcess
+
+    from .config_load import load_config, with_cli_overrides
+
+    config = load_config("demo")
+    with MockServerProcess() as server:
+        print(f"demo: mock model server at {server.base_url}", file=sys.stderr)
+        config = with_cli_overrides(config, backend_url=server.base_url)
+        return _execute(config, args)
+
+
+def _execute(config: Any, args: argparse.Namespace) -> int:
+    from .loop import new_event_loop
+    from .runner import RunOptions, run
+    from .signals import GracefulStop
+
+    stop = GracefulStop()
+    options = RunOptions(run_dir=args.run_dir, limit=args.limit,
+                         progress=False if args.no_progress else None, on_start=stop.install)
+    import asyncio
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        try:
+            summary = runner.run(run(config, options))
+        except asyncio.CancelledError:
+            summary = None
+    print_summary(summary, stop)
+    return stop.exit_code if stop.signals else 0
+
+
+def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:
+    if summary is None:
+        print("run aborted", file=sys.stderr)
+        return
+    print(f"records {summary['records']:,} · rejects {summary['rejects']:,} · seeds "
+          f"{summary['seeds']:,} · tokens {summary['tokens']:,} · {summary['elapsed_s']:.1f}s · "
+          f"{summary['records_per_s']:.1f} records/s · {summary['tokens_per_s']:,.0f} tok/s")
+    for reason, count in summary["rejects_by_reason"].items():
+        print(f"  rejected {count:,} × {reason}")
+    print(f"run directory: {summary['run_dir']}")
+    if stop.signals:
+        print(f"stopped early by signal; the output so far is in {summary['run_dir']}",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""A backend as the engine uses it: permits, rate hints, AIMD and retries around the calls.
+
+`ModelClient.call` is the only way a stage reaches a model. It takes a permit (priority:
+deeper stages first), makes one attempt, gives the permit back with the actual token usage,
+and on a transient failure goes back into the permit queue after its backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from contextlib import aclosing
+from typing import Callable
+
+from backends.protocol import Backend, Completion, Delta, Request, Usage
+from backends.ratelimit_headers import RateHints
+
+from .aimd import AIMD
+from .errors import BackendError, RateLimited
+from .permits import Permit, PermitPool
+from .retry import RetryPolicy, retry_delay
+from .tokens import Counter as TokenCounter, count_messages
+
+log = logging.getLogger("gristmill.client")
+DeltaObserver = Callable[[Delta], None]
+
+
+class ModelClient:
+    def __init__(self, backend: Backend, pool: PermitPool, *, policy: RetryPolicy,
+                 aimd: AIMD | None, count_tokens: TokenCounter, default_max_tokens: int,
+                 rng: random.Random | None = None) -> None:
+        self.backend = backend
+        self.pool = pool
+        self.policy = policy
+        self.aimd = aimd
+        self.count_tokens = count_tokens
+        self.default_max_tokens = default_max_tokens
+        self.rng = rng or random.Random()
+        self.requests = 0
+        self.retries = 0
+        self.errors: Counter[str] = Counter()
+        self.usage = Usage()
+
+    def estimate_tokens(self, request: Request) -> int:
+        if request.messages is not None:
+            prompt = count_messages(request.messages, self.count_tokens)
+        else:
+            prompt = self.count_tokens(request.prompt or "")
+        return prompt + int(request.params.get("max_tokens") or self.default_max_tokens)
+
+    def on_rate_hints(self, hints: RateHints) -> None:
+        """Learn limits the server announces and respect an exhausted budget."""
+        pool = self.pool
+        if hints.limit_requests and pool.requests.limit is None:
+            pool.requests.limit = hints.limit_requests
+        if hints.limit_tokens and pool.tokens.limit is None:
+            pool.tokens.limit = hints.limit_tokens
+        if hints.remaining_requests == 0 and hints.reset_requests_s:
+            pool.pause(hints.reset_requests_s)
+        if hints.remaining_tokens == 0 and hints.reset_tokens_s:
+            pool.pause(hints.reset_tokens_s)
+
+    async def call(self, request: Request, priority: int = 0,
+                   observe: DeltaObserver | None = None) -> Completion:
+        """The completion, or the last error once retries are spent or the error is final.
+        `observe` sees each streamed delta and may raise to abort the request."""
+        tokens = self.estimate_tokens(request)
+        attempt = 0
+        while True:
+            attempt += 1
+            permit = await self.pool.acquire(priority, tokens)
+            try:
+                completion = await self._attempt(request, observe)
+            except BackendError as error:
+                self.pool.release(permit)
+                delay = self._failed(error, permit, attempt)
+                if delay is None:
+                    error.attempts = attempt
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                self.pool.release(permit)
+                raise
+            self.pool.release(permit, completion.usage.total_tokens or None)
+            self._succeeded(completion)
+            return completion
+
+    async def _attempt(self, request: Request, observe: DeltaObserver | None) -> Completion:
+        self.requests += 1
+        if not request.stream:
+            return await self.backend.complete(request)
+        parts: list[str] = []
+        finish, usage = None, None
+        async with aclosing(self.backend.stream(request)) as deltas:
+            async for delta in deltas:
+                if delta.text:
+                    parts.append(delta.text)
+                if observe is not None:
+                    observe(delta)
+                finish = delta.finish_reason or finish
+                usage = delta.usage or usage
+        return Completion("".join(parts), finish, usage or Usage(), request.model)
+
+    def _succeeded(self, completion: Completion) -> None:
+        self.usage.prompt_tokens += completion.usage.prompt_tokens
+        self.usage.completion_tokens += completion.usage.completion_tokens
+        if self.aimd is not None:
+            self.pool.cap = self.aimd.on_success()
+
+    def _failed(self, error: BackendError, permit: Permit, attempt: int) -> float | None:
+        self.errors[type(error).__name__] += 1
+        if isinstance(error, RateLimited):
+            if error.retry_after:
+                self.pool.pause(error.retry_after)
+            if self.aimd is not None:
+                self.pool.cap = self.aimd.on_overload(permit.granted_at, self.pool.clock())
+        delay = retry_delay(self.policy, error, attempt, self.rng)
+        if delay is not None:
+            self.retries += 1
+            log.debug("%s: attempt %d failed (%s), retry in %.2fs", self.backend.name,
+                      attempt, error, delay)
+        return delay
+
+    @property
+    def in_flight(self) -> int:
+        return self.pool.in_flight
+
+    async def aclose(self) -> None:
+        self.pool.close()
+        await self.backend.aclose()

@@ -1,0 +1,177 @@
+"""Pipeline configuration: pydantic models with per-field docs, bounds and errors that say
+what to change. Loading, path resolution and `--set` overrides live in `config_load.py`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo,
+                      field_validator, model_validator)
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    """Relative paths are relative to the config file's folder, not the working directory."""
+    base = (info.context or {}).get("base_dir")
+    path = path.expanduser()
+    return path if path.is_absolute() or base is None else (Path(base) / path).resolve()
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Timeouts(Strict):
+    connect: float = Field(10.0, gt=0, description="Seconds to open a connection.")
+    first_token: float = Field(120.0, gt=0, description="Seconds until the response starts "
+                               "(headers, and the first event when streaming).")
+    total: float = Field(600.0, gt=0, description="Seconds for the whole request.")
+
+
+class Retry(Strict):
+    max_attempts: int = Field(6, ge=1, le=100, description="Attempts per request, the first included.")
+    base_s: float = Field(0.5, ge=0, description="First backoff ceiling; doubles per attempt.")
+    max_s: float = Field(60.0, ge=0, description="Largest backoff ceiling.")
+
+
+class BackendConfig(Strict):
+    kind: Literal["openai"] = Field("openai", description="'openai': any OpenAI-compatible HTTP "
+                                    "server (hosted APIs, vllm serve, llama.cpp server).")
+    base_urls: list[str] = Field(min_length=1, description="Base URLs, e.g. "
+                                 "'https://api.openai.com/v1'; several are balanced by least "
+                                 "outstanding requests.")
+    model: str = Field(min_length=1, description="Model name sent with every request.")
+    api: Literal["chat", "completions"] = Field("chat", description="Endpoint family.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding "
+                                    "the API key (the key itself never goes in a config).")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    query: dict[str, str] = Field(default_factory=dict, description="Extra query parameters, "
+                                  "e.g. {'api-version': '2024-10-21'} for Azure.")
+    max_in_flight: int = Field(64, ge=1, le=100_000, description="Most requests in flight at once.")
+    rpm: int | None = Field(None, ge=1, description="Requests per rate window (default window: a minute).")
+    tpm: int | None = Field(None, ge=1, description="Tokens (prompt + completion) per rate window.")
+    rate_window_s: float = Field(60.0, gt=0, description="Length of the rate window in seconds.")
+    adaptive: bool = Field(True, description="Halve the in-flight cap on 429/503 and regrow it "
+                           "by AIMD.")
+    tokenizer: RelPath | None = Field(None, description="A local tokenizer.json for exact token "
+                                      "counts; without it, 4 characters per token.")
+    default_max_tokens: int = Field(1024, ge=1, description="Completion tokens assumed for TPM "
+                                    "when a stage sets no max_tokens.")
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: Retry = Field(default_factory=Retry)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_single_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "base_url" in data:
+            data = dict(data)
+            url = data.pop("base_url")
+            data.setdefault("base_urls", [url] if isinstance(url, str) else url)
+        return data
+
+    @field_validator("base_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL; write e.g. 'http://127.0.0.1:8000/v1'")
+        return [u.rstrip("/") for u in urls]
+
+    @field_validator("headers")
+    @classmethod
+    def _no_inline_secrets(cls, headers: dict[str, str]) -> dict[str, str]:
+        for key in headers:
+            if key.lower() in ("authorization", "api-key", "x-api-key"):
+                raise ValueError(f"header {key!r} would put a secret in the config; name the "
+                                 "environment variable in api_key_env instead")
+        return headers
+
+
+class SeedsConfig(Strict):
+    path: RelPath = Field(description="A .jsonl file, a text file, or a folder of .txt/.md files.")
+    format: Literal["auto", "jsonl", "text"] = Field("auto", description="'auto' decides by suffix.")
+    field: str = Field("text", description="JSONL field holding the seed text.")
+    min_chars: int = Field(1, ge=0, description="Shorter seeds are skipped and counted.")
+
+
+class OutputConfig(Strict):
+    type: Literal["text", "list"] = Field("text", description="'text': the answer is one item. "
+                                          "'list': a JSON list of strings, each becomes an item.")
+    min_items: int = Field(1, ge=1)
+    max_items: int = Field(5, ge=1)
+    max_chars: int | None = Field(None, ge=1, description="maxLength of each string in the schema.")
+    json_schema: bool = Field(True, description="Send a JSON-schema response_format; turn off for "
+                              "endpoints without it (a tolerant parser reads the answer).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "OutputConfig":
+        if self.max_items < self.min_items:
+            raise ValueError(f"max_items ({self.max_items}) must be >= min_items ({self.min_items})")
+        return self
+
+
+class Sampling(Strict):
+    model_config = ConfigDict(extra="allow")  # pass-through of server-specific parameters
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class StageConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Identifier; later templates use it "
+                      "as a variable holding this stage's output.")
+    backend: str = Field("default", description="Key in `backends`.")
+    model: str | None = Field(None, description="Overrides the backend's model for this stage.")
+    system: str | None = Field(None, description="Jinja2 template of the system message.")
+    prompt: str = Field(min_length=1, description="Jinja2 template of the user message "
+                        "(or the prompt, for completions).")
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    fan_out: int = Field(1, ge=1, le=1000, description="Requests per input item (variable "
+                         "`variant` tells them apart).")
+    sampling: Sampling = Field(default_factory=Sampling)
+    stream: bool = Field(False, description="Stream the answer (costs CPU; use it where a "
+                         "streaming validator needs it).")
+    workers: int | None = Field(None, ge=1, le=100_000, description="Concurrent items in this "
+                                "stage; default: the backend's max_in_flight.")
+    queue_size: int | None = Field(None, ge=1, description="Items waiting for this stage; "
+                                   "default: 2 x workers.")
+
+
+class MessageTemplate(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class PipelineConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; the default run "
+                      "directory is runs/<name>-<timestamp>.")
+    seeds: SeedsConfig
+    backends: dict[str, BackendConfig] = Field(min_length=1)
+    stages: list[StageConfig] = Field(min_length=1)
+    record: list[MessageTemplate] | None = Field(None, description="The `messages` of each "
+                                                 "output record; default: the second-to-last "
+                                                 "stage as user, the last as assistant.")
+    grace_s: float = Field(30.0, ge=0, description="On the first Ctrl-C, seconds to let "
+                           "in-flight requests finish.")
+
+    @model_validator(mode="after")
+    def _references(self) -> "PipelineConfig":
+        names = [s.name for s in self.stages]
+        for i, stage in enumerate(self.stages):
+            if names.index(stage.name) != i:
+                raise ValueError(f"stages[{i}].name: {stage.name!r} is used twice; stage names "
+                                 "must be unique")
+            if stage.name in ("seed", "variant", "id"):
+                raise ValueError(f"stages[{i}].name: {stage.name!r} is reserved; pick another name")
+            if stage.backend not in self.backends:
+                raise ValueError(f"stages[{i}].backend: {stage.backend!r} is not defined; "
+                                 f"defined backends: {sorted(self.backends)}")
+        return self

@@ -1,0 +1,78 @@
+"""One small exception hierarchy. Library errors are mapped to these at the edge
+(backends), so the engine decides retries by type, never by message."""
+
+from __future__ import annotations
+
+
+class GristmillError(Exception):
+    """Base of every error gristmill raises on purpose."""
+
+
+class ConfigError(GristmillError):
+    """A configuration is invalid; the message names the field and what to change."""
+
+
+class BackendError(GristmillError):
+    """A request to a model backend failed."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.attempts = 1  # set by the client when it gives up
+
+
+class RetryableError(BackendError):
+    """Transient: the same request may succeed later."""
+
+    retryable = True
+
+
+class RateLimited(RetryableError):
+    """429 or an overloaded server; `retry_after` is the server's hint in seconds."""
+
+    def __init__(self, message: str, *, status: int | None = 429,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class ServerError(RetryableError):
+    """5xx from the server."""
+
+
+class ConnectionReset(RetryableError):
+    """The connection failed or was cut before the answer was complete."""
+
+
+class BackendTimeout(RetryableError):
+    """A per-phase deadline passed."""
+
+    phase = "total"
+
+
+class ConnectTimeout(BackendTimeout):
+    phase = "connect"
+
+
+class FirstTokenTimeout(BackendTimeout):
+    phase = "first_token"
+
+
+class TotalTimeout(BackendTimeout):
+    phase = "total"
+
+
+class BadRequest(BackendError):
+    """4xx other than 429 (400/401/403/404/422...): retrying cannot help."""
+
+
+class InvalidOutput(GristmillError):
+    """The model answered, but the answer cannot be used (unparseable, rejected)."""
+
+    def __init__(self, reason: str, *, text: str = "", validator: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.text = text
+        self.validator = validator
