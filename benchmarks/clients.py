@@ -20,8 +20,12 @@ from typing import Any
 from benchmarks.common import Meter, peak_rss_mb, pin_to_cpu
 
 
-def prompts(n: int) -> list[str]:
-    return [f"Question {i}: explain how a watermill grinds grain." for i in range(n)]
+PADDING = "The miller checks the stones, the sluice and the grain before the day begins. "
+
+
+def prompts(n: int, pad: int = 0) -> list[str]:
+    return [f"Question {i}: explain how a watermill grinds grain. " + PADDING * pad
+            for i in range(n)]
 
 
 async def run_gristmill(args: argparse.Namespace) -> dict[str, Any]:
@@ -30,12 +34,13 @@ async def run_gristmill(args: argparse.Namespace) -> dict[str, Any]:
 
     tmp = Path(tempfile.mkdtemp(prefix="gm-bench-"))
     seeds = tmp / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts(args.n)))
+    seeds.write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts(args.n, args.pad)))
     config = validate_config({
         "name": "bench",
         "seeds": {"path": str(seeds)},
         "backends": {"default": {"base_url": args.url, "model": "mock",
                                  "max_in_flight": args.concurrency,
+                                 "metrics": args.metrics, "adaptive": not args.metrics,
                                  "timeouts": {"first_token": 600, "total": 1200}}},
         "stages": [{"name": "answer", "prompt": "{{ seed }}", "stream": args.stream,
                     "sampling": {"max_tokens": args.max_tokens}}],
@@ -79,7 +84,7 @@ async def run_openai(args: argparse.Namespace) -> dict[str, Any]:
                 errors += 1
 
     with Meter() as meter:
-        await asyncio.gather(*(one(p) for p in prompts(args.n)))
+        await asyncio.gather(*(one(p) for p in prompts(args.n, args.pad)))
     await client.close()
     return {"wall_s": meter.wall, "cpu_s": meter.cpu, "requests": args.n,
             "ok": args.n - errors, "tokens": tokens, "errors": errors}
@@ -90,7 +95,7 @@ async def run_raw(args: argparse.Namespace) -> dict[str, Any]:
     import orjson
 
     tokens = errors = 0
-    todo = iter(prompts(args.n))
+    todo = iter(prompts(args.n, args.pad))
     url = args.url + "/chat/completions"
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -131,6 +136,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--pad", type=int, default=0, help="lengthen prompts by N sentences")
+    parser.add_argument("--metrics", action="store_true", help="gristmill: cap in-flight "
+                        "requests from the server's /metrics; --concurrency is the ceiling")
     parser.add_argument("--cpu", type=int, default=0, help="core to pin this process to")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()

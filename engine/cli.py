@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=Path, help="read seeds from this path instead")
     p.add_argument("--backend-url", help="send every stage to this OpenAI-style base URL "
                    "(ending in /v1)")
+    p.add_argument("--dry-run", action="store_true", help="show the first seeds' prompts and "
+                   "estimate requests and tokens; call no model")
 
     p = sub.add_parser("demo", help="the main job: the demo pipeline, out of the box")
     _run_args(p)
@@ -82,7 +84,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     config = with_cli_overrides(config, seeds=args.seeds, backend_url=args.backend_url)
+    if args.dry_run:
+        return print_dry_run(config, args.limit)
     return _execute(config, args)
+
+
+def print_dry_run(config: Any, limit: int | None) -> int:
+    from .dryrun import dry_run
+
+    plan = dry_run(config, limit)
+    for shown in plan["prompts"]:
+        head = {k: v for k, v in shown.items() if not k.endswith("prompt") and k != "system"}
+        print("── " + " · ".join(f"{k}: {v}" for k, v in head.items()))
+        for key in ("system", "prompt", "transform_prompt", "generate_prompt"):
+            if shown.get(key):
+                print(f"[{key}]\n{shown[key]}\n")
+    print(f"dry run: {plan['seeds']:,} seeds -> about {plan['requests']:,} requests, "
+          f"at most {plan['prompt_tokens']:,} prompt + {plan['completion_tokens']:,} completion "
+          "tokens (every answer at its max_tokens); no model was called")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -149,6 +149,45 @@ class StageConfig(Strict):
                                    "default: 2 x workers.")
 
 
+class KindSettings(Strict):
+    """How one AgentInstruct stage kind reaches its model."""
+
+    backend: str = Field("default", description="Key in `backends`.")
+    model: str | None = Field(None, description="Overrides the backend's model.")
+    sampling: Sampling = Field(default_factory=Sampling)
+    stream: bool = False
+    workers: int | None = Field(None, ge=1, le=100_000)
+    queue_size: int | None = Field(None, ge=1)
+
+
+class AgentInstructConfig(Strict):
+    skills: list[str] = Field(min_length=1, description="Skill folders to run, e.g. "
+                              "reading_comprehension.")
+    skills_dir: RelPath | None = Field(None, description="Where skill folders live; default: "
+                                       "the skills shipped with gristmill.")
+    skills_per_seed: int | None = Field(None, ge=1, description="Sample this many of the skills "
+                                        "that accept a seed; default: every one.")
+    agents_per_seed: int = Field(2, ge=1, le=50, description="Transformation agents per seed "
+                                 "and skill.")
+    refine_rounds: int = Field(2, ge=0, le=10, description="Suggester-editor rounds.")
+    json_schema: bool = Field(True, description="Request structured outputs with a JSON-schema "
+                              "response_format; off: a tolerant parser reads prose.")
+    transform: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.7, max_tokens=1024)))
+    generate: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.8, max_tokens=1024)))
+    suggest: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.7, max_tokens=512)))
+    edit: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.5, max_tokens=512)))
+    answer: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.3, max_tokens=1024)))
+
+    def kinds(self) -> dict[str, KindSettings]:
+        return {"transform": self.transform, "generate": self.generate,
+                "suggest": self.suggest, "edit": self.edit, "answer": self.answer}
+
+
 class MessageTemplate(Strict):
     role: Literal["system", "user", "assistant"]
     content: str
@@ -159,7 +198,10 @@ class PipelineConfig(Strict):
                       "directory is runs/<name>-<timestamp>.")
     seeds: SeedsConfig
     backends: dict[str, BackendConfig] = Field(min_length=1)
-    stages: list[StageConfig] = Field(min_length=1)
+    stages: list[StageConfig] = Field(default_factory=list, description="A staged pipeline "
+                                      "(or use `agentinstruct`).")
+    agentinstruct: AgentInstructConfig | None = Field(None, description="The AgentInstruct "
+                                                      "flow over skills (instead of `stages`).")
     record: list[MessageTemplate] | None = Field(None, description="The `messages` of each "
                                                  "output record; default: the second-to-last "
                                                  "stage as user, the last as assistant.")
@@ -168,6 +210,14 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineConfig":
+        if bool(self.stages) == (self.agentinstruct is not None):
+            raise ValueError("give either `stages` (a staged pipeline) or `agentinstruct` "
+                             "(the skills flow), not both and not neither")
+        if self.agentinstruct is not None:
+            for kind, settings in self.agentinstruct.kinds().items():
+                if settings.backend not in self.backends:
+                    raise ValueError(f"agentinstruct.{kind}.backend: {settings.backend!r} is not "
+                                     f"defined; defined backends: {sorted(self.backends)}")
         names = [s.name for s in self.stages]
         for i, stage in enumerate(self.stages):
             if names.index(stage.name) != i:

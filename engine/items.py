@@ -31,9 +31,10 @@ class Item:
     usage: list[int] = field(default_factory=lambda: [0, 0])  # prompt, completion tokens
     model: str = ""
 
-    def child(self, stage: str, step: str, output: Any) -> "Item":
+    def child(self, stage: str, step: str, output: Any, key: str | None = None) -> "Item":
+        """The item made from this one by `stage`; its output lands in values[key or stage]."""
         new_id = child_id(self.id, f"{stage}:{step}")
         values = dict(self.values)
-        values[stage] = output
+        values[key or stage] = output
         return Item(new_id, self.seed_id, values, self.lineage + [(new_id, stage)],
                     list(self.usage), self.model)

@@ -24,9 +24,9 @@ from .pipeline import Pipeline
 from .retry import RetryPolicy
 from .rundir import RunDir, default_run_dir
 from .sources import SeedSource
-from .stage import LLMStage
+from .stage import TemplateStage
 from .stats import RunStats, StageStats
-from .templates import compile_template
+from .records import template_record
 from .tokens import counter_for
 
 @dataclass
@@ -62,44 +62,49 @@ class Run:
         self.options = options
         self.dir = RunDir(options.run_dir or default_run_dir(config.name))
         self.clients = {name: make_client(name, b) for name, b in config.backends.items()}
+        self.source = SeedSource(config.seeds)
+        if config.agentinstruct is not None:
+            self._build_flow(config)
+        else:
+            self._build_stages(config)
+        self.pipeline = Pipeline(self.stages, self._emit)
+
+    def _build_stages(self, config: PipelineConfig) -> None:
         self.stats = RunStats([StageStats(s.name) for s in config.stages],
-                              seeds_expected=options.limit,
+                              seeds_expected=self.options.limit,
                               first_fan_out=config.stages[0].fan_out)
         self.stages = [
-            LLMStage(s, depth, self.clients[s.backend], s.model or config.backends[s.backend].model,
-                     config.backends[s.backend].api, self.stats.stages[depth], self._reject)
+            TemplateStage(s, depth, self.clients[s.backend],
+                          s.model or config.backends[s.backend].model,
+                          config.backends[s.backend].api, self.stats.stages[depth], self._reject)
             for depth, s in enumerate(config.stages)]
-        self.pipeline = Pipeline(self.stages, self._emit)
-        self.source = SeedSource(config.seeds)
-        self._record = self._record_templates()
+        self._make_record = template_record(config)
 
-    def _record_templates(self) -> list[tuple[str, Any]]:
-        messages = self.config.record
-        if messages is None:
-            names = [s.name for s in self.config.stages]
-            user = names[-2] if len(names) > 1 else "seed"
-            return [("user", compile_template("{{ %s }}" % user)),
-                    ("assistant", compile_template("{{ %s }}" % names[-1]))]
-        return [(m.role, compile_template(m.content)) for m in messages]
+    def _build_flow(self, config: PipelineConfig) -> None:
+        from .flows.agentinstruct import Flow, build_stages, make_record, stage_names
+
+        assert config.agentinstruct is not None
+        flow = Flow(config.agentinstruct)
+        self.stats = RunStats([StageStats(n) for n in stage_names(config.agentinstruct)],
+                              seeds_expected=self.options.limit)
+        by_name = {s.name: s for s in self.stats.stages}
+        self.stages = build_stages(config, flow, self.clients, by_name.__getitem__, self._reject)
+        self._make_record = make_record(flow)
 
     def seeds(self) -> Iterator[Item]:
-        seeds = (Item(s.id, s.id, {"seed": s.text}, [(s.id, "seed")]) for s in self.source)
+        seeds = (Item(s.id, s.id, {"seed": s.text, "kind": getattr(s, "kind", "prose"),
+                                   "language": getattr(s, "language", None), "seed_index": i},
+                      [(s.id, "seed")])
+                 for i, s in enumerate(self.source))
         return itertools.islice(seeds, self.options.limit) if self.options.limit else seeds
 
     def _admit(self) -> None:
         self.stats.seeds_admitted += 1
 
     def _emit(self, item: Item) -> None:
-        variables = {**item.values, "id": item.id, "seed_id": item.seed_id}
-        self.dir.output.write({
-            "id": item.id,
-            "seed_id": item.seed_id,
-            "messages": [{"role": role, "content": t.render(variables)} for role, t in self._record],
-            "lineage": [{"id": i, "stage": s} for i, s in item.lineage],
-            "model": item.model,
-            "usage": {"prompt_tokens": item.usage[0], "completion_tokens": item.usage[1]},
-        })
-        self.stats.records += 1
+        record = self._make_record(item)
+        self.dir.output.write(record)
+        self.stats.count_record(record)
 
     def _reject(self, record: dict[str, Any]) -> None:
         self.dir.rejects.write(record)

@@ -1,4 +1,6 @@
-"""An LLM stage: render the prompt for an item, call the model, turn the answer into items.
+"""Stages that call a model. `ModelStage` holds what every kind shares: make the request,
+account its tokens, and turn a failure into a reject; `TemplateStage` is the configurable
+stage of a staged pipeline (`stages:` in a config).
 
 A failure here is the item's, not the run's: after the client's retries, a backend error or
 an unusable answer becomes a reject with its reason, and the stage moves on."""
@@ -7,81 +9,113 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from backends.protocol import Request
+from backends.protocol import Completion, Request
 
 from .client import ModelClient
-from .config import StageConfig
+from .config import OutputConfig, Sampling, StageConfig
 from .errors import BackendError, InvalidOutput
 from .items import Item
 from .outputs import parse_output, response_format
 from .stats import StageStats
-from .templates import compile_template
+from .templates import Template, compile_template
 
 RejectSink = Callable[[dict[str, Any]], None]
 
 
-class LLMStage:
-    def __init__(self, config: StageConfig, depth: int, client: ModelClient, model: str,
-                 api: str, stats: StageStats, reject: RejectSink) -> None:
-        self.name = config.name
-        self.config = config
+class ModelStage:
+    def __init__(self, name: str, depth: int, client: ModelClient, model: str, api: str,
+                 stats: StageStats, reject: RejectSink, *, sampling: Sampling, stream: bool,
+                 workers: int | None, queue_size: int | None, fan_out: int = 1) -> None:
+        self.name = name
         self.depth = depth
         self.client = client
         self.model = model
         self.chat = api == "chat"
         self.stats = stats
         self.reject = reject
-        self.fan_out = config.fan_out
-        self.workers = config.workers or client.pool.cap
-        self.queue_size = config.queue_size or 2 * self.workers
-        self._system = compile_template(config.system) if config.system else None
-        self._prompt = compile_template(config.prompt)
-        self._params = config.sampling.model_dump(exclude_none=True)
-        self._response_format = response_format(config.output)
+        self.stream = stream
+        self.fan_out = fan_out
+        self.workers = workers or client.pool.cap
+        self.queue_size = queue_size or 2 * self.workers
+        self.params = sampling.model_dump(exclude_none=True)
 
-    def build_request(self, item: Item, variant: int) -> Request:
-        variables = {**item.values, "variant": variant, "id": item.id, "seed_id": item.seed_id}
-        user = self._prompt.render(variables)
-        system = self._system.render(variables) if self._system else None
+    def request(self, system: str | None, user: str,
+                fmt: dict[str, Any] | None = None) -> Request:
         if self.chat:
             messages = [{"role": "user", "content": user}]
             if system:
                 messages.insert(0, {"role": "system", "content": system})
-            return Request(self.model, messages=messages, params=self._params,
-                           response_format=self._response_format, stream=self.config.stream)
+            return Request(self.model, messages=messages, params=self.params,
+                           response_format=fmt, stream=self.stream)
         prompt = f"{system}\n\n{user}" if system else user
-        return Request(self.model, prompt=prompt, params=self._params,
-                       response_format=self._response_format, stream=self.config.stream)
+        return Request(self.model, prompt=prompt, params=self.params, response_format=fmt,
+                       stream=self.stream)
 
-    async def process(self, item: Item, variant: int) -> list[Item]:
-        request = self.build_request(item, variant)
+    async def ask(self, item: Item, variant: int, request: Request) -> Completion | None:
+        """The completion, or None after recording the item as a reject."""
         try:
             completion = await self.client.call(request, priority=self.depth)
         except BackendError as error:
-            self._reject(item, variant, {"error": type(error).__name__}, str(error),
-                         error.attempts, "")
-            return []
-        usage = completion.usage
-        self.stats.prompt_tokens += usage.prompt_tokens
-        self.stats.completion_tokens += usage.completion_tokens
-        try:
-            outputs = parse_output(self.config.output, completion.text)
-        except InvalidOutput as error:
-            self._reject(item, variant, {"validator": "parse"}, error.reason, 1, completion.text)
-            return []
-        children = []
-        for index, output in enumerate(outputs):
-            child = item.child(self.name, f"{variant}.{index}", output)
-            child.usage[0] += usage.prompt_tokens
-            child.usage[1] += usage.completion_tokens
-            child.model = completion.model or self.model
-            children.append(child)
-        self.stats.emitted += len(children)
-        return children
+            self.reject_item(item, variant, {"error": type(error).__name__}, str(error),
+                             error.attempts, "")
+            return None
+        self.stats.prompt_tokens += completion.usage.prompt_tokens
+        self.stats.completion_tokens += completion.usage.completion_tokens
+        return completion
 
-    def _reject(self, item: Item, variant: int, kind: dict[str, str], reason: str,
-                attempt: int, text: str) -> None:
+    def parse(self, item: Item, variant: int, output: OutputConfig,
+              completion: Completion) -> list[str] | None:
+        try:
+            return parse_output(output, completion.text)
+        except InvalidOutput as error:
+            self.reject_item(item, variant, {"validator": "parse"}, error.reason, 1,
+                             completion.text)
+            return None
+
+    def children(self, item: Item, variant: int, completion: Completion | None,
+                 outputs: list[Any], key: str | None = None) -> list[Item]:
+        """One child item per output, carrying the tokens spent to make it."""
+        made = []
+        for index, output in enumerate(outputs):
+            child = item.child(self.name, f"{variant}.{index}", output, key)
+            if completion is not None:
+                child.usage[0] += completion.usage.prompt_tokens
+                child.usage[1] += completion.usage.completion_tokens
+                child.model = completion.model or self.model
+            made.append(child)
+        self.stats.emitted += len(made)
+        return made
+
+    def reject_item(self, item: Item, variant: int, kind: dict[str, str], reason: str,
+                    attempt: int, text: str) -> None:
         self.stats.failed += 1
         self.reject({"id": item.id, "seed_id": item.seed_id, "stage": self.name,
                      "variant": variant, **kind, "reason": reason, "attempt": attempt,
                      "text": text})
+
+
+class TemplateStage(ModelStage):
+    """A stage of a staged pipeline: Jinja2 prompts over the item's values."""
+
+    def __init__(self, config: StageConfig, depth: int, client: ModelClient, model: str,
+                 api: str, stats: StageStats, reject: RejectSink) -> None:
+        super().__init__(config.name, depth, client, model, api, stats, reject,
+                         sampling=config.sampling, stream=config.stream,
+                         workers=config.workers, queue_size=config.queue_size,
+                         fan_out=config.fan_out)
+        self.config = config
+        self._system: Template | None = compile_template(config.system) if config.system else None
+        self._prompt = compile_template(config.prompt)
+        self._format = response_format(config.output)
+
+    def build_request(self, item: Item, variant: int) -> Request:
+        variables = {**item.values, "variant": variant, "id": item.id, "seed_id": item.seed_id}
+        system = self._system.render(variables) if self._system else None
+        return self.request(system, self._prompt.render(variables), self._format)
+
+    async def process(self, item: Item, variant: int) -> list[Item]:
+        completion = await self.ask(item, variant, self.build_request(item, variant))
+        if completion is None:
+            return []
+        outputs = self.parse(item, variant, self.config.output, completion)
+        return [] if outputs is None else self.children(item, variant, completion, outputs)

@@ -35,6 +35,17 @@ class RunStats:
     records: int = 0
     rejects: Counter[str] = field(default_factory=Counter)  # "stage: reason" -> count
     finished: float | None = None
+    by_skill: Counter[str] = field(default_factory=Counter)
+    by_agent: Counter[str] = field(default_factory=Counter)  # "skill/agent"
+    by_type: Counter[str] = field(default_factory=Counter)  # "skill/type"
+
+    def count_record(self, record: dict[str, Any]) -> None:
+        self.records += 1
+        skill = record.get("skill")
+        if skill is not None:
+            self.by_skill[skill] += 1
+            self.by_agent[f"{skill}/{record.get('agent')}"] += 1
+            self.by_type[f"{skill}/{record.get('type')}"] += 1
 
     @property
     def elapsed(self) -> float:
@@ -64,4 +75,7 @@ class RunStats:
             "records_per_s": round(self.records / elapsed, 3) if elapsed else 0.0,
             "tokens_per_s": round(self.tokens / elapsed, 1) if elapsed else 0.0,
             "stages": [s.as_dict() for s in self.stages],
+            **({"by_skill": dict(sorted(self.by_skill.items())),
+                "by_agent": dict(sorted(self.by_agent.items())),
+                "by_type": dict(sorted(self.by_type.items()))} if self.by_skill else {}),
         }

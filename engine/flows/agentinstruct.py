@@ -1,0 +1,214 @@
+"""The AgentInstruct flow as pipeline stages: plan -> transform -> generate ->
+(suggest -> edit) x rounds -> answer. Stage kinds are generic; every prompt, agent and
+instruction type comes from the skill folders (`engine/skills.py`)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..client import ModelClient
+from ..config import AgentInstructConfig, KindSettings, OutputConfig, PipelineConfig
+from ..items import Item
+from ..outputs import response_format
+from ..skills import Skill, load_skill
+from ..stage import ModelStage, RejectSink
+from ..stats import StageStats
+from ..templates import compile_template
+from .sampling import item_rng, shuffled, window
+
+GOALS_PER_ROUND = 2
+
+
+class Flow:
+    """The loaded skills and the sampling plan over them."""
+
+    def __init__(self, config: AgentInstructConfig) -> None:
+        self.config = config
+        self.skills = {name: load_skill(name, config.skills_dir) for name in config.skills}
+        self.agent_cycles = {n: shuffled(s.transform.agents, f"{n}:agents")
+                             for n, s in self.skills.items()}
+        self.type_cycles = {n: shuffled(s.types(), f"{n}:types") for n, s in self.skills.items()}
+
+    def assignments(self, kind: str, seed_index: int) -> list[tuple[Skill, Any, int]]:
+        """(skill, agent, generation index) for every unit of work one seed starts."""
+        accepting = [s for s in self.skills.values() if kind in s.accepts]
+        if self.config.skills_per_seed is not None and accepting:
+            accepting = window(accepting, seed_index, self.config.skills_per_seed)
+        units = []
+        for skill in accepting:
+            agents = window(self.agent_cycles[skill.name], seed_index, self.config.agents_per_seed)
+            for slot, agent in enumerate(agents):
+                units.append((skill, agent, seed_index * self.config.agents_per_seed + slot))
+        return units
+
+    def types_for(self, skill: Skill, generation_index: int) -> list[dict[str, str]]:
+        return window(self.type_cycles[skill.name], generation_index,
+                      skill.generate.types_per_request)
+
+
+def variables(item: Item, **extra: Any) -> dict[str, Any]:
+    return {**item.values, **extra}
+
+
+class PlanStage:
+    """Fan a seed out to its (skill, agent) units. No model call."""
+
+    def __init__(self, flow: Flow, stats: StageStats) -> None:
+        self.name, self.depth, self.fan_out = "plan", 0, 1
+        self.workers, self.queue_size = 1, 16
+        self.flow = flow
+        self.stats = stats
+
+    async def process(self, item: Item, variant: int) -> list[Item]:
+        units = self.flow.assignments(item.values["kind"], item.values["seed_index"])
+        children = []
+        for skill, agent, generation in units:
+            child = item.child("plan", f"{skill.name}/{agent.name}", skill.name, key="skill")
+            child.values["agent"] = agent.name
+            child.values["generation"] = generation
+            children.append(child)
+        self.stats.emitted += len(children)
+        return children
+
+
+class KindStage(ModelStage):
+    """A model stage of the flow, configured by its kind's settings."""
+
+    def __init__(self, name: str, depth: int, flow: Flow, settings: KindSettings,
+                 client: ModelClient, model: str, api: str, stats: StageStats,
+                 reject: RejectSink) -> None:
+        super().__init__(name, depth, client, model, api, stats, reject,
+                         sampling=settings.sampling, stream=settings.stream,
+                         workers=settings.workers, queue_size=settings.queue_size)
+        self.flow = flow
+
+    def skill(self, item: Item) -> Skill:
+        return self.flow.skills[item.values["skill"]]
+
+    def list_output(self, most: int) -> OutputConfig:
+        return OutputConfig(type="list", min_items=1, max_items=most,
+                            json_schema=self.flow.config.json_schema)
+
+    async def ask_and_make(self, item: Item, system: str | None, prompt: str,
+                           values: dict[str, Any], key: str, output: OutputConfig | None = None,
+                           wrap: bool = False) -> list[Item]:
+        """Render, call, parse, and make the children (values[key] = each output; `wrap`:
+        one child holding the whole list). None of them when the item became a reject."""
+        output = output or OutputConfig()
+        request = self.request(compile_template(system).render(values) if system else None,
+                               compile_template(prompt).render(values), response_format(output))
+        completion = await self.ask(item, 0, request)
+        if completion is None:
+            return []
+        outputs = self.parse(item, 0, output, completion)
+        if outputs is None:
+            return []
+        return self.children(item, 0, completion, [outputs] if wrap else outputs, key)
+
+
+class TransformStage(KindStage):
+    async def process(self, item: Item, variant: int) -> list[Item]:
+        skill = self.skill(item)
+        agent = next(a for a in skill.transform.agents if a.name == item.values["agent"])
+        if agent.identity:
+            return self.children(item, variant, None, [item.values["seed"]], key="text")
+        return await self.ask_and_make(item, agent.system or skill.transform.system,
+                                       agent.prompt or "", variables(item), "text")
+
+
+class GenerateStage(KindStage):
+    async def process(self, item: Item, variant: int) -> list[Item]:
+        skill = self.skill(item)
+        types = self.flow.types_for(skill, item.values["generation"])
+        children = await self.ask_and_make(item, skill.generate.system, skill.generate.prompt,
+                                           variables(item, types=types, n=len(types)),
+                                           "instruction", self.list_output(len(types)))
+        for child, type_ in zip(children, types):
+            child.values["type"] = type_
+            child.values["history"] = [{"round": 0, "instruction": child.values["instruction"]}]
+        return children
+
+
+class SuggestStage(KindStage):
+    def __init__(self, round_: int, *args: Any) -> None:
+        super().__init__(*args)
+        self.round = round_
+
+    async def process(self, item: Item, variant: int) -> list[Item]:
+        skill = self.skill(item)
+        goals = skill.refine.goals
+        goals = item_rng(item.id, f"goals{self.round}").sample(goals, min(GOALS_PER_ROUND, len(goals)))
+        return await self.ask_and_make(item, skill.refine.suggest.system,
+                                       skill.refine.suggest.prompt,
+                                       variables(item, goals=goals, round=self.round),
+                                       "suggestions", self.list_output(3), wrap=True)
+
+
+class EditStage(KindStage):
+    def __init__(self, round_: int, *args: Any) -> None:
+        super().__init__(*args)
+        self.round = round_
+
+    async def process(self, item: Item, variant: int) -> list[Item]:
+        skill = self.skill(item)
+        children = await self.ask_and_make(item, skill.refine.edit.system,
+                                           skill.refine.edit.prompt,
+                                           variables(item, round=self.round), "instruction")
+        for child in children:
+            child.values["history"] = item.values["history"] + [{
+            "round": self.round, "suggestions": item.values["suggestions"],
+            "instruction": child.values["instruction"]}]
+        return children
+
+
+class AnswerStage(KindStage):
+    async def process(self, item: Item, variant: int) -> list[Item]:
+        skill = self.skill(item)
+        return await self.ask_and_make(item, skill.answer.system, skill.answer.prompt,
+                                       variables(item), "answer")
+
+
+def build_stages(config: PipelineConfig, flow: Flow, clients: dict[str, ModelClient],
+                 stats_for: Callable[[str], StageStats], reject: RejectSink) -> list[Any]:
+    ai = config.agentinstruct
+    assert ai is not None
+
+    def make(cls: type, name: str, kind: str, depth: int, *lead: Any) -> KindStage:
+        settings = ai.kinds()[kind]
+        backend = config.backends[settings.backend]
+        return cls(*lead, name, depth, flow, settings, clients[settings.backend],
+                   settings.model or backend.model, backend.api, stats_for(name), reject)
+
+    stages: list[Any] = [PlanStage(flow, stats_for("plan")),
+                         make(TransformStage, "transform", "transform", 1),
+                         make(GenerateStage, "generate", "generate", 2)]
+    for r in range(1, ai.refine_rounds + 1):
+        stages.append(make(SuggestStage, f"suggest_{r}", "suggest", len(stages), r))
+        stages.append(make(EditStage, f"edit_{r}", "edit", len(stages), r))
+    stages.append(make(AnswerStage, "answer", "answer", len(stages)))
+    return stages
+
+
+def stage_names(config: AgentInstructConfig) -> list[str]:
+    rounds = [n for r in range(1, config.refine_rounds + 1) for n in (f"suggest_{r}", f"edit_{r}")]
+    return ["plan", "transform", "generate", *rounds, "answer"]
+
+
+def make_record(flow: Flow) -> Callable[[Item], dict[str, Any]]:
+    def record(item: Item) -> dict[str, Any]:
+        skill = flow.skills[item.values["skill"]]
+        values = variables(item)
+        messages = []
+        if skill.record.system:
+            messages.append({"role": "system",
+                             "content": compile_template(skill.record.system).render(values)})
+        messages.append({"role": "user", "content": compile_template(skill.record.user).render(values)})
+        messages.append({"role": "assistant", "content": item.values["answer"]})
+        return {"id": item.id, "messages": messages, "skill": skill.name,
+                "agent": item.values["agent"], "type": item.values["type"]["name"],
+                "seed_id": item.seed_id,
+                "lineage": [{"id": i, "stage": s} for i, s in item.lineage],
+                "model": item.model,
+                "usage": {"prompt_tokens": item.usage[0], "completion_tokens": item.usage[1]},
+                "refinements": item.values["history"][1:]}
+    return record
