@@ -46,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a config and print it resolved")
     _config_args(p)
 
+    p = sub.add_parser("export", help="export a run's records: parquet, hf, sharegpt, openai")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", required=True, choices=("parquet", "hf", "sharegpt", "openai"))
+    p.add_argument("--out", type=Path, help="output path (default: RUN/export/...)")
+    p.add_argument("--input", type=Path, help="records to read (default: RUN/dataset.jsonl, "
+                   "else RUN/output.jsonl)")
+    p.add_argument("--license", help="license id for the dataset card (hf)")
+
     sub.add_parser("mock-server", help="serve the mock OpenAI-compatible API "
                    "(see `gristmill mock-server --help`)", add_help=False)
     return parser
@@ -61,10 +69,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import ConfigError
 
     try:
-        return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate}[args.command](args)
+        return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
+                "export": cmd_export}[args.command](args)
     except ConfigError as exc:
         print(f"gristmill: config error: {exc}", file=sys.stderr)
         return 2
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    path = export_run(args.run_dir, args.format, args.out, args.input, license_id=args.license,
+                      say=lambda message: print(message, file=sys.stderr))
+    print(path)
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
