@@ -1,4 +1,5 @@
-"""Timing, faults, rate limits and counters of the mock server: pure state, no I/O.
+"""Timing, faults, rate limits and counters of the mock server, and the command-line options
+that configure them: pure state, no I/O.
 
 Everything here takes `now` (seconds, any monotonic origin) from the caller and owns its own
 `random.Random`, so a run with the same `--seed` and the same arrival order reproduces the same
@@ -7,10 +8,13 @@ faults, and tests can drive these classes without a clock.
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 from collections import deque
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
+
+from engine.errors import ConfigError
 
 FAULT_KINDS = ("429", "500", "reset", "cut", "hang")  # drawn in this order
 
@@ -156,9 +160,14 @@ class Stats:
         self.prompt_tokens = self.completion_tokens = self.tokens_sent = 0
         self.disconnects = self.rate_limited = 0
         self.status_counts: dict[str, int] = {}
+        self.finished: dict[str, int] = {}  # completed requests by finish reason
         self.faults: dict[str, int] = {}
         self.arrivals: list[float] = []
         self.window.reset()
+
+    def finish(self, reason: str) -> None:
+        self.completed += 1
+        self.finished[reason] = self.finished.get(reason, 0) + 1
 
     def status(self, code: int) -> None:
         key = str(code)
@@ -257,3 +266,54 @@ def retry_after_value(seconds: float) -> str:
     ms = max(0, math.ceil(seconds * 1000 - 1e-6))
     whole, frac = divmod(ms, 1000)
     return f"{whole}.{frac:03d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+# -- options: the command line that configures the classes above --------------------------
+def check_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Cross-option checks argparse cannot do; adds `fault_rates`. The namespace is the config."""
+    args.fault_rates = {"429": args.rate_429, "500": args.rate_500, "reset": args.rate_reset,
+                        "cut": args.rate_cut, "hang": args.rate_hang}
+    if sum(args.fault_rates.values()) > 1.0 + 1e-9:
+        raise ConfigError("--rate-429/500/reset/cut/hang must add up to at most 1")
+    if args.rate_window_s <= 0 or min(args.tokens_per_s, args.retry_after, args.rpm, args.tpm) < 0:
+        raise ConfigError("--rate-window-s must be > 0; --tokens-per-s, --retry-after, --rpm, "
+                          "--tpm must be >= 0")
+    return args
+
+
+def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    add("--port", type=int, default=8000, help="port to bind; 0 picks a free one (default 8000)")
+    add("--model", action="append", default=[], help="extra model name for /v1/models")
+    add("--latency-ms", type=_arg(parse_latency), default="0", metavar="SPEC",
+        help="time before a response starts: 100, 50-200 or exp:100 (default 0)")
+    add("--tokens-per-s", type=float, default=0.0, metavar="R",
+        help="generation speed per request; 0 = instant (default 0)")
+    add("--output-tokens", type=_arg(parse_length_spec), default="40-120", metavar="SPEC",
+        help="answer length in tokens, N or LO-HI (default 40-120)")
+    for kind, what in (("429", "answer 429 with Retry-After"), ("500", "answer 500"),
+                       ("reset", "close the connection without answering"),
+                       ("cut", "cut the connection halfway through the response"),
+                       ("hang", "never answer until the client goes away")):
+        add(f"--rate-{kind}", type=_arg(parse_fraction), default=0.0, metavar="F",
+            help=f"fraction of requests to {what}")
+    add("--retry-after", type=float, default=1.0, metavar="S",
+        help="Retry-After seconds of injected 429s (default 1)")
+    add("--seed", type=int, default=0, help="seed of the fault and latency draws (default 0)")
+    add("--rpm", type=int, default=0, help="enforced requests per window; 0 = off")
+    add("--tpm", type=int, default=0, help="enforced tokens per window; 0 = off")
+    add("--rate-window-s", type=float, default=60.0, metavar="W",
+        help="sliding window of --rpm/--tpm and of the /stats maxima (default 60)")
+    add("--record-arrivals", action="store_true", help="list arrival times in /stats")
+    add("--no-uvloop", action="store_true", help="use the default asyncio event loop")

@@ -1,9 +1,10 @@
 """Mock OpenAI-compatible server: a real process to rehearse runs, test clients and benchmark.
 
 `python -m backends.mock_server --port 0` prints `listening on http://HOST:PORT` once bound.
-Answers come from `mock_answers` (pure, deterministic), faults and rate limits from
-`mock_faults` (pure, seeded); this module is only the HTTP edge: low-level aiohttp server,
-orjson, no per-request logging, prebuilt SSE byte templates.
+Answers come from `mock_answers` (pure, deterministic), faults, rate limits and options from
+`mock_faults` (pure, seeded), `--gpu` batching and `/metrics` from `mock_gpu`; this module is
+only the HTTP edge: low-level aiohttp server, orjson, no per-request logging, prebuilt SSE
+byte templates.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import orjson
 from aiohttp import web
 
 from backends.mock_answers import Answer, BadRequest, build_answer
-from backends.mock_faults import (FaultDrawer, RateLimiter, Stats, parse_fraction, parse_latency,
-                                  parse_length_spec, retry_after_value)
+from backends.mock_faults import (FaultDrawer, RateLimiter, Stats, add_arguments, check_args,
+                                  retry_after_value)
+from backends.mock_gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq, add_gpu_arguments,
+                               check_gpu_args, metric_values, render_metrics, wait_tokens)
 from engine.errors import ConfigError
 
 BACKLOG = 4096
@@ -32,18 +35,6 @@ SHUTDOWN_GRACE_S = 0.5  # hung and paced requests are cut after this on SIGTERM
 JSON = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
-
-
-def check_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Cross-option checks argparse cannot do; adds `fault_rates`. The namespace is the config."""
-    args.fault_rates = {"429": args.rate_429, "500": args.rate_500, "reset": args.rate_reset,
-                        "cut": args.rate_cut, "hang": args.rate_hang}
-    if sum(args.fault_rates.values()) > 1.0 + 1e-9:
-        raise ConfigError("--rate-429/500/reset/cut/hang must add up to at most 1")
-    if args.rate_window_s <= 0 or min(args.tokens_per_s, args.retry_after, args.rpm, args.tpm) < 0:
-        raise ConfigError("--rate-window-s must be > 0; --tokens-per-s, --retry-after, --rpm, "
-                          "--tpm must be >= 0")
-    return args
 
 
 class MockApp:
@@ -55,6 +46,7 @@ class MockApp:
         self.t0 = loop.time()
         self.stats = Stats(config.rate_window_s, config.record_arrivals)
         self.limiter = RateLimiter(config.rpm, config.tpm, config.rate_window_s)
+        self.gpu = GpuRunner(GpuScheduler.from_args(config), loop) if config.gpu else None
         self.reset()
         self.retry_after = retry_after_value(config.retry_after)
         self.id_prefix, self.next_id = os.urandom(4).hex(), 0
@@ -67,6 +59,8 @@ class MockApp:
         seed again (so a rerun after /stats/reset sees the same fault sequence)."""
         self.stats.reset()
         self.limiter.reset()
+        if self.gpu is not None:
+            self.gpu.scheduler.reset_counters()
         self.last: web.BaseRequest | None = None
         self.faults = FaultDrawer(self.config.fault_rates, self.config.seed)
         self.latency_rng = random.Random(self.config.seed + 1)  # apart from the fault draws
@@ -88,8 +82,13 @@ class MockApp:
             if path == "/health":
                 return web.Response(body=b'{"status":"ok"}', content_type=JSON)
             if path == "/stats":
-                stats = {**self.stats.as_dict(), "last_request": self._last_request()}
+                gpu = self.gpu.scheduler.snapshot() if self.gpu else None
+                stats = {**self.stats.as_dict(), "last_request": self._last_request(), "gpu": gpu}
                 return web.Response(body=orjson.dumps(stats), content_type=JSON)
+            if path == "/metrics":
+                values = metric_values(self.gpu and self.gpu.scheduler, self.stats)
+                text = render_metrics("mock", values, self.stats.finished)
+                return web.Response(body=text, headers={"Content-Type": METRICS_TYPE})
         return self._error(404, f"no route for {method} {path}", "invalid_request_error",
                            "not_found")
 
@@ -175,8 +174,20 @@ class MockApp:
 
     async def _deliver(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
                        headers: dict[str, str] | None, cut: bool) -> web.StreamResponse:
+        if self.gpu is None:
+            return await self._send(request, body, chat, answer, headers, cut, None)
+        seq = self.gpu.submit(answer.prompt_tokens, answer.completion_tokens)
+        try:
+            return await self._send(request, body, chat, answer, headers, cut, seq)
+        finally:
+            self.gpu.cancel(seq)  # a no-op once done; frees the slot of a client that left
+
+    async def _send(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
+                    headers: dict[str, str] | None, cut: bool,
+                    seq: Seq | None) -> web.StreamResponse:
+        """Timing from the options, or from the simulated GPU when `seq` is given."""
         st, cfg = self.stats, self.config
-        if not cfg.latency_ms.is_zero:
+        if seq is None and not cfg.latency_ms.is_zero:
             await asyncio.sleep(cfg.latency_ms.sample(self.latency_rng))
         st.prompt_tokens += answer.prompt_tokens
         st.completion_tokens += answer.completion_tokens
@@ -184,14 +195,16 @@ class MockApp:
         self.next_id += 1
         rid = f"cmpl-{self.id_prefix}{self.next_id:08x}"
         if body.get("stream"):
-            return await self._stream(request, body, chat, answer, rid, headers, cut)
-        if cfg.tokens_per_s > 0:
+            return await self._stream(request, body, chat, answer, rid, headers, cut, seq)
+        if seq is not None:
+            await wait_tokens(seq, seq.target)  # that is, until it is done
+        elif cfg.tokens_per_s > 0:
             await asyncio.sleep(answer.completion_tokens / cfg.tokens_per_s)
         payload = orjson.dumps(completion_body(chat, answer, rid, body["model"]))
         if cut:
             return await self._cut_body(request, payload, answer, headers)
         st.tokens_sent += answer.completion_tokens
-        st.completed += 1
+        st.finish(_finish_reason(answer))
         return web.Response(body=payload, content_type=JSON, headers=headers)
 
     async def _cut_body(self, request: web.BaseRequest, payload: bytes, answer: Answer,
@@ -209,8 +222,9 @@ class MockApp:
         return resp
 
     async def _stream(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
-                      rid: str, headers: dict[str, str] | None, cut: bool) -> web.StreamResponse:
-        instant = self.config.tokens_per_s <= 0 and not cut
+                      rid: str, headers: dict[str, str] | None, cut: bool,
+                      seq: Seq | None) -> web.StreamResponse:
+        instant = self.config.tokens_per_s <= 0 and not cut and seq is None
         options = body.get("stream_options")
         usage = isinstance(options, dict) and bool(options.get("include_usage"))
         events, tail = stream_events(chat, answer, rid, body["model"], usage, not instant)
@@ -221,19 +235,22 @@ class MockApp:
                 await resp.write(b"".join(events) + tail)
                 self.stats.tokens_sent += answer.completion_tokens
             elif cut:
-                await self._write_events(resp, events[: len(events) // 2], b"")
+                await self._write_events(resp, events[: len(events) // 2], b"", seq)
                 _abort(request)
                 return resp
             else:
-                await self._write_events(resp, events, tail)
+                await self._write_events(resp, events, tail, seq)
         except ConnectionResetError:  # a write found the socket closed; aiohttp stays quiet
             self.stats.disconnects += 1
             return resp
-        self.stats.completed += 1
+        self.stats.finish(_finish_reason(answer))
         return resp
 
-    async def _write_events(self, resp: web.StreamResponse, events: list[bytes], tail: bytes) -> None:
+    async def _write_events(self, resp: web.StreamResponse, events: list[bytes], tail: bytes,
+                            seq: Seq | None) -> None:
         """One token per event; events due at the same time go out in one write."""
+        if seq is not None:
+            return await self._write_steps(resp, events, tail, seq)
         st, rate, count = self.stats, self.config.tokens_per_s, len(events)
         if rate <= 0 or not events:
             await resp.write(b"".join(events) + tail)
@@ -248,6 +265,24 @@ class MockApp:
             await resp.write(chunk + tail if due == count else chunk)
             st.tokens_sent += due - sent
             sent = due
+
+    async def _write_steps(self, resp: web.StreamResponse, events: list[bytes], tail: bytes,
+                           seq: Seq) -> None:
+        """GPU mode: the tokens of a step go out in one write as that step ends."""
+        st, count, sent = self.stats, len(events), 0
+        while True:
+            await wait_tokens(seq, sent)
+            due = min(seq.emitted, count)
+            chunk = b"".join(events[sent:due])
+            await resp.write(chunk + tail if due == count else chunk)
+            st.tokens_sent += due - sent
+            sent = due
+            if due == count:
+                return
+
+
+def _finish_reason(answer: Answer) -> str:
+    return "length" if any(c.finish_reason == "length" for c in answer.choices) else "stop"
 
 
 def _abort(request: web.BaseRequest) -> None:
@@ -328,55 +363,22 @@ async def serve(config: argparse.Namespace, announce: Callable[[str], None] | No
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if app.gpu is not None:
+        app.gpu.start()
     try:
         await stop.wait()
     finally:
         srv.close()
-        await server.shutdown(SHUTDOWN_GRACE_S)
+        await server.shutdown(SHUTDOWN_GRACE_S)  # the GPU keeps stepping for the grace
         await srv.wait_closed()
-
-
-def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    add("--port", type=int, default=8000, help="port to bind; 0 picks a free one (default 8000)")
-    add("--model", action="append", default=[], help="extra model name for /v1/models")
-    add("--latency-ms", type=_arg(parse_latency), default="0", metavar="SPEC",
-        help="time before a response starts: 100, 50-200 or exp:100 (default 0)")
-    add("--tokens-per-s", type=float, default=0.0, metavar="R",
-        help="generation speed per request; 0 = instant (default 0)")
-    add("--output-tokens", type=_arg(parse_length_spec), default="40-120", metavar="SPEC",
-        help="answer length in tokens, N or LO-HI (default 40-120)")
-    for kind, what in (("429", "answer 429 with Retry-After"), ("500", "answer 500"),
-                       ("reset", "close the connection without answering"),
-                       ("cut", "cut the connection halfway through the response"),
-                       ("hang", "never answer until the client goes away")):
-        add(f"--rate-{kind}", type=_arg(parse_fraction), default=0.0, metavar="F",
-            help=f"fraction of requests to {what}")
-    add("--retry-after", type=float, default=1.0, metavar="S",
-        help="Retry-After seconds of injected 429s (default 1)")
-    add("--seed", type=int, default=0, help="seed of the fault and latency draws (default 0)")
-    add("--rpm", type=int, default=0, help="enforced requests per window; 0 = off")
-    add("--tpm", type=int, default=0, help="enforced tokens per window; 0 = off")
-    add("--rate-window-s", type=float, default=60.0, metavar="W",
-        help="sliding window of --rpm/--tpm and of the /stats maxima (default 60)")
-    add("--record-arrivals", action="store_true", help="list arrival times in /stats")
-    add("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+        if app.gpu is not None:
+            await app.gpu.stop()
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve with parsed arguments (shared with `gristmill mock-server`)."""
     args = check_args(args)
+    check_gpu_args(args)
     try:
         import uvloop
         loop_factory = None if args.no_uvloop else uvloop.new_event_loop
@@ -395,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backends.mock_server",
                                      description="Mock OpenAI-compatible server.")
     add_arguments(parser)
+    add_gpu_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)  # checks the options before it binds anything
