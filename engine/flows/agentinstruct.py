@@ -85,8 +85,8 @@ class KindStage(ModelStage):
     def skill(self, item: Item) -> Skill:
         return self.flow.skills[item.values["skill"]]
 
-    def list_output(self, most: int) -> OutputConfig:
-        return OutputConfig(type="list", min_items=1, max_items=most,
+    def list_output(self, least: int, most: int) -> OutputConfig:
+        return OutputConfig(type="list", min_items=least, max_items=most,
                             json_schema=self.flow.config.json_schema)
 
     async def ask_and_make(self, item: Item, system: str | None, prompt: str,
@@ -122,7 +122,7 @@ class GenerateStage(KindStage):
         types = self.flow.types_for(skill, item.values["generation"])
         children = await self.ask_and_make(item, skill.generate.system, skill.generate.prompt,
                                            variables(item, types=types, n=len(types)),
-                                           "instruction", self.list_output(len(types)))
+                                           "instruction", self.list_output(len(types), len(types)))
         for child, type_ in zip(children, types):
             child.values["type"] = type_
             child.values["history"] = [{"round": 0, "instruction": child.values["instruction"]}]
@@ -141,7 +141,7 @@ class SuggestStage(KindStage):
         return await self.ask_and_make(item, skill.refine.suggest.system,
                                        skill.refine.suggest.prompt,
                                        variables(item, goals=goals, round=self.round),
-                                       "suggestions", self.list_output(3), wrap=True)
+                                       "suggestions", self.list_output(1, 3), wrap=True)
 
 
 class EditStage(KindStage):
