@@ -7,24 +7,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-def _resolve(path: Path, info: ValidationInfo) -> Path:
-    """Relative paths are relative to the config file's folder, not the working directory."""
-    base = (info.context or {}).get("base_dir")
-    path = path.expanduser()
-    return path if path.is_absolute() or base is None else (Path(base) / path).resolve()
-
-
-RelPath = Annotated[Path, AfterValidator(_resolve)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+from .config_base import NAME_PATTERN, RelPath, Strict  # noqa: F401  (re-exported)
+from .seeds.config import SeedsConfig  # noqa: E402
 
 
 class Timeouts(Strict):
@@ -95,13 +81,6 @@ class BackendConfig(Strict):
                 raise ValueError(f"header {key!r} would put a secret in the config; name the "
                                  "environment variable in api_key_env instead")
         return headers
-
-
-class SeedsConfig(Strict):
-    path: RelPath = Field(description="A .jsonl file, a text file, or a folder of .txt/.md files.")
-    format: Literal["auto", "jsonl", "text"] = Field("auto", description="'auto' decides by suffix.")
-    field: str = Field("text", description="JSONL field holding the seed text.")
-    min_chars: int = Field(1, ge=0, description="Shorter seeds are skipped and counted.")
 
 
 class OutputConfig(Strict):

@@ -10,7 +10,7 @@ import itertools
 from typing import Any, Iterator
 
 from .config import PipelineConfig
-from .sources import SeedSource
+from .seeds import SeedSource
 from .templates import compile_template
 from .tokens import counter_for, count_messages
 

@@ -23,7 +23,7 @@ from .permits import PermitPool
 from .pipeline import Pipeline
 from .retry import RetryPolicy
 from .rundir import RunDir, default_run_dir
-from .sources import SeedSource
+from .seeds import SeedSource
 from .stage import TemplateStage
 from .stats import RunStats, StageStats
 from .records import template_record
@@ -62,7 +62,9 @@ class Run:
         self.options = options
         self.dir = RunDir(options.run_dir or default_run_dir(config.name))
         self.clients = {name: make_client(name, b) for name, b in config.backends.items()}
-        self.source = SeedSource(config.seeds)
+        first = next(iter(config.backends.values()))
+        self.source = SeedSource(config.seeds, count=counter_for(
+            str(first.tokenizer) if first.tokenizer else None))
         if config.agentinstruct is not None:
             self._build_flow(config)
         else:
@@ -142,7 +144,7 @@ class Run:
     def summary(self) -> dict[str, Any]:
         summary = self.stats.summary()
         summary["run_dir"] = str(self.dir.path)
-        summary["seeds_skipped"] = dict(self.source.skipped)
+        summary["seed_input"] = self.source.report.summary()
         summary["backends"] = {
             name: {"requests": c.requests, "retries": c.retries, "errors": dict(c.errors),
                    "prompt_tokens": c.usage.prompt_tokens,

@@ -65,6 +65,6 @@ def pipeline_config(base_url: str, tmp_path: Path, *, seeds: int = 5, stages: in
         prev = stage_list[-1]["name"]
         stage_list.append({"name": f"answer{i}", "prompt": "Answer: {{ %s }}" % prev,
                            "sampling": {"max_tokens": 64}})
-    return {"name": "test", "seeds": {"path": str(seed_file)},
+    return {"name": "test", "seeds": {"path": str(seed_file), "min_chars": 1},
             "backends": {"default": {"base_url": base_url, "model": "mock", **backend}},
             "stages": stage_list}

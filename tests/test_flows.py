@@ -32,7 +32,7 @@ def records(path: Path) -> list[dict]:
 @pytest.mark.parametrize("skill", SKILLS)
 async def test_each_skill_end_to_end(mock_server, tmp_path, skill):
     config = flow_config(mock_server.base_url, [skill], agents_per_seed=2, refine_rounds=2)
-    summary = await run(config, RunOptions(run_dir=tmp_path, progress=False, limit=3))
+    summary = await run(config, RunOptions(run_dir=tmp_path, progress=False))
     out = records(tmp_path / "output.jsonl")
     assert out and summary["records"] == len(out) and summary["rejects"] == 0
     names = stage_names(config.agentinstruct)
@@ -57,7 +57,7 @@ async def test_fan_out_counts_match_the_config(mock_server, tmp_path):
     summary = await run(config, RunOptions(run_dir=tmp_path, progress=False))
     seeds = summary["seeds"]
     expected = 0
-    from engine.sources import SeedSource
+    from engine.seeds import SeedSource
     for index, seed in enumerate(SeedSource(config.seeds)):
         for skill, agent, generation in flow.assignments(getattr(seed, "kind", "prose"), index):
             expected += len(flow.types_for(skill, generation))
@@ -72,7 +72,7 @@ async def test_same_seeds_same_requests_same_records(mock_server, tmp_path):
     outputs = []
     for name in ("a", "b"):
         mock_server.reset()
-        await run(config, RunOptions(run_dir=tmp_path / name, progress=False, limit=2))
+        await run(config, RunOptions(run_dir=tmp_path / name, progress=False, limit=5))
         outputs.append(sorted((tmp_path / name / "output.jsonl").read_bytes().splitlines()))
         outputs.append(mock_server.stats()["requests"])
     assert outputs[0] == outputs[2] and outputs[1] == outputs[3] and outputs[0]
@@ -96,7 +96,7 @@ def test_agents_and_types_are_balanced_and_reproducible():
 
 async def test_unparseable_answers_are_counted_rejects(mock_server, tmp_path):
     config = flow_config(mock_server.base_url, ["open_domain_qa"], json_schema=False)
-    summary = await run(config, RunOptions(run_dir=tmp_path, progress=False, limit=2))
+    summary = await run(config, RunOptions(run_dir=tmp_path, progress=False))
     assert summary["rejects"] > 0
     assert any("generate: parse" in reason for reason in summary["rejects_by_reason"])
     rejects = records(tmp_path / "rejects.jsonl")

@@ -1,0 +1,24 @@
+"""Shared pieces of the config models: the strict base model and config-relative paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    """Relative paths are relative to the config file's folder, not the working directory."""
+    base = (info.context or {}).get("base_dir")
+    path = path.expanduser()
+    return path if path.is_absolute() or base is None else (Path(base) / path).resolve()
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)

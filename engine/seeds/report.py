@@ -1,0 +1,67 @@
+"""What a seed is, and the account of what was dropped on the way and why."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+log = logging.getLogger("gristmill.seeds")
+
+MAX_PROBLEMS = 1000
+
+# Deliberate filters: counted (and listed, for file-level ones) but not warned about.
+FILTERS = frozenset({"too_short", "duplicate", "too_large", "minified", "ignored"})
+
+
+@dataclass(slots=True)
+class Seed:
+    id: str
+    text: str
+    source: str  # "path", "path:line" (JSONL) or "path#row" (Parquet, datasets)
+    kind: Literal["prose", "code"] = "prose"
+    language: str | None = None  # for code, e.g. "python"
+    title: str | None = None  # the file name for file documents
+
+
+@dataclass
+class SeedReport:
+    """Counts by reason of everything not turned into a seed, plus the first
+    `max_problems` (path, reason, detail) entries so a user can find the bad input."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
+    seeds: int = 0
+    files: int = 0
+    problem_total: int = 0  # including those past the cap
+    max_problems: int = MAX_PROBLEMS
+
+    def problem(self, where: str, reason: str, detail: str = "") -> None:
+        """Broken or filtered input at `where`: counted; listed and logged up to the cap."""
+        self.counts[reason] += 1
+        self.problem_total += 1
+        detail = " ".join(detail.split())  # library messages can span lines
+        if len(self.problems) >= self.max_problems:
+            if self.problem_total == self.max_problems + 1:  # say so once, then count only
+                log.warning("more than %d seed input problems; further ones are counted "
+                            "in the report but not logged", self.max_problems)
+            return
+        self.problems.append((where, reason, detail))
+        level = logging.INFO if reason in FILTERS else logging.WARNING
+        log.log(level, "seed input skipped: %s: %s%s", where, reason,
+                f" ({detail})" if detail else "")
+
+    def drop(self, reason: str) -> None:
+        """A routine filter (too_short, duplicate, ignored file, empty record or empty
+        code file): counted only, as these can number in the millions."""
+        self.counts[reason] += 1
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "seeds": self.seeds,
+            "files": self.files,
+            "skipped": dict(sorted(self.counts.items())),
+            "problems": self.problem_total,
+            "problems_listed": len(self.problems),
+        }
