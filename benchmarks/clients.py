@@ -37,7 +37,7 @@ async def run_gristmill(args: argparse.Namespace) -> dict[str, Any]:
     seeds.write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts(args.n, args.pad)))
     config = validate_config({
         "name": "bench",
-        "seeds": {"path": str(seeds)},
+        "seeds": {"path": str(seeds), "min_chars": 1, "dedup": False},
         "backends": {"default": {"base_url": args.url, "model": "mock",
                                  "max_in_flight": args.concurrency,
                                  "metrics": args.metrics, "adaptive": not args.metrics,

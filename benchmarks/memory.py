@@ -35,7 +35,7 @@ def pipeline(seeds: Path, url: str) -> dict:
               {"name": "answer", "prompt": "{{ transform }}\n\nQ: {{ refined }}"}]
     for stage in stages:
         stage["sampling"] = {"max_tokens": 16}
-    return {"name": "memory", "seeds": {"path": str(seeds)},
+    return {"name": "memory", "seeds": {"path": str(seeds), "min_chars": 1},
             "backends": {"default": {"base_url": url, "model": "mock", "max_in_flight": 256}},
             "stages": stages,
             "record": [{"role": "user", "content": "{{ refined }}"},
