@@ -18,6 +18,7 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, ...
     response_format: dict[str, Any] | None = None
     stream: bool = False
+    attempt: int = 0  # a regeneration after a rejected answer is a new request (never sent)
 
     @property
     def is_chat(self) -> bool:

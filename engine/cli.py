@@ -19,11 +19,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    "(repeatable; values are YAML)")
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", type=Path, help="run directory (default: "
-                   "runs/<config-name>-<timestamp>)")
+def _run_args(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
+    if run_dir:
+        p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<config-name>-"
+                       "<timestamp>); an existing one is resumed")
     p.add_argument("--limit", type=int, help="admit at most N seeds")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    p.add_argument("--no-cache", action="store_true", help="do not replay or store answers")
+    p.add_argument("--force", action="store_true", help="resume even if the config changed "
+                   "fields that change answers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: the demo pipeline, out of the box")
     _run_args(p)
 
+    p = sub.add_parser("resume", help="continue a stopped or crashed run")
+    p.add_argument("run_dir", type=Path)
+    _run_args(p, run_dir=False)
+
+    p = sub.add_parser("status", help="progress of a running or stopped run")
+    p.add_argument("run_dir", type=Path)
+
+    p = sub.add_parser("cache", help="the response cache of a run")
+    p.add_argument("action", choices=["stats"])
+    p.add_argument("run_dir", type=Path)
+
     p = sub.add_parser("validate", help="check a config and print it resolved")
     _config_args(p)
 
@@ -59,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+from .errors import ConfigError  # noqa: E402  (tiny module; needed by the handlers)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["mock-server"]:
@@ -66,14 +84,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve(argv[1:]) or 0
     args = build_parser().parse_args(argv)
-    from .errors import ConfigError
-
     try:
         return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
-                "export": cmd_export}[args.command](args)
+                "export": cmd_export, "resume": cmd_resume, "status": cmd_status,
+                "cache": cmd_cache}[args.command](args)
     except ConfigError as exc:
         print(f"gristmill: config error: {exc}", file=sys.stderr)
         return 2
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config_load import validate_config
+
+    path = args.run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{args.run_dir} is not a run directory (no config.yaml)")
+    config = validate_config(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+    return _execute(config, args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .runstatus import describe
+
+    print(describe(args.run_dir))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .runstatus import cache_stats
+
+    for key, value in cache_stats(args.run_dir).items():
+        print(f"{key}: {value}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -142,7 +186,8 @@ def _execute(config: Any, args: argparse.Namespace) -> int:
 
     stop = GracefulStop()
     options = RunOptions(run_dir=args.run_dir, limit=args.limit,
-                         progress=False if args.no_progress else None, on_start=stop.install)
+                         progress=False if args.no_progress else None, on_start=stop.install,
+                         cache=not args.no_cache, force=args.force)
     import asyncio
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -156,8 +201,11 @@ def _execute(config: Any, args: argparse.Namespace) -> int:
 
 def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:
     if summary is None:
-        print("run aborted", file=sys.stderr)
+        where = stop.run_dir or "RUN"
+        print(f"run aborted; to continue: gristmill resume {where}", file=sys.stderr)
         return
+    if summary.get("resumed_records"):
+        print(f"resumed: {summary['resumed_records']:,} records were already written")
     print(f"records {summary['records']:,} · rejects {summary['rejects']:,} · seeds "
           f"{summary['seeds']:,} · tokens {summary['tokens']:,} · {summary['elapsed_s']:.1f}s · "
           f"{summary['records_per_s']:.1f} records/s · {summary['tokens_per_s']:,.0f} tok/s")
@@ -165,7 +213,7 @@ def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:
         print(f"  rejected {count:,} × {reason}")
     print(f"run directory: {summary['run_dir']}")
     if stop.signals:
-        print(f"stopped early by signal; the output so far is in {summary['run_dir']}",
+        print(f"stopped early by signal; to continue: gristmill resume {summary['run_dir']}",
               file=sys.stderr)
 
 

@@ -17,6 +17,7 @@ from backends.protocol import Backend, Completion, Delta, Request, Usage
 from backends.ratelimit_headers import RateHints
 
 from .aimd import AIMD
+from .cache import AnswerCache
 from .errors import BackendError, RateLimited
 from .permits import Permit, PermitPool
 from .retry import RetryPolicy, retry_delay
@@ -41,6 +42,7 @@ class ModelClient:
         self.retries = 0
         self.errors: Counter[str] = Counter()
         self.usage = Usage()
+        self.cache: AnswerCache | None = None  # set by the run when caching is on
         self.caps: dict[str, int] = {}  # in-flight caps by who set them; the smallest rules
         self.server_load: dict[str, object] = {}  # last metrics per endpoint, for display
 
@@ -71,6 +73,13 @@ class ModelClient:
                    observe: DeltaObserver | None = None) -> Completion:
         """The completion, or the last error once retries are spent or the error is final.
         `observe` sees each streamed delta and may raise to abort the request."""
+        key = None
+        if self.cache is not None:
+            key, cached = self.cache.get(request)
+            if cached is not None:
+                if observe is not None:  # validators see a replayed answer too
+                    observe(Delta(cached.text, cached.finish_reason, cached.usage))
+                return cached
         tokens = self.estimate_tokens(request)
         attempt = 0
         while True:
@@ -91,6 +100,8 @@ class ModelClient:
                 raise
             self.pool.release(permit, completion.usage.total_tokens or None)
             self._succeeded(completion)
+            if key is not None and self.cache is not None:
+                self.cache.put(key, completion)
             return completion
 
     async def _attempt(self, request: Request, observe: DeltaObserver | None) -> Completion:

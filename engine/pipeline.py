@@ -52,6 +52,11 @@ class Pipeline:
                     group.create_task(self._work(stage, self.channels[i], deliver, i),
                                       name=f"{stage.name}-{w}")
 
+    @property
+    def stopped(self) -> bool:
+        """True when admission was stopped before the source ran out."""
+        return self._stopping
+
     def stop_admitting(self) -> None:
         """Read no more seeds; what was admitted still runs to the end."""
         self._stopping = True

@@ -5,7 +5,9 @@ pipeline, write the summary. `run` is a coroutine (use it inside a notebook's lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import random
 import threading
 import time
@@ -16,6 +18,7 @@ from typing import Any, Callable, Iterator
 from backends.openai_http import OpenAIHTTPBackend
 
 from .aimd import AIMD
+from .cache import AnswerCache
 from .client import ModelClient
 from .config import BackendConfig, PipelineConfig
 from .items import Item
@@ -24,8 +27,10 @@ from .pipeline import Pipeline
 from .retry import RetryPolicy
 from .rundir import RunDir, default_run_dir
 from .seeds import SeedSource
+from .sink import id_key
 from .stage import TemplateStage
 from .stats import RunStats, StageStats
+from .store import Store
 from .records import template_record
 from .tokens import counter_for
 
@@ -36,7 +41,9 @@ class RunOptions:
     progress: bool | None = None  # None: live display on a terminal, plain lines otherwise
     progress_interval_s: float = 10.0
     on_start: Callable[["Run"], None] | None = None  # e.g. to install signal handlers
-    extra: dict[str, Any] = field(default_factory=dict)
+    cache: bool = True  # replay answers already paid for; off: ask again
+    force: bool = False  # resume even if the config changed answers
+    state_interval_s: float = 2.0
 
 
 def make_client(name: str, config: BackendConfig) -> ModelClient:
@@ -61,6 +68,9 @@ class Run:
         self.config = config
         self.options = options
         self.dir = RunDir(options.run_dir or default_run_dir(config.name))
+        if self.dir.resuming:
+            self.dir.check_resume(config, options.force)
+        self.store: Store | None = None  # opened by execute()
         self.clients = {name: make_client(name, b) for name, b in config.backends.items()}
         first = next(iter(config.backends.values()))
         self.source = SeedSource(config.seeds, count=counter_for(
@@ -94,33 +104,78 @@ class Run:
         self._make_record = make_record(flow)
 
     def seeds(self) -> Iterator[Item]:
-        seeds = (Item(s.id, s.id, {"seed": s.text, "kind": getattr(s, "kind", "prose"),
-                                   "language": getattr(s, "language", None), "seed_index": i},
-                      [(s.id, "seed")])
-                 for i, s in enumerate(self.source))
-        return itertools.islice(seeds, self.options.limit) if self.options.limit else seeds
+        seeds = itertools.islice(self.source, self.options.limit) if self.options.limit \
+            else iter(self.source)
+        for index, seed in enumerate(seeds):
+            self.store.put_seed(seed.id, seed.source, seed.text)  # the review page shows them
+            yield Item(seed.id, seed.id, {"seed": seed.text, "kind": seed.kind,
+                                          "language": seed.language, "seed_index": index},
+                       [(seed.id, "seed")])
 
     def _admit(self) -> None:
         self.stats.seeds_admitted += 1
 
     def _emit(self, item: Item) -> None:
-        record = self._make_record(item)
-        self.dir.output.write(record)
-        self.stats.count_record(record)
+        if self._first_time("output", item.id):
+            record = self._make_record(item)
+            self.store.append("output", record)
+            self.stats.count_record(record)
 
     def _reject(self, record: dict[str, Any]) -> None:
-        self.dir.rejects.write(record)
-        reason = record.get("validator") or record.get("error") or "unknown"
-        self.stats.rejects[f"{record['stage']}: {reason}"] += 1
+        if self._first_time("rejects", record["id"]):
+            self.store.append("rejects", record)
+            reason = record.get("validator") or record.get("error") or "unknown"
+            self.stats.rejects[f"{record['stage']}: {reason}"] += 1
+
+    def _first_time(self, sink: str, record_id: str) -> bool:
+        """False for ids a resumed run already wrote: nothing is written twice."""
+        written, key = self.store.written(sink), id_key(record_id)
+        if key in written:
+            self.stats.already_written += 1
+            return False
+        written.add(key)
+        return True
+
+    def _open_store(self) -> None:
+        path = self.dir.path
+        self.store = Store(path / "run.sqlite", {"output": path / "output.jsonl",
+                                                 "rejects": path / "rejects.jsonl"})
+        self.stats.resumed_records = len(self.store.written("output"))
+        if self.options.cache:
+            for name, client in self.clients.items():
+                client.cache = AnswerCache(self.store, name)
+
+    def state(self, status: str) -> dict[str, Any]:
+        return {"status": status, "pid": os.getpid(), "updated": time.time(),
+                "run_dir": str(self.dir.path), "seeds_admitted": self.stats.seeds_admitted,
+                "records": self.stats.resumed_records + self.stats.records,
+                "rejects": sum(self.stats.rejects.values()), "elapsed_s": self.stats.elapsed,
+                "stages": [s.as_dict() for s in self.stats.stages],
+                "cache": self.cache_stats()}
+
+    def cache_stats(self) -> dict[str, int]:
+        caches = [c.cache for c in self.clients.values() if c.cache is not None]
+        return {"hits": sum(c.hits for c in caches), "misses": sum(c.misses for c in caches)}
+
+    async def _keep_state(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            self.dir.write_state(self.state("running"))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.state_interval_s):
+                    await done.wait()
 
     async def execute(self) -> dict[str, Any]:
         from .metrics_poller import poll_metrics
         from .progress import show_progress
 
-        self.dir.write_config(self.config)
+        if not self.dir.resuming or self.options.force:
+            self.dir.write_start(self.config)
+        self._open_store()
         done = asyncio.Event()
+        status = "interrupted"
         try:
             async with asyncio.TaskGroup() as group:
+                group.create_task(self._keep_state(done))
                 group.create_task(show_progress(self, done, self.options.progress,
                                                 self.options.progress_interval_s))
                 for name, backend in self.config.backends.items():
@@ -130,20 +185,31 @@ class Run:
                             backend.max_in_flight, done))
                 try:
                     await self.pipeline.run(self.seeds(), self._admit)
+                    await self.store.flush()
+                    status = "finished" if not self.pipeline.stopped else "stopped"
                 finally:
                     done.set()
         finally:
-            self.stats.finished = time.monotonic()
-            summary = self.summary()
-            self.dir.write_summary(summary)
-            for client in self.clients.values():
-                await client.aclose()
-            self.dir.close()
-        return summary
+            await self._close(status)
+        return self.summary()
+
+    async def _close(self, status: str) -> None:
+        """Flush and close everything, also after an error or a cancel (shielded: a second
+        cancel must not leave the store's writer half done)."""
+        self.stats.finished = time.monotonic()
+        for client in self.clients.values():
+            await asyncio.shield(client.aclose())
+        if self.store is not None:
+            await asyncio.shield(asyncio.to_thread(self.store.close))
+        self.dir.write_state(self.state(status))
+        self.dir.write_summary(self.summary())
+        self.dir.close()
 
     def summary(self) -> dict[str, Any]:
         summary = self.stats.summary()
         summary["run_dir"] = str(self.dir.path)
+        summary["records_total"] = self.stats.resumed_records + self.stats.records
+        summary["cache"] = self.cache_stats()
         summary["seed_input"] = self.source.report.summary()
         summary["backends"] = {
             name: {"requests": c.requests, "retries": c.retries, "errors": dict(c.errors),

@@ -21,6 +21,10 @@ class GracefulStop:
         self._task: asyncio.Task | None = None
 
     @property
+    def run_dir(self) -> str | None:
+        return str(self._run.dir.path) if self._run is not None else None
+
+    @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.signals[0], 1) if self.signals else 0
 

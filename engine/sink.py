@@ -1,45 +1,97 @@
-"""Append-only JSONL sinks, written with orjson in batches (one `write` per batch)."""
+"""Append-only JSONL files of a run (output, rejects): repaired and indexed on open.
+
+A `kill -9` can leave a torn last line; opening the file truncates it back to the last complete
+line. The ids already in the file are loaded (as 64-bit ints, ~50 bytes each in a set) so a
+resumed run skips them: nothing is written twice."""
 
 from __future__ import annotations
 
-import time
+import hashlib
+import logging
+import os
 from pathlib import Path
-from typing import Any
 
 import orjson
 
+log = logging.getLogger("gristmill.sink")
+_PREFIX = b'{"id":"'
 
-class JsonlSink:
-    def __init__(self, path: Path, batch_size: int = 512, flush_interval_s: float = 1.0) -> None:
+
+def id_key(record_id: str) -> int:
+    """A compact set key for an id: the id itself when it is 16 hex digits (gristmill's)."""
+    if len(record_id) == 16:
+        try:
+            return int(record_id, 16)
+        except ValueError:
+            pass
+    return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big")
+
+
+def _line_id(line: bytes) -> str | None:
+    if line.startswith(_PREFIX) and line[23:24] == b'"':
+        return line[7:23].decode()
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return value.get("id") if isinstance(value, dict) else None
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut a last line that has no newline (a write the process did not finish). Returns the
+    number of bytes removed."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as fh:
+        block = 1 << 16
+        end = size
+        while end > 0:
+            start = max(0, end - block)
+            fh.seek(start)
+            chunk = fh.read(end - start)
+            if end == size and chunk.endswith(b"\n"):
+                return 0
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        fh.truncate(keep)
+    log.warning("%s: removed a torn last line (%d bytes)", path, size - keep)
+    return size - keep
+
+
+def read_ids(path: Path) -> set[int]:
+    ids: set[int] = set()
+    if not path.exists():
+        return ids
+    with path.open("rb") as fh:
+        for line in fh:
+            record_id = _line_id(line)
+            if record_id is not None:
+                ids.add(id_key(record_id))
+    return ids
+
+
+class JsonlFile:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self.count = 0
-        self._buffer: list[bytes] = []
-        self._last_flush = time.monotonic()
+        self.repaired = repair_torn_tail(path)
+        self.ids = read_ids(path)
         self._file = path.open("ab")
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._buffer.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-        self.count += 1
-        if len(self._buffer) >= self.batch_size or \
-                time.monotonic() - self._last_flush >= self.flush_interval_s:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buffer:
-            self._file.write(b"".join(self._buffer))
-            self._buffer.clear()
+    def write_lines(self, lines: list[bytes]) -> None:
+        self._file.write(b"".join(lines))
         self._file.flush()
-        self._last_flush = time.monotonic()
+
+    def fsync(self) -> None:
+        os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if not self._file.closed:
-            self.flush()
             self._file.close()
-
-    def __enter__(self) -> "JsonlSink":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

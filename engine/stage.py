@@ -14,7 +14,7 @@ from backends.protocol import Completion, Request
 from .client import ModelClient
 from .config import OutputConfig, Sampling, StageConfig
 from .errors import BackendError, InvalidOutput
-from .items import Item
+from .items import Item, child_id
 from .outputs import parse_output, response_format
 from .stats import StageStats
 from .templates import Template, compile_template
@@ -89,7 +89,8 @@ class ModelStage:
     def reject_item(self, item: Item, variant: int, kind: dict[str, str], reason: str,
                     attempt: int, text: str) -> None:
         self.stats.failed += 1
-        self.reject({"id": item.id, "seed_id": item.seed_id, "stage": self.name,
+        self.reject({"id": child_id(item.id, f"{self.name}:{variant}:reject"),
+                     "item_id": item.id, "seed_id": item.seed_id, "stage": self.name,
                      "variant": variant, **kind, "reason": reason, "attempt": attempt,
                      "text": text})
 

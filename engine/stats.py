@@ -35,6 +35,8 @@ class RunStats:
     records: int = 0
     rejects: Counter[str] = field(default_factory=Counter)  # "stage: reason" -> count
     finished: float | None = None
+    resumed_records: int = 0  # already in output.jsonl when this run started
+    already_written: int = 0  # records and rejects a resumed run did not write again
     by_skill: Counter[str] = field(default_factory=Counter)
     by_agent: Counter[str] = field(default_factory=Counter)  # "skill/agent"
     by_type: Counter[str] = field(default_factory=Counter)  # "skill/type"
@@ -70,6 +72,8 @@ class RunStats:
             "records": self.records,
             "rejects": sum(self.rejects.values()),
             "rejects_by_reason": dict(self.rejects.most_common()),
+            "resumed_records": self.resumed_records,
+            "already_written": self.already_written,
             "elapsed_s": round(elapsed, 3),
             "tokens": self.tokens,
             "records_per_s": round(self.records / elapsed, 3) if elapsed else 0.0,

@@ -1,0 +1,161 @@
+"""The run's durable store: one SQLite database (WAL) and the JSONL sinks, written by ONE
+writer thread in a fixed order.
+
+Everything durable goes through `Store.put_answer` / `Store.append`, which only queue work.
+The writer thread drains the queue in batches and, per batch, first commits the answers to
+SQLite (synchronous=FULL: on disk when the commit returns), then appends the JSONL lines. A
+record is always queued after the answers it was derived from, so on disk no record exists
+whose answer is not committed: `kill -9` at any moment leaves a state that resumes cleanly.
+
+The event loop never waits for the disk: reads use their own connection (WAL readers do not
+block the writer), and answers not yet committed are served from a small pending map."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .sink import JsonlFile
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, value BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS seeds (id TEXT PRIMARY KEY, source TEXT NOT NULL, text TEXT NOT NULL);
+"""
+_STOP = object()
+
+
+class Store:
+    def __init__(self, db_path: Path, sinks: dict[str, Path], *, batch_size: int = 512,
+                 max_delay_s: float = 0.2) -> None:
+        self.db_path = db_path
+        self.batch_size = batch_size
+        self.max_delay_s = max_delay_s
+        self.files = {name: JsonlFile(path) for name, path in sinks.items()}
+        self._reader = self._connect()
+        self._reader.executescript(SCHEMA)
+        self._pending: dict[bytes, bytes] = {}
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self.commits = 0
+        self._thread = threading.Thread(target=self._write_loop, name="gristmill-store",
+                                        daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    # -- the event loop's side ------------------------------------------------------------
+    def get_answer(self, key: bytes) -> bytes | None:
+        value = self._pending.get(key)
+        if value is not None:
+            return value
+        row = self._reader.execute("SELECT value FROM answers WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put_answer(self, key: bytes, value: bytes) -> None:
+        self._check()
+        self._pending[key] = value
+        self._queue.put(("answer", key, value))
+
+    def put_seed(self, seed_id: str, source: str, text: str) -> None:
+        self._queue.put(("seed", seed_id, source, text))
+
+    def append(self, sink: str, record: dict[str, Any]) -> None:
+        self._check()
+        self._queue.put(("line", sink, orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)))
+
+    def written(self, sink: str) -> set[int]:
+        return self.files[sink].ids
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is on disk."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._queue.put(("barrier", loop, done))
+        await done
+        self._check()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer (blocking: call at the very end)."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._reader.close()
+        for file in self.files.values():
+            file.close()
+        self._check()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise RuntimeError("the run store's writer failed") from self._error
+
+    # -- the writer thread ----------------------------------------------------------------
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                batch = self._next_batch()
+                stop = batch and batch[-1] is _STOP
+                self._write(conn, [op for op in batch if op is not _STOP])
+                if stop:
+                    return
+        except BaseException as exc:  # surfaced to the loop by _check(); the run then stops
+            self._error = exc
+            self._release_waiters()
+        finally:
+            conn.close()
+
+    def _release_waiters(self) -> None:
+        """After a failure: answer every flush() so nobody waits forever, until close()."""
+        while (op := self._queue.get()) is not _STOP:
+            if op[0] == "barrier":
+                op[1].call_soon_threadsafe(_resolve, op[2])
+
+    def _next_batch(self) -> list[Any]:
+        batch = [self._queue.get()]
+        deadline = time.monotonic() + self.max_delay_s
+        while len(batch) < self.batch_size and batch[-1] is not _STOP and batch[-1][0] != "barrier":
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=timeout))
+            except queue.Empty:
+                break
+        return batch
+
+    def _write(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        answers = [(op[1], op[2], time.time()) for op in batch if op[0] == "answer"]
+        seeds = [op[1:] for op in batch if op[0] == "seed"]
+        if answers or seeds:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?)", answers)
+            conn.executemany("INSERT OR IGNORE INTO seeds VALUES (?, ?, ?)", seeds)
+            conn.execute("COMMIT")
+            self.commits += 1
+            for key, _, _ in answers:
+                self._pending.pop(key, None)
+        lines: dict[str, list[bytes]] = {}
+        for op in batch:
+            if op[0] == "line":
+                lines.setdefault(op[1], []).append(op[2])
+        for sink, chunk in lines.items():
+            self.files[sink].write_lines(chunk)
+        for op in batch:
+            if op[0] == "barrier":
+                op[1].call_soon_threadsafe(_resolve, op[2])
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
