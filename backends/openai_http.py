@@ -23,7 +23,6 @@ from .ratelimit_headers import RateHints, parse_rate_headers, parse_retry_after
 from .sse import DONE, SSEDecoder
 
 HintsCallback = Callable[[RateHints], None]
-_JSON = {"Content-Type": "application/json"}
 
 
 class Endpoint:
@@ -87,7 +86,8 @@ class OpenAIHTTPBackend:
                 Endpoint(url, aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=self.config.max_in_flight,
                                                    limit_per_host=0, keepalive_timeout=60),
-                    timeout=timeout, headers=self._headers, skip_auto_headers=("User-Agent",),
+                    timeout=timeout, headers={**self._headers, "Content-Type": "application/json"},
+                    skip_auto_headers=("User-Agent",),
                     json_serialize=lambda o: orjson.dumps(o).decode()))
                 for url in self.config.base_urls]
         return self._endpoints
@@ -110,17 +110,20 @@ class OpenAIHTTPBackend:
     # -- requests -------------------------------------------------------------------------
     @asynccontextmanager
     async def _post(self, request: Request) -> AsyncIterator[tuple[aiohttp.ClientResponse, asyncio.Timeout, float]]:
-        """POST and yield the 200 response inside a first-token deadline that the caller
-        moves to the total deadline once the answer has started."""
+        """POST and yield the 200 response inside a deadline. A stream must start within the
+        first-token deadline, which the caller moves to the total deadline once it has; a
+        non-streamed answer arrives whole, so only the total deadline applies to it."""
         endpoint = self.pick_endpoint()
         timeouts = self.config.timeouts
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeouts.total
+        first = loop.time() + min(timeouts.first_token, timeouts.total) if request.stream \
+            else deadline
         endpoint.outstanding += 1
         try:
-            async with asyncio.timeout_at(loop.time() + min(timeouts.first_token, timeouts.total)) as cm:
+            async with asyncio.timeout_at(first) as cm:
                 async with endpoint.session.post(endpoint.url + self.path,
-                                                 data=build_body(request), headers=_JSON,
+                                                 data=build_body(request),
                                                  params=self.config.query or None) as resp:
                     self._hints(resp.headers)
                     if resp.status != 200:
@@ -148,8 +151,7 @@ class OpenAIHTTPBackend:
                 self.on_rate_hints(hints)
 
     async def complete(self, request: Request) -> Completion:
-        async with self._post(request) as (resp, cm, deadline):
-            cm.reschedule(deadline)
+        async with self._post(request) as (resp, _, _):
             raw = await resp.read()
         try:
             data = orjson.loads(raw)

@@ -10,7 +10,7 @@ from backends.openai_http import OpenAIHTTPBackend
 from backends.protocol import Request
 from engine.config import BackendConfig
 from engine.errors import (BadRequest, ConnectionReset, FirstTokenTimeout, RateLimited,
-                           ServerError)
+                           ServerError, TotalTimeout)
 from engine.runner import make_client
 
 pytestmark = pytest.mark.both_loops
@@ -49,10 +49,19 @@ async def test_transient_errors_are_retried_until_the_attempts_run_out(
     assert client.retries == 2 and client.in_flight == 0
 
 
-async def test_hang_times_out_in_the_first_token_phase_and_is_retried(mock_server_factory):
+async def test_hung_stream_times_out_in_the_first_token_phase_and_is_retried(mock_server_factory):
     server = mock_server_factory("--rate-hang", "1.0")
     client = client_for(server.base_url, timeouts={"first_token": 0.2, "total": 5})
     with pytest.raises(FirstTokenTimeout):
+        await call_and_count(server, client, Request("mock", messages=CHAT, stream=True))
+    assert server.stats()["requests"] == 3
+
+
+async def test_hung_answer_times_out_at_the_total_deadline_and_is_retried(mock_server_factory):
+    # a non-streamed answer arrives whole: a long generation is not a first-token timeout
+    server = mock_server_factory("--rate-hang", "1.0")
+    client = client_for(server.base_url, timeouts={"first_token": 0.05, "total": 0.3})
+    with pytest.raises(TotalTimeout):
         await call_and_count(server, client)
     assert server.stats()["requests"] == 3
 
