@@ -19,6 +19,7 @@ class Request:
     response_format: dict[str, Any] | None = None
     stream: bool = False
     attempt: int = 0  # a regeneration after a rejected answer is a new request (never sent)
+    sample: int = 0  # which of a fan-out's samples of the same prompt this is (never sent)
 
     @property
     def is_chat(self) -> bool:

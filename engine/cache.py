@@ -21,7 +21,8 @@ from .store import Store
 def answer_key(backend: str, request: Request) -> bytes:
     identity = {"backend": backend, "model": request.model, "messages": request.messages,
                 "prompt": request.prompt, "params": request.params,
-                "response_format": request.response_format, "attempt": request.attempt}
+                "response_format": request.response_format, "attempt": request.attempt,
+                "sample": request.sample}
     return hashlib.blake2b(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS),
                            digest_size=16).digest()
 

@@ -87,7 +87,10 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. stages.0.workers=8")
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw  # not YAML (e.g. a template with "{{"): the text itself
     parts = key.split(".")
     node: Any = data
     for i, part in enumerate(parts):

@@ -112,7 +112,9 @@ class TemplateStage(ModelStage):
     def build_request(self, item: Item, variant: int) -> Request:
         variables = {**item.values, "variant": variant, "id": item.id, "seed_id": item.seed_id}
         system = self._system.render(variables) if self._system else None
-        return self.request(system, self._prompt.render(variables), self._format)
+        request = self.request(system, self._prompt.render(variables), self._format)
+        request.sample = variant
+        return request
 
     async def process(self, item: Item, variant: int) -> list[Item]:
         completion = await self.ask(item, variant, self.build_request(item, variant))

@@ -14,6 +14,7 @@ random chunkings and compare with feeding the text whole).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from engine.errors import InvalidOutput
 
 QUOTE_CHARS = 60  # quoted snippets in reasons are trimmed to this
+CODE_SPANS = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.DOTALL)  # fenced blocks, inline code
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,3 +172,13 @@ class Check:
 
     def _finish(self) -> Rejection | None:
         return None
+
+
+def check_regexes(patterns: list[str]) -> list[str]:
+    """A params validator: every pattern compiles (ValueError naming the bad one)."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from None
+    return patterns

@@ -1,0 +1,322 @@
+"""Streaming validators: refusal openings, runaway length, forbidden patterns, repetition loops.
+
+Each check keeps a little state and looks only at the new text plus a bounded tail, and its
+verdict does not depend on how the stream was chunked: a decision that needs context ahead
+(a pattern at the end of what has arrived) waits for that context or for the end.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, deque
+from typing import ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import (PASS, QUOTE_CHARS, Check, Context, Params, Rejection, StreamCheck,
+                   check_regexes, quote)
+
+# -- refusal ------------------------------------------------------------------------------
+REFUSAL_PATTERNS = (
+    r"i['’]?m (?:very |so |really |truly )?sorry",
+    r"i am (?:very |so |really |truly )?sorry",
+    r"sorry,? (?:but )?i\b",
+    r"(?:my )?apologies",
+    r"i apologi[sz]e",
+    r"i (?:cannot|can ?not|can['’]t|won['’]t|will not) (?:help|assist|provide|do|comply|"
+    r"fulfil|create|write|answer|generate|support|complete)",
+    r"i (?:am|['’]m) (?:unable|not able) to",
+    r"i must (?:respectfully )?decline",
+    r"as an ai\b",
+    r"unfortunately,? i (?:cannot|can ?not|can['’]t|am unable|['’]m unable|am not able)",
+    r"i (?:do not|don['’]t) feel comfortable",
+)
+# A refusal opens the answer or one of its first sentences; markdown and quotes may precede it.
+_SENTENCE_START = r"(?:^|[.!?:\n])[\s\"'“*_>#-]*"
+
+
+class Refusal:
+    """An answer that opens with a refusal or an apology: a pattern at the start of the text
+    or of a sentence that begins within the first `window` characters. The verdict is taken
+    once `window + lookahead` characters have arrived (or at the end), so it is the same
+    however the text was chunked."""
+
+    name: ClassVar[str] = "refusal"
+    kind: ClassVar[str] = "stream"
+
+    class Params(Params):
+        window: int = Field(200, ge=1, le=10_000, description="Opening characters in which a "
+                            "refusal must start.")
+        lookahead: int = Field(80, ge=1, le=10_000, description="Characters past the window "
+                               "that a match may extend into.")
+        patterns: list[str] = Field(default_factory=lambda: list(REFUSAL_PATTERNS),
+                                    description="Regexes (case-insensitive) replacing the "
+                                    "built-in refusal phrases.")
+        extra_patterns: list[str] = Field(default_factory=list, description="Regexes added "
+                                          "to `patterns`.")
+
+        @field_validator("patterns", "extra_patterns")
+        @classmethod
+        def _compiles(cls, patterns: list[str]) -> list[str]:
+            return check_regexes(patterns)
+
+    def __init__(self, params: "Refusal.Params") -> None:
+        self.params = params
+        phrases = "|".join(f"(?:{p})" for p in (*params.patterns, *params.extra_patterns))
+        self.regex = re.compile(f"{_SENTENCE_START}(?P<refusal>{phrases})", re.IGNORECASE)
+        self.cap = params.window + params.lookahead
+
+    def start(self, context: Context) -> StreamCheck:
+        return _RefusalCheck(self) if self.params.patterns or self.params.extra_patterns else PASS
+
+
+class _RefusalCheck(Check):
+    __slots__ = ("v", "head", "decided")
+
+    def __init__(self, validator: Refusal) -> None:
+        super().__init__()
+        self.v, self.head, self.decided = validator, "", False
+
+    def _feed(self, new_text: str) -> Rejection | None:
+        if self.decided:
+            return None
+        self.head += new_text[: self.v.cap - len(self.head)]
+        return self._decide() if len(self.head) >= self.v.cap else None
+
+    def _finish(self) -> Rejection | None:
+        return None if self.decided else self._decide()
+
+    def _decide(self) -> Rejection | None:
+        self.decided = True
+        for match in self.v.regex.finditer(self.head):
+            if match.start("refusal") >= self.v.params.window:
+                break
+            start = match.start("refusal")
+            return Rejection("refusal", "opens with a refusal: "
+                             + quote(self.head[start:start + 2 * QUOTE_CHARS]))
+        return None
+
+
+# -- max_length ---------------------------------------------------------------------------
+class MaxLength:
+    """A runaway answer: more than `max_chars` characters or `max_tokens` estimated tokens
+    (4 characters per token, as `engine.tokens.estimate_tokens`)."""
+
+    name: ClassVar[str] = "max_length"
+    kind: ClassVar[str] = "stream"
+
+    class Params(Params):
+        max_chars: int | None = Field(None, ge=1, description="Most characters of an answer.")
+        max_tokens: int | None = Field(None, ge=1, description="Most estimated tokens.")
+
+        @model_validator(mode="after")
+        def _one(self) -> "MaxLength.Params":
+            if self.max_chars is None and self.max_tokens is None:
+                raise ValueError("give max_chars and/or max_tokens")
+            return self
+
+    def __init__(self, params: "MaxLength.Params") -> None:
+        chars = params.max_chars if params.max_chars is not None else float("inf")
+        tokens = params.max_tokens * 4 if params.max_tokens is not None else float("inf")
+        self.limit = min(chars, tokens)  # estimate_tokens(n) > T exactly when n > 4 * T
+        self.reason = (f"runaway length: more than {params.max_chars} characters"
+                       if chars <= tokens else
+                       f"runaway length: more than {params.max_tokens} tokens (estimated)")
+
+    def start(self, context: Context) -> StreamCheck:
+        return _MaxLengthCheck(self)
+
+
+class _MaxLengthCheck(Check):
+    __slots__ = ("v", "chars")
+
+    def __init__(self, validator: MaxLength) -> None:
+        super().__init__()
+        self.v, self.chars = validator, 0
+
+    def _feed(self, new_text: str) -> Rejection | None:
+        self.chars += len(new_text)
+        return Rejection("max_length", self.v.reason) if self.chars > self.v.limit else None
+
+
+# -- forbidden ----------------------------------------------------------------------------
+class Forbidden:
+    """Regexes that must not match anywhere. Each feed searches the new text plus the last
+    `max_match_chars` characters, so a match across chunk boundaries is found (matches longer
+    than that may be missed). A match touching the end of what has arrived waits for one more
+    character, so `\\b` and short look-aheads see the same text as on the whole answer."""
+
+    name: ClassVar[str] = "forbidden"
+    kind: ClassVar[str] = "stream"
+
+    class Params(Params):
+        patterns: list[str] = Field(min_length=1, description="Regexes that reject an answer.")
+        max_match_chars: int = Field(200, ge=1, le=100_000, description="Longest match "
+                                     "guaranteed to be found across chunk boundaries.")
+        ignore_case: bool = Field(True, description="Case-insensitive matching.")
+
+        @field_validator("patterns")
+        @classmethod
+        def _compiles(cls, patterns: list[str]) -> list[str]:
+            return check_regexes(patterns)
+
+    def __init__(self, params: "Forbidden.Params") -> None:
+        self.params = params
+        flags = re.IGNORECASE if params.ignore_case else 0
+        self.regex = re.compile("|".join(f"(?:{p})" for p in params.patterns), flags)
+
+    def start(self, context: Context) -> StreamCheck:
+        return _ForbiddenCheck(self)
+
+
+class _ForbiddenCheck(Check):
+    __slots__ = ("v", "tail")
+
+    def __init__(self, validator: Forbidden) -> None:
+        super().__init__()
+        self.v, self.tail = validator, ""
+
+    def _feed(self, new_text: str) -> Rejection | None:
+        text = self.tail + new_text
+        found = self._search(text, final=False)
+        # Keep enough to re-find a match that ends at the edge, plus one char of context.
+        self.tail = text[-(self.v.params.max_match_chars + 1):]
+        return found
+
+    def _finish(self) -> Rejection | None:
+        return self._search(self.tail, final=True)
+
+    def _search(self, text: str, final: bool) -> Rejection | None:
+        for match in self.v.regex.finditer(text):
+            if final or match.end() < len(text):
+                return Rejection("forbidden", f"matches forbidden pattern: {quote(match.group())}")
+        return None
+
+
+# -- repetition ---------------------------------------------------------------------------
+class Repetition:
+    """A repetition loop: the same line `max_line_repeats` times among the last `line_window`
+    lines, or the same word n-gram `max_ngram_repeats` times among the last `window_words`
+    n-grams. Memory is bounded by the windows; lines shorter than `min_line_chars` (braces,
+    separators, blank lines) are not counted."""
+
+    name: ClassVar[str] = "repetition"
+    kind: ClassVar[str] = "stream"
+
+    class Params(Params):
+        max_line_repeats: int = Field(4, ge=2, description="Copies of a line that reject.")
+        line_window: int = Field(20, ge=2, le=10_000, description="Recent lines compared.")
+        min_line_chars: int = Field(20, ge=1, description="Shorter lines are not counted.")
+        ngram: int = Field(8, ge=2, le=100, description="Words per n-gram.")
+        max_ngram_repeats: int = Field(4, ge=2, description="Copies of an n-gram that reject.")
+        window_words: int = Field(400, ge=10, le=1_000_000, description="Recent n-grams "
+                                  "compared.")
+
+    MAX_LINE = 1000  # a line is identified by its first 1000 characters
+    MAX_WORD = 100
+
+    def __init__(self, params: "Repetition.Params") -> None:
+        self.params = params
+
+    def start(self, context: Context) -> StreamCheck:
+        return _RepetitionCheck(self.params)
+
+
+_WORD = re.compile(r"\S+")
+INF = float("inf")
+
+
+class _RepetitionCheck(Check):
+    __slots__ = ("p", "offset", "line", "lines", "line_counts", "word", "recent", "grams",
+                 "gram_counts")
+
+    def __init__(self, params: Repetition.Params) -> None:
+        super().__init__()
+        self.p, self.offset = params, 0  # offset: characters before the current feed
+        self.line = ""  # the unfinished line (capped)
+        self.lines: deque[str] = deque()
+        self.line_counts: Counter[str] = Counter()
+        self.word = ""  # the unfinished word (capped)
+        self.recent: deque[str] = deque(maxlen=params.ngram)  # the last n words
+        self.grams: deque[int] = deque()
+        self.gram_counts: Counter[int] = Counter()
+
+    def _feed(self, new_text: str) -> Rejection | None:
+        found = min(self._lines(new_text, False), self._words(new_text, False),
+                    key=lambda f: f[0])
+        self.offset += len(new_text)
+        return found[1]
+
+    def _finish(self) -> Rejection | None:
+        return min(self._lines("", True), self._words("", True), key=lambda f: f[0])[1]
+
+    # Both scanners return (position of the first trigger, rejection); the earlier wins, so
+    # the verdict is the one the whole text would give (lines win ties).
+    def _lines(self, text: str, final: bool) -> tuple[tuple[float, int], Rejection | None]:
+        """Lines end at a newline; the position of a completed line is that newline."""
+        parts, cap = text.split("\n"), Repetition.MAX_LINE
+        pos = self.offset
+        for i, part in enumerate(parts if final else parts[:-1]):
+            pos += len(part)
+            line = (self.line + part if i == 0 else part)[:cap]
+            if (rejection := self._add_line(line.strip())) is not None:
+                return (pos, 0), rejection
+            pos += 1
+        if not final:
+            self.line = (self.line + parts[0] if len(parts) == 1 else parts[-1])[:cap]
+        return (INF, 0), None
+
+    def _add_line(self, line: str) -> Rejection | None:
+        if len(line) < self.p.min_line_chars:
+            return None
+        self.lines.append(line)
+        self.line_counts[line] += 1
+        if len(self.lines) > self.p.line_window:
+            old = self.lines.popleft()
+            self.line_counts[old] -= 1
+        if self.line_counts[line] >= self.p.max_line_repeats:
+            return Rejection("repetition", f"line repeated {self.line_counts[line]} times in "
+                             f"the last {self.p.line_window} lines: {quote(line)}")
+        return None
+
+    def _words(self, text: str, final: bool) -> tuple[tuple[float, int], Rejection | None]:
+        """Words end at whitespace; the position of a completed word is that whitespace."""
+        for match in _WORD.finditer(text):
+            word, start = match.group(), match.start()
+            if self.word and start == 0:  # the unfinished word continues
+                word = self.word + word
+            elif self.word:  # text[0] is whitespace: it ends the unfinished word
+                if (rejection := self._add_word(self.word)) is not None:
+                    return (self.offset, 1), rejection
+            self.word = ""
+            if match.end() == len(text) and not final:
+                self.word = word[: Repetition.MAX_WORD]  # may continue in the next feed
+                return (INF, 1), None
+            if (rejection := self._add_word(word)) is not None:
+                return (self.offset + match.end(), 1), rejection
+        if self.word and (text or final):  # only whitespace arrived, or the end
+            word, self.word = self.word, ""
+            if (rejection := self._add_word(word)) is not None:
+                return (self.offset, 1), rejection
+        return (INF, 1), None
+
+    def _add_word(self, word: str) -> Rejection | None:
+        recent = self.recent
+        recent.append(word[: Repetition.MAX_WORD].lower())
+        if len(recent) < self.p.ngram:
+            return None
+        gram = hash(tuple(recent))
+        self.grams.append(gram)
+        counts = self.gram_counts
+        counts[gram] += 1
+        if len(self.grams) > self.p.window_words:
+            old = self.grams.popleft()
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+        if counts[gram] >= self.p.max_ngram_repeats:
+            return Rejection("repetition", f"{self.p.ngram}-word sequence repeated "
+                             f"{counts[gram]} times in the last {self.p.window_words} words: "
+                             f"{quote(' '.join(recent))}")
+        return None
+

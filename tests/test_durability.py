@@ -1,0 +1,189 @@
+"""Durable runs: the cache key, resume, and kill -9 at random moments (real CLI processes
+against a real mock server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from backends.protocol import Completion, Request, Usage
+from engine.cache import AnswerCache, answer_key
+from engine.sink import repair_torn_tail
+from engine.store import Store
+from tests.conftest import pipeline_config
+
+GRISTMILL = [sys.executable, "-m", "engine.cli"]
+BASE = Request("m", messages=[{"role": "system", "content": "Be brief."},
+                              {"role": "user", "content": "Why do tides rise?"}],
+               params={"temperature": 0.2, "max_tokens": 50})
+
+
+def variant(**change) -> Request:
+    fields = {"model": BASE.model, "messages": BASE.messages, "prompt": BASE.prompt,
+              "params": BASE.params, "response_format": BASE.response_format, **change}
+    return Request(**fields)
+
+
+@pytest.mark.parametrize("backend, request_", [
+    ("other", BASE),
+    ("default", variant(model="m2")),
+    ("default", variant(messages=[{"role": "system", "content": "Be long."}, BASE.messages[1]])),
+    ("default", variant(messages=[BASE.messages[0], {"role": "user", "content": "Why?"}])),
+    ("default", variant(params={"temperature": 0.3, "max_tokens": 50})),
+    ("default", variant(params={"temperature": 0.2, "max_tokens": 51})),
+    ("default", variant(response_format={"type": "json_object"})),
+    ("default", Request(BASE.model, messages=BASE.messages, params=BASE.params, attempt=1)),
+])
+async def test_changing_any_key_field_misses(tmp_path, backend, request_):
+    store = Store(tmp_path / "db.sqlite", {})
+    try:
+        AnswerCache(store, "default").put(answer_key("default", BASE),
+                                          Completion("cached", "stop", Usage(1, 1), "m"))
+        await store.flush()
+        assert AnswerCache(store, "default").get(BASE)[1].text == "cached"  # nothing changed: hit
+        assert AnswerCache(store, backend).get(request_)[1] is None
+    finally:
+        store.close()
+
+
+def test_same_request_hits_across_runs_and_replicas(tmp_path):
+    # the key holds neither the base URL nor the API key: a restarted or other replica hits
+    store = Store(tmp_path / "db.sqlite", {})
+    AnswerCache(store, "default").put(answer_key("default", BASE),
+                                      Completion("cached", "stop", Usage(1, 1), "m"))
+    store.close()
+    reopened = Store(tmp_path / "db.sqlite", {})
+    try:
+        assert AnswerCache(reopened, "default").get(variant())[1].text == "cached"
+    finally:
+        reopened.close()
+
+
+def test_torn_last_line_is_repaired(tmp_path):
+    path = tmp_path / "output.jsonl"
+    path.write_bytes(b'{"id":"a"}\n{"id":"b"}\n{"id":"c", "mes')
+    assert repair_torn_tail(path) == len(b'{"id":"c", "mes')
+    assert path.read_bytes() == b'{"id":"a"}\n{"id":"b"}\n'
+    assert repair_torn_tail(path) == 0
+
+
+def write_config(tmp_path: Path, base_url: str, seeds: int, cap: int) -> Path:
+    data = pipeline_config(base_url, tmp_path, seeds=seeds, stages=3, max_in_flight=cap)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def output_ids(run_dir: Path) -> list[str]:
+    lines = (run_dir / "output.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b"", "torn last line"
+    return [orjson.loads(line)["id"] for line in lines[:-1]]
+
+
+def start(config: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*GRISTMILL, "run", str(config), "--run-dir", str(run_dir),
+                             "--no-progress", *extra], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> int:
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return proc.returncode
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_output(
+        mock_server_factory, tmp_path):
+    server = mock_server_factory("--latency-ms", "10-40")
+    cap = 8
+    config = write_config(tmp_path, server.base_url, seeds=400, cap=cap)
+    finish(start(config, tmp_path / "reference"))
+    expected = output_ids(tmp_path / "reference")
+    baseline_requests = server.stats()["requests"]
+    server.reset()
+
+    rng = random.Random(os.getpid())
+    run_dir, kills, finished = tmp_path / "crashed", 0, False
+    while not finished:
+        proc = start(config, run_dir)
+        if kills < 12:
+            time.sleep(rng.uniform(0.5, 1.6))  # start-up, replay, new work: all get hit
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate()
+                kills += 1
+                continue
+        finished = finish(proc) == 0
+    got = output_ids(run_dir)
+    assert kills >= 10
+    assert len(got) == len(set(got)), "a record was written twice"
+    assert set(got) == set(expected), "records lost or invented"
+    extra = server.stats()["requests"] - baseline_requests
+    batch = 64  # answers that can be received but not yet committed within a commit interval
+    assert extra <= kills * (cap + batch), (extra, kills)
+
+
+@pytest.mark.timeout(120)
+def test_sigint_flushes_and_resume_completes(mock_server_factory, tmp_path):
+    server = mock_server_factory("--latency-ms", "20")
+    config = write_config(tmp_path, server.base_url, seeds=80, cap=4)
+    proc = start(config, tmp_path / "r")
+    while server.stats()["completed"] < 30:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "gristmill resume" in err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert len(output_ids(tmp_path / "r")) == summary["records"] > 0
+    state = json.loads((tmp_path / "r" / "state.json").read_text())
+    assert state["status"] == "stopped"
+    resumed = subprocess.run([*GRISTMILL, "resume", str(tmp_path / "r"), "--no-progress"],
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    ids = output_ids(tmp_path / "r")
+    assert len(ids) == len(set(ids)) == 80 * 2
+    status = subprocess.run([*GRISTMILL, "status", str(tmp_path / "r")], capture_output=True,
+                            text=True)
+    assert "finished" in status.stdout and "records 160" in status.stdout
+
+
+def test_changed_config_is_refused_unless_forced(mock_server, tmp_path):
+    config = write_config(tmp_path, mock_server.base_url, seeds=3, cap=4)
+    finish(start(config, tmp_path / "r"))
+    changed = subprocess.run([*GRISTMILL, "run", str(config), "--run-dir", str(tmp_path / "r"),
+                              "--set", "stages.answer1.prompt=Reply: {{ question }}",
+                              "--set", "stages.question.workers=3"],
+                             capture_output=True, text=True, timeout=60)
+    assert changed.returncode == 2
+    assert "stages[1].prompt" in changed.stderr and "workers" not in changed.stderr
+    operational = subprocess.run([*GRISTMILL, "run", str(config), "--run-dir",
+                                  str(tmp_path / "r"), "--set", "stages.question.workers=3",
+                                  "--no-progress"], capture_output=True, text=True, timeout=60)
+    assert operational.returncode == 0, operational.stderr
+    forced = subprocess.run([*GRISTMILL, "run", str(config), "--run-dir", str(tmp_path / "r"),
+                             "--set", "stages.answer1.prompt=Reply: {{ question }}", "--force",
+                             "--no-progress"], capture_output=True, text=True, timeout=60)
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_no_cache_asks_again(mock_server, tmp_path):
+    config = write_config(tmp_path, mock_server.base_url, seeds=3, cap=4)
+    finish(start(config, tmp_path / "r"))
+    mock_server.reset()
+    finish(start(config, tmp_path / "r"))
+    assert mock_server.stats()["requests"] == 0  # everything replayed
+    finish(start(config, tmp_path / "r", "--no-cache"))
+    assert mock_server.stats()["requests"] == 3 + 6 + 6
+    assert len(output_ids(tmp_path / "r")) == 6
