@@ -105,9 +105,10 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> int:
 @pytest.mark.timeout(300)
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_output(
         mock_server_factory, tmp_path):
-    server = mock_server_factory("--latency-ms", "10-40")
+    # ~12 s of work, so twelve kills land before it can finish
+    server = mock_server_factory("--latency-ms", "20-60")
     cap = 8
-    config = write_config(tmp_path, server.base_url, seeds=400, cap=cap)
+    config = write_config(tmp_path, server.base_url, seeds=500, cap=cap)
     finish(start(config, tmp_path / "reference"))
     expected = output_ids(tmp_path / "reference")
     baseline_requests = server.stats()["requests"]
@@ -118,7 +119,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_output(
     while not finished:
         proc = start(config, run_dir)
         if kills < 12:
-            time.sleep(rng.uniform(0.5, 1.6))  # start-up, replay, new work: all get hit
+            time.sleep(rng.uniform(0.4, 1.3))  # start-up, replay, new work: all get hit
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.communicate()
