@@ -56,7 +56,7 @@ def build_answer(body: Any, chat: bool, length: tuple[int, int]) -> Answer:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a non-empty string")
-    cap = _max_tokens(body)
+    cap = max_tokens_of(body)
     if chat:
         messages = _messages(body)
         choice = _answer_choice(body, length, cap)
@@ -71,7 +71,7 @@ def build_answer(body: Any, chat: bool, length: tuple[int, int]) -> Answer:
     return Answer(choices, prompt_tokens, sum(len(c.tokens) for c in choices))
 
 
-def _max_tokens(body: dict[str, Any]) -> int | None:
+def max_tokens_of(body: dict[str, Any]) -> int | None:
     cap = body.get("max_completion_tokens")
     cap = body.get("max_tokens") if cap is None else cap
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
@@ -108,7 +108,11 @@ def _prompts(body: dict[str, Any]) -> list[str]:
 
 def _answer_choice(body: dict[str, Any], length: tuple[int, int], cap: int | None) -> Choice:
     rng = random.Random(body_seed(body))
-    tokens = _answer_tokens(body, rng, length)
+    return capped_choice(_answer_tokens(body, rng, length), cap)
+
+
+def capped_choice(tokens: list[str], cap: int | None) -> Choice:
+    """The answer as sent: cut at max_tokens (finish_reason 'length') when longer."""
     if cap is None or len(tokens) <= cap:
         return Choice(tokens, "stop")
     tokens = tokens[:cap]

@@ -9,11 +9,14 @@ faults, and tests can drive these classes without a clock.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 from collections import deque
 from typing import Any, Callable, Mapping
 
+from backends.mock_answers import (SENTENCES, Answer, body_seed, capped_choice, json_for_schema,
+                                   max_tokens_of, prose_tokens, sentence)
 from engine.errors import ConfigError
 
 FAULT_KINDS = ("429", "500", "reset", "cut", "hang")  # drawn in this order
@@ -114,6 +117,91 @@ class FaultDrawer:
         return None
 
 
+BAD_KINDS = ("refusal", "loop", "json", "language")
+REFUSAL = "I'm sorry, but I can't help with that. "
+FOREIGN = {  # wrong-language filler: German (Latin script, no English stop words), Russian
+    "de": ("Die Forschungsgruppe|Der Lehrer|Eine Nachbarin|Das Planungsbüro|Viele Studenten",
+           "prüfte|beschrieb|verbesserte|erklärte|sammelte|besprach",
+           "die Ergebnisse|einen einfachen Plan|den Zeitplan|die Notizen|neue Ideen",
+           "mit großer Sorgfalt.|vor dem Termin.|im Frühling.|ohne Eile.|für die Gemeinde."),
+    "ru": ("Исследовательская группа|Учитель|Соседка|Многие студенты|Садовник",
+           "проверила|описал|улучшила|объяснили|собрал",
+           "результаты|простой план|расписание|заметки|новые идеи",
+           "очень внимательно.|до срока.|весной.|без спешки.|для всех."),
+}
+
+
+class BadDrawer:
+    """Per arrival, whatever the body: is this answer bad? One draw from its own seeded
+    generator (apart from the faults), so a regenerated request may come out good."""
+
+    __slots__ = ("rate", "kinds", "_rng")
+
+    def __init__(self, rate: float, kinds: tuple[str, ...], seed: int = 0) -> None:
+        self.rate, self.kinds = rate, kinds
+        self._rng = random.Random(seed + 0xBAD)
+
+    def draw(self) -> float | None:
+        """None for a good answer, else a number in [0, 1) that picks the bad kind."""
+        if self.rate <= 0.0:
+            return None
+        u = self._rng.random()
+        return u / self.rate if u < self.rate else None
+
+    def kind(self, pick: float, structured: bool) -> str | None:
+        """JSON requests get broken JSON when allowed; text requests never do."""
+        if structured and "json" in self.kinds:
+            return "json"
+        kinds = [k for k in self.kinds if k != "json"]
+        return kinds[int(pick * len(kinds))] if kinds else None
+
+
+def bad_tokens(kind: str, rng: random.Random, n: int, schema: dict | None) -> list[str]:
+    """A long bad answer of n tokens, recognisable by the matching validator."""
+    if kind == "refusal":
+        tokens = [w + " " for w in REFUSAL.split()] + prose_tokens(rng, n)
+    elif kind == "loop":
+        looped = SENTENCES[int(rng.random() * len(SENTENCES))]
+        tokens = prose_tokens(rng, 12)
+        tokens[-1] += " "
+        while len(tokens) < n:
+            tokens.extend(looped)
+    elif kind == "json":
+        doc = json.dumps(json_for_schema(schema, rng) if schema else {"text": sentence(rng)})
+        tokens = [w + " " for w in doc[:_cut_outside_strings(doc)].split(" ")]
+        tokens += ["@@ ", "}}} ", "<broken> "] + prose_tokens(rng, n)
+    else:
+        parts = [p.split("|") for p in FOREIGN[rng.choice(("de", "ru"))]]
+        tokens = []
+        while len(tokens) < n:  # subject, verb, object, tail
+            tokens.extend(w + " " for w in " ".join(map(rng.choice, parts)).split())
+    tokens = tokens[:n]
+    tokens[-1] = tokens[-1].rstrip()
+    return tokens
+
+
+def _cut_outside_strings(doc: str) -> int:
+    """Where to break a JSON text: after a separator about a third in, outside strings."""
+    cuts, in_string, escaped = [], False, False
+    for i, c in enumerate(doc):
+        if in_string:
+            in_string, escaped = (not (c == '"' and not escaped)), (c == "\\" and not escaped)
+        elif c == '"':
+            in_string = True
+        elif c in ",{[" and i + 1 < len(doc):
+            cuts.append(i + 1)
+    return cuts[len(cuts) // 3] if cuts else 0
+
+
+def bad_answer(answer: Answer, body: dict[str, Any], kind: str, n: int) -> Answer:
+    """`answer` with every choice replaced by a bad one (max_tokens still applies)."""
+    rng, cap = random.Random(body_seed(body)), max_tokens_of(body)
+    fmt = body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") if isinstance(fmt, dict) else None
+    choices = [capped_choice(bad_tokens(kind, rng, n, schema), cap) for _ in answer.choices]
+    return Answer(choices, answer.prompt_tokens, sum(len(c.tokens) for c in choices))
+
+
 class WindowMax:
     """Largest request count and token sum seen in any sliding window, over all arrivals.
 
@@ -162,6 +250,8 @@ class Stats:
         self.status_counts: dict[str, int] = {}
         self.finished: dict[str, int] = {}  # completed requests by finish reason
         self.faults: dict[str, int] = {}
+        self.bad_answers = 0
+        self.bad_kinds: dict[str, int] = {}
         self.arrivals: list[float] = []
         self.window.reset()
 
@@ -176,7 +266,8 @@ class Stats:
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in (
             "requests", "completed", "status_counts", "prompt_tokens", "completion_tokens",
-            "tokens_sent", "in_flight", "peak_in_flight", "disconnects", "rate_limited", "faults")}
+            "tokens_sent", "in_flight", "peak_in_flight", "disconnects", "rate_limited", "faults",
+            "bad_answers", "bad_kinds")}
         out["max_requests_in_window"] = self.window.max_requests
         out["max_tokens_in_window"] = self.window.max_tokens
         if self.record_arrivals:
@@ -275,6 +366,12 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
                         "cut": args.rate_cut, "hang": args.rate_hang}
     if sum(args.fault_rates.values()) > 1.0 + 1e-9:
         raise ConfigError("--rate-429/500/reset/cut/hang must add up to at most 1")
+    kinds = tuple(k.strip() for k in args.bad_kinds.split(",") if k.strip())
+    if not kinds or set(kinds) - set(BAD_KINDS):
+        raise ConfigError(f"--bad-kinds: a comma-separated list of {','.join(BAD_KINDS)}")
+    args.bad_kinds = kinds
+    if args.bad_tokens < 1:
+        raise ConfigError("--bad-tokens must be >= 1")
     if args.rate_window_s <= 0 or min(args.tokens_per_s, args.retry_after, args.rpm, args.tpm) < 0:
         raise ConfigError("--rate-window-s must be > 0; --tokens-per-s, --retry-after, --rpm, "
                           "--tpm must be >= 0")
@@ -308,6 +405,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("hang", "never answer until the client goes away")):
         add(f"--rate-{kind}", type=_arg(parse_fraction), default=0.0, metavar="F",
             help=f"fraction of requests to {what}")
+    add("--bad-rate", type=_arg(parse_fraction), default=0.0, metavar="F",
+        help="fraction of answers that are bad (drawn per arrival; default 0)")
+    add("--bad-kinds", default=",".join(BAD_KINDS), metavar="K,K",
+        help=f"kinds of bad answers: {','.join(BAD_KINDS)} (default all; json: for JSON "
+        "requests, which get it whenever it is allowed)")
+    add("--bad-tokens", type=int, default=1000, metavar="N",
+        help="length of a bad answer in tokens, max_tokens permitting (default 1000)")
     add("--retry-after", type=float, default=1.0, metavar="S",
         help="Retry-After seconds of injected 429s (default 1)")
     add("--seed", type=int, default=0, help="seed of the fault and latency draws (default 0)")

@@ -23,8 +23,8 @@ import orjson
 from aiohttp import web
 
 from backends.mock_answers import Answer, BadRequest, build_answer
-from backends.mock_faults import (FaultDrawer, RateLimiter, Stats, add_arguments, check_args,
-                                  retry_after_value)
+from backends.mock_faults import (BadDrawer, FaultDrawer, RateLimiter, Stats, add_arguments,
+                                  bad_answer, check_args, retry_after_value)
 from backends.mock_gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq, add_gpu_arguments,
                                check_gpu_args, metric_values, render_metrics, wait_tokens)
 from engine.errors import ConfigError
@@ -63,6 +63,7 @@ class MockApp:
             self.gpu.scheduler.reset_counters()
         self.last: web.BaseRequest | None = None
         self.faults = FaultDrawer(self.config.fault_rates, self.config.seed)
+        self.bad = BadDrawer(self.config.bad_rate, self.config.bad_kinds, self.config.seed)
         self.latency_rng = random.Random(self.config.seed + 1)  # apart from the fault draws
 
     # -- routing --------------------------------------------------------------------------
@@ -117,10 +118,11 @@ class MockApp:
         if st.record_arrivals:
             st.arrivals.append(round(now - self.t0, 6))
         fault = self.faults.draw()  # per arrival, whatever the body: a stable fault sequence
+        bad = self.bad.draw()  # likewise, so a regenerated request may be answered well
         st.in_flight += 1
         st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
         try:
-            return await self._answer(request, chat, now, fault)
+            return await self._answer(request, chat, now, fault, bad)
         except asyncio.CancelledError:
             st.disconnects += 1  # the client went away: aiohttp cancels the handler
             raise
@@ -128,7 +130,7 @@ class MockApp:
             st.in_flight -= 1
 
     async def _answer(self, request: web.BaseRequest, chat: bool, now: float,
-                      fault: str | None) -> web.StreamResponse:
+                      fault: str | None, bad: float | None) -> web.StreamResponse:
         st = self.stats
         try:
             body = orjson.loads(await request.read())
@@ -139,6 +141,9 @@ class MockApp:
             return self._error(400, f"invalid JSON body: {exc}" if bad_json else str(exc),
                                "invalid_request_error", "invalid_json" if bad_json
                                else "invalid_request", self._limit_headers(now))
+        kind = self._bad_kind(body, bad)
+        if kind is not None:  # a long bad answer in place of the good one
+            answer = bad_answer(answer, body, kind, self.config.bad_tokens)
         tokens = answer.prompt_tokens + answer.completion_tokens  # known at arrival
         st.window.add(now, tokens)
         wait = self.limiter.admit(now, tokens) if self.limiter.enforced else 0.0
@@ -153,7 +158,17 @@ class MockApp:
             early = await self._early_fault(request, fault, headers)
             if early is not None:
                 return early
+        if kind is not None:  # counted once it is being sent
+            st.bad_answers += 1
+            st.bad_kinds[kind] = st.bad_kinds.get(kind, 0) + 1
         return await self._deliver(request, body, chat, answer, headers, fault == "cut")
+
+    def _bad_kind(self, body: dict, pick: float | None) -> str | None:
+        if pick is None:
+            return None
+        fmt = body.get("response_format")
+        structured = isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
+        return self.bad.kind(pick, structured)  # None: no allowed kind fits this request
 
     async def _early_fault(self, request: web.BaseRequest, fault: str,
                            headers: dict[str, str] | None) -> web.StreamResponse | None:

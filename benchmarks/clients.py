@@ -48,7 +48,8 @@ async def run_gristmill(args: argparse.Namespace) -> dict[str, Any]:
                    {"role": "assistant", "content": "{{ answer }}"}],
     })
     with Meter() as meter:
-        summary = await run(config, RunOptions(run_dir=tmp / "run", progress=False))
+        summary = await run(config, RunOptions(run_dir=tmp / "run", progress=False,
+                                               cache=not args.no_cache))
     stage = summary["stages"][0]
     return {"wall_s": meter.wall, "cpu_s": meter.cpu, "requests": stage["done"],
             "ok": summary["records"], "tokens": stage["completion_tokens"],
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--no-cache", action="store_true", help="gristmill: no response cache")
     parser.add_argument("--pad", type=int, default=0, help="lengthen prompts by N sentences")
     parser.add_argument("--metrics", action="store_true", help="gristmill: cap in-flight "
                         "requests from the server's /metrics; --concurrency is the ceiling")

@@ -26,7 +26,8 @@ async def test_in_flight_cap_is_never_exceeded(mock_server_factory, tmp_path):
     stats = server.stats()
     assert summary["records"] == 120 and summary["rejects"] == 0
     assert stats["peak_in_flight"] == 7  # reached, never passed
-    assert stats["requests"] == 60 + 120
+    # identical requests (two seeds' questions can coincide) are answered from the cache
+    assert stats["requests"] + summary["cache"]["hits"] == 60 + 120
 
 
 async def test_request_window_is_never_exceeded(mock_server_factory, tmp_path):

@@ -62,7 +62,7 @@ class Schema:
             raise ValueError("engine 'jsonschema' needs the jsonschema package installed")
 
     def check(self, text: str, context: Context) -> Rejection | None:
-        if not context.structured and context.schema is None:
+        if not context.structured:
             return None
         value, problem = parse_json(text)
         if problem is not None:
@@ -238,7 +238,8 @@ class RestatesQuestion:
         if len(answer) >= self.p.min_words:
             share = len(distinct & set(question)) / len(distinct)
             if share >= self.p.max_overlap:
-                return f"the answer restates the question ({share:.0%} of its words are the question's)"
+                return (f"the answer restates the question ({share:.0%} of its words are "
+                        "the question's)")
         n = self.p.copy_words
         if len(answer) >= n and len(question) >= n:
             opening = tuple(answer[:n])

@@ -31,8 +31,9 @@ REFUSAL_PATTERNS = (
     r"unfortunately,? i (?:cannot|can ?not|can['’]t|am unable|['’]m unable|am not able)",
     r"i (?:do not|don['’]t) feel comfortable",
 )
-# A refusal opens the answer or one of its first sentences; markdown and quotes may precede it.
-_SENTENCE_START = r"(?:^|[.!?:\n])[\s\"'“*_>#-]*"
+# A refusal opens the answer or one of its first sentences; markdown may precede it, an
+# opening quote may not (a story that opens with "I'm sorry," she said).
+_SENTENCE_START = r"(?:^|[.!?:\n])[\s*_>#-]*"
 
 
 class Refusal:
@@ -197,8 +198,11 @@ class _ForbiddenCheck(Check):
 class Repetition:
     """A repetition loop: the same line `max_line_repeats` times among the last `line_window`
     lines, or the same word n-gram `max_ngram_repeats` times among the last `window_words`
-    n-grams. Memory is bounded by the windows; lines shorter than `min_line_chars` (braces,
-    separators, blank lines) are not counted."""
+    n-grams. Memory is bounded by the windows. Lines shorter than `min_line_chars` (braces,
+    separators, blank lines) and lines inside ``` code blocks are not counted, nor are
+    words without a letter or digit. Structured (JSON) answers are skipped unless
+    `structured` is set: the keys and enum values of a list of objects repeat by design
+    (a looping JSON answer still ends at max_length, or cut and rejected by the schema)."""
 
     name: ClassVar[str] = "repetition"
     kind: ClassVar[str] = "stream"
@@ -211,6 +215,7 @@ class Repetition:
         max_ngram_repeats: int = Field(4, ge=2, description="Copies of an n-gram that reject.")
         window_words: int = Field(400, ge=10, le=1_000_000, description="Recent n-grams "
                                   "compared.")
+        structured: bool = Field(False, description="Also check structured (JSON) answers.")
 
     MAX_LINE = 1000  # a line is identified by its first 1000 characters
     MAX_WORD = 100
@@ -219,21 +224,25 @@ class Repetition:
         self.params = params
 
     def start(self, context: Context) -> StreamCheck:
+        if context.structured and not self.params.structured:
+            return PASS
         return _RepetitionCheck(self.params)
 
 
 _WORD = re.compile(r"\S+")
+_HAS_WORD_CHAR = re.compile(r"\w")
 INF = float("inf")
 
 
 class _RepetitionCheck(Check):
-    __slots__ = ("p", "offset", "line", "lines", "line_counts", "word", "recent", "grams",
-                 "gram_counts")
+    __slots__ = ("p", "offset", "line", "in_code", "lines", "line_counts", "word", "recent",
+                 "grams", "gram_counts")
 
     def __init__(self, params: Repetition.Params) -> None:
         super().__init__()
         self.p, self.offset = params, 0  # offset: characters before the current feed
         self.line = ""  # the unfinished line (capped)
+        self.in_code = False  # inside a ``` block
         self.lines: deque[str] = deque()
         self.line_counts: Counter[str] = Counter()
         self.word = ""  # the unfinished word (capped)
@@ -242,13 +251,18 @@ class _RepetitionCheck(Check):
         self.gram_counts: Counter[int] = Counter()
 
     def _feed(self, new_text: str) -> Rejection | None:
-        found = min(self._lines(new_text, False), self._words(new_text, False),
-                    key=lambda f: f[0])
+        if "\n" in new_text:
+            lines = self._lines(new_text, False)
+        else:  # the common case, a token inside a line
+            self.line = (self.line + new_text)[: Repetition.MAX_LINE]
+            lines = (INF, 0), None
+        words = self._words(new_text, False)
         self.offset += len(new_text)
-        return found[1]
+        return (lines if lines[0] <= words[0] else words)[1]
 
     def _finish(self) -> Rejection | None:
-        return min(self._lines("", True), self._words("", True), key=lambda f: f[0])[1]
+        lines, words = self._lines("", True), self._words("", True)
+        return (lines if lines[0] <= words[0] else words)[1]
 
     # Both scanners return (position of the first trigger, rejection); the earlier wins, so
     # the verdict is the one the whole text would give (lines win ties).
@@ -267,7 +281,9 @@ class _RepetitionCheck(Check):
         return (INF, 0), None
 
     def _add_line(self, line: str) -> Rejection | None:
-        if len(line) < self.p.min_line_chars:
+        if line.startswith("```"):
+            self.in_code = not self.in_code
+        if self.in_code or len(line) < self.p.min_line_chars:
             return None
         self.lines.append(line)
         self.line_counts[line] += 1
@@ -301,6 +317,8 @@ class _RepetitionCheck(Check):
         return (INF, 1), None
 
     def _add_word(self, word: str) -> Rejection | None:
+        if _HAS_WORD_CHAR.search(word) is None:
+            return None  # braces, bullets, table rules: structure, not words
         recent = self.recent
         recent.append(word[: Repetition.MAX_WORD].lower())
         if len(recent) < self.p.ngram:

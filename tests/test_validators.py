@@ -1,0 +1,367 @@
+"""Validators: each on good and bad answers, chunking-invariance of the streaming checks
+(hypothesis), the registry's errors, custom callables, and the mock's answers."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import types
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends.mock_answers import build_answer, prose_tokens
+from backends.mock_faults import bad_tokens
+from engine.errors import ConfigError, InvalidOutput
+from engine.validators import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamCheck, Context,
+                               Rejection, build, build_all, build_final, build_stream,
+                               merge_specs, run_final, run_stream_on_text, start_checks)
+from engine.validators import jsonschema_lite
+
+pytestmark = pytest.mark.timeout(60)
+PROPERTY = settings(max_examples=100, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+EN = ("Water mills turned the energy of a river into useful work. The wheel was set in the "
+      "stream, and the current pushed its paddles; a shaft carried the motion to the stones "
+      "that ground the grain. Millers had to watch the level of the water, because a dry "
+      "summer could stop the wheel for weeks. In many villages the mill was also the place "
+      "where people met, traded news and settled small debts.")
+DE = ("Die Wassermühle nutzte die Kraft des Flusses für nützliche Arbeit. Das Rad stand im "
+      "Bach, und die Strömung drückte gegen seine Schaufeln; eine Welle trug die Bewegung zu "
+      "den Steinen, welche das Getreide mahlten. Müller mussten den Wasserstand beobachten, "
+      "denn ein trockener Sommer konnte das Rad wochenlang anhalten.")
+RU = ("Водяная мельница превращала силу реки в полезную работу. Колесо стояло в потоке, и "
+      "течение толкало его лопасти; вал передавал движение жерновам, которые мололи зерно. "
+      "Мельник следил за уровнем воды, потому что сухое лето могло остановить колесо.")
+LOOP = EN[:120] + " " + "The wheel turns and the grain is ground again. " * 12
+LINES = "Intro line that is long enough to count.\n" + "- Repeat this exact list item here\n" * 6
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["items"],
+          "properties": {"items": {"type": "array", "minItems": 1, "maxItems": 3,
+                                   "items": {"type": "string", "minLength": 1}}}}
+
+
+def one(spec):
+    return build(spec)
+
+
+def verdict(validator, text: str, cuts=(), context: Context | None = None) -> Rejection | None:
+    """Feed `text` in pieces split at `cuts`; the first rejection, or finish()'s."""
+    check = validator.start(context or Context())
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(text))), len(text)]
+    for a, b in zip(bounds, bounds[1:]):
+        if (rejection := check.feed(text[a:b])) is not None:
+            return rejection
+    return check.finish()
+
+
+def cuts_for(text: str):
+    return st.lists(st.integers(0, max(len(text), 1)), max_size=40)
+
+
+# -- streaming validators on examples -----------------------------------------------------
+def test_refusal_only_at_the_opening():
+    refusal = one("refusal")
+    assert verdict(refusal, "I'm sorry, but I can't help with that. " + EN).validator == "refusal"
+    assert "I'm sorry, but" in verdict(refusal, "I'm sorry, but I can't help. " + EN).reason
+    assert verdict(refusal, "Sure. Unfortunately, I cannot share that. " + EN) is not None
+    assert verdict(refusal, "**As an AI**, I do not have opinions. " + EN) is not None
+    assert verdict(refusal, EN) is None
+    assert verdict(refusal, EN + " I'm sorry, I cannot help with that.") is None  # too late
+    assert verdict(refusal, "The clerk said I'm sorry to the miller. " + EN) is None  # mid-sentence
+    assert verdict(refusal, "“I'm sorry,” the miller said. " + EN) is None  # dialogue
+    assert verdict(refusal, "I can't help") is not None  # short answers are judged at the end
+    custom = one({"name": "refusal", "patterns": ["nope"], "window": 10})
+    assert verdict(custom, "Nope. " + EN) is not None and verdict(custom, "I'm sorry.") is None
+
+
+def test_max_length_chars_and_tokens():
+    assert verdict(one({"name": "max_length", "max_chars": 100}), "x" * 100) is None
+    chars = one({"name": "max_length", "max_chars": 100})
+    assert "100 characters" in verdict(chars, "x" * 101).reason
+    tokens = one({"name": "max_length", "max_tokens": 10})
+    assert verdict(tokens, "x" * 40) is None and verdict(tokens, "x" * 41).validator == "max_length"
+
+
+def test_repetition_lines_and_ngrams():
+    rep = one("repetition")
+    assert "8-word sequence repeated 4 times" in verdict(rep, LOOP).reason
+    line = verdict(rep, LINES)
+    assert line.reason.startswith("line repeated 4 times") and "Repeat this exact" in line.reason
+    assert verdict(rep, EN) is None
+    assert verdict(rep, "}\n" * 50 + "\n\n" * 50) is None  # short lines are not counted
+    long_prose = "".join(prose_tokens(random.Random(3), 3000))
+    assert verdict(rep, long_prose) is None
+    code = "Tests:\n```python\n" + "    self.assertEqual(result, expected)\n" * 5 + "```\n"
+    assert verdict(rep, code) is None  # lines in code blocks are not counted
+    items = [{"question": f"Question {i} about {w}?", "type": "multiple_choice",
+              "level": "medium", "public": True, "tags": ["mills", "rivers"], "score": 3}
+             for i, w in enumerate(EN.split()[:12])]
+    pretty = json.dumps({"items": items}, indent=2)
+    assert verdict(rep, pretty, context=Context(structured=True)) is None
+    strict = one({"name": "repetition", "structured": True})
+    assert verdict(strict, pretty, context=Context(structured=True)).validator == "repetition"
+    spaced = one({"name": "repetition", "window_words": 20})  # copies further apart than that
+    assert verdict(spaced, ("alpha beta gamma delta epsilon zeta eta theta " + EN) * 4) is None
+
+
+def test_json_prefix_rejects_early_and_incomplete():
+    jp = one("json_prefix")
+    ctx = Context(structured=True)
+    good = '  {"items": ["a", "b\\n\\u00e9"], "n": -1.5e3, "ok": [true, null]}'
+    assert verdict(jp, good, context=ctx) is None
+    early = verdict(jp, '{"items": ["a", @@ ' + "filler " * 500, context=ctx)
+    assert early.validator == "json_prefix" and "char 16" in early.reason and "'@'" in early.reason
+    assert "unclosed" in verdict(jp, '{"items": ["a"', context=ctx).reason
+    assert "unterminated string" in verdict(jp, '{"items": ["a', context=ctx).reason
+    assert "no value" in verdict(jp, "   ", context=ctx).reason
+    for bad in ('```json\n{}', '{"a": 1,}', "[1 2]", "{'a': 1}", "01", "[1,]", '{"a" 1}', "tru ",
+                '"tab\there"', "{} {}", "nul", "-", "1.e5"):
+        assert verdict(jp, bad, context=ctx) is not None, bad
+    assert verdict(jp, "not json at all") is None  # only structured requests are checked
+
+
+def test_forbidden_across_chunks_and_word_boundaries():
+    fb = one({"name": "forbidden", "patterns": [r"\bsecret\b", "internal use only"]})
+    assert verdict(fb, "this is a se", [12]) is None
+    assert verdict(fb, "the secret plan", [6, 9]).reason == "matches forbidden pattern: 'secret'"
+    assert verdict(fb, "secretary " * 3, [6]) is None  # the chunk edge is not a word boundary
+    assert verdict(fb, "FOR INTERNAL USE ONLY.", [8, 13]) is not None
+    assert verdict(fb, EN) is None
+
+
+def test_language_script_and_stopwords():
+    lang = one("language")
+    assert verdict(lang, EN) is None
+    assert "stop words" in verdict(lang, DE).reason
+    assert "latin script" in verdict(lang, RU).reason
+    assert verdict(lang, RU, context=Context(language="ru")) is None
+    assert verdict(lang, DE, context=Context(language="de")) is None  # script only for de
+    assert verdict(lang, "Die Katze schläft.") is None  # under min_chars: not judged
+    code = "Use this:\n```python\n" + "x = compute(y, z)\n" * 20 + "```\n"
+    assert verdict(lang, code) is None  # code is left out, too few words remain
+    names = json.dumps({"items": ["Paris Berlin Madrid Lisbon Vienna Prague Warsaw"] * 6})
+    assert verdict(lang, names, context=Context(structured=True)) is None
+    assert verdict(lang, "日本語のテキストです。" * 30, context=Context(language="ja")) is None
+
+
+# -- chunking invariance (hypothesis) -------------------------------------------------------
+def _json_docs():
+    scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | \
+        st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) |
+                          st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12)
+    return values.map(lambda v: json.dumps(v, ensure_ascii=False))
+
+
+STREAM_CASES = {
+    "refusal": ["I'm sorry, but I can't help with that. " + EN, EN, "Sure. I cannot help. x",
+                "   " + "I apologize " * 40],
+    "max_length": ["x" * 120, "y" * 60],
+    "repetition": [LOOP, LINES, EN, "a b c d e f g h " * 10, "w\n" * 40],
+    "forbidden": ["the secret plan", "secretary", EN + " secret", "so secret\n"],
+    "language": [EN, DE, RU, DE[:150]],
+}
+STREAM_SPECS = {"refusal": "refusal", "max_length": {"name": "max_length", "max_chars": 100},
+                "repetition": "repetition", "language": "language",
+                "forbidden": {"name": "forbidden", "patterns": [r"\bsecret\b", "plan"]}}
+
+
+@pytest.mark.parametrize("name", sorted(STREAM_CASES))
+@PROPERTY
+@given(data=st.data())
+def test_streaming_verdict_does_not_depend_on_chunking(name, data):
+    validator = one(STREAM_SPECS[name])
+    text = data.draw(st.sampled_from(STREAM_CASES[name]) | st.text(max_size=300) |
+                     st.lists(st.sampled_from(["the", "wheel", "turns", "\n", " ", "sorry",
+                                               "I'm", "secret", ".", "Mühle"]), max_size=200)
+                     .map(" ".join) |
+                     st.lists(st.sampled_from(["A line long enough to be counted here",
+                                               "Another line, also long enough to count",
+                                               "short", "", "  }", "```"]), max_size=30)
+                     .map("\n".join))
+    cuts = data.draw(cuts_for(text))
+    assert verdict(validator, text, cuts) == verdict(validator, text)
+
+
+@PROPERTY
+@given(doc=_json_docs(), data=st.data())
+def test_json_prefix_chunking_and_agreement_with_a_parser(doc, data):
+    jp, ctx = one("json_prefix"), Context(structured=True)
+    mutate = data.draw(st.booleans())
+    if mutate and doc:  # drop, duplicate or replace one character
+        i = data.draw(st.integers(0, len(doc) - 1))
+        doc = doc[:i] + data.draw(st.sampled_from(["", doc[i] * 2, ",", "]", "}", ":", '"', "x"]))\
+            + doc[i + 1:]
+    cuts = data.draw(cuts_for(doc))
+    whole = verdict(jp, doc, context=ctx)
+    assert verdict(jp, doc, cuts, context=ctx) == whole
+    try:  # the oracle: Python's parser without its NaN/Infinity extensions
+        json.loads(doc, parse_constant=lambda name: json.loads("x"))
+        valid = True
+    except json.JSONDecodeError:
+        valid = False
+    assert (whole is None) == valid, (doc, whole)
+    if valid and len(doc) > 1:  # every proper prefix is accepted while streaming
+        check = jp.start(ctx)
+        assert check.feed(doc[: data.draw(st.integers(1, len(doc) - 1))]) is None
+
+
+# -- final validators -----------------------------------------------------------------------
+def test_schema_with_jsonschema_and_the_lite_subset():
+    ctx = Context(structured=True, schema=SCHEMA)
+    for engine in ("jsonschema", "lite"):
+        schema = one({"name": "schema", "engine": engine})
+        assert schema.check('{"items": ["a"]}', ctx) is None
+        assert "not valid JSON" in schema.check('{"items": [', ctx).reason
+        wrong = schema.check('{"items": ["a", ""]}', ctx).reason
+        assert "$.items[1]" in wrong and ("short" in wrong or "non-empty" in wrong), wrong
+        assert "additional" in schema.check('{"items": ["a"], "x": 1}', ctx).reason.lower()
+        assert "required" in schema.check('{}', ctx).reason
+        assert schema.check("prose", Context()) is None  # not structured: not checked
+    assert jsonschema_lite.first_error(3, {"anyOf": [{"type": "string"}, {"minimum": 5}]})
+    assert jsonschema_lite.first_error({"p": {"q": 2}}, {
+        "$defs": {"Q": {"type": "object", "properties": {"q": {"type": "string"}}}},
+        "properties": {"p": {"$ref": "#/$defs/Q"}}})[0] == "$.p.q"
+
+
+def test_length_placeholders_and_truncation():
+    length = one({"name": "length", "min_words": 3, "max_chars": 50})
+    assert length.check("one two three", Context()) is None
+    assert "min_words" in length.check("one two", Context()).reason
+    assert "max_chars" in length.check("x" * 51, Context()).reason
+    ph = one("placeholders")
+    for bad in ("Dear [Your Name], thanks", "Sincerely, [Insert company here]",
+                "Hello {{ user_name }}!", "As an AI language model, I think", "Lorem ipsum dolor",
+                "TODO: finish this", "<placeholder>", "{% if x %}"):
+        assert ph.check(bad, Context()).validator == "placeholders", bad
+    assert ph.check("A todo: list is fine, and [1] is a citation.", Context()) is None
+    assert ph.check("In Jinja write `{{ name }}`.", Context()) is None  # code span
+    assert ph.check('{"a": {"b": "c"}}', Context(structured=True)) is None  # JSON braces
+    assert ph.check('{"a": "[Insert name]"}', Context(structured=True)) is not None
+    tr = one("truncated")
+    assert tr.check("  ", Context()).reason == "empty answer"
+    cut = tr.check("The wheel turned and", Context(finish_reason="length"))
+    assert "finish_reason" in cut.reason
+    assert tr.check("fine", Context(finish_reason="stop")) is None
+    assert "'answer'" in tr.check("x", Context(record={"instruction": "Q?", "answer": ""})).reason
+    pairs = '{"pairs": [{"question": "Q?", "answer": "A."}, {"question": "", "answer": "B"}]}'
+    assert "$.pairs[1].question" in tr.check(pairs, Context(structured=True)).reason
+
+
+def test_restates_question():
+    rq = one("restates_question")
+    question = ("Explain how a water mill turns the energy of a river into work that grinds "
+                "grain, and why millers watched the water level during a dry summer season.")
+    ctx = Context(prompt=question)
+    assert "is the question" in rq.check(question.upper(), ctx).reason
+    assert "restates" in rq.check("A water mill turns the energy of a river into work.", ctx).reason
+    assert rq.check("How does a water mill turn river energy into work?", ctx) is None  # 80%
+    assert "copying 20 words" in rq.check(question + " " + EN, ctx).reason
+    assert rq.check(EN, ctx) is None
+    assert rq.check("Grain.", ctx) is None  # short answers: only equality counts
+    assert rq.check(question, Context(record={"instruction": question})) is not None
+
+
+def test_decontamination(tmp_path):
+    evals = tmp_path / "eval.jsonl"
+    item = ("Natalia sold clips to forty eight of her friends in April and then she sold half "
+            "as many clips in May how many clips did she sell")
+    evals.write_text(json.dumps({"question": item}) + "\n" + json.dumps({"question": "x"}) + "\n")
+    plain = tmp_path / "eval.txt"
+    plain.write_text("the quick brown fox jumps over the lazy dog near the river bank today\n")
+    dc = build({"name": "decontamination", "paths": [str(evals), str(plain)], "field": "question"})
+    assert dc.index.examples == 3 and dc.index.nbytes == 8 * len(dc.index.hashes)
+    leaked = "Here is a problem: " + item.upper() + "? Think step by step."
+    rejection = dc.check(leaked, Context())
+    assert rejection.validator == "decontamination" and "natalia sold clips" in rejection.reason
+    assert dc.check("The quick brown fox jumps over the lazy dog near the river bank today!",
+                    Context()) is not None
+    assert dc.check(EN, Context()) is None
+    relative = build_final([{"name": "decontamination", "paths": ["eval.txt"]}], base_dir=tmp_path)
+    assert relative[0].index.examples == 1
+    with pytest.raises(ConfigError, match="does not exist"):
+        build({"name": "decontamination", "paths": [str(tmp_path / "missing.jsonl")]})
+
+
+# -- registry, custom, composition ----------------------------------------------------------
+def test_registry_errors_name_the_validator_and_params():
+    with pytest.raises(ConfigError, match="unknown validator 'nope'.*known validators: .*refusal"):
+        build("nope")
+    with pytest.raises(ConfigError, match="'repetition': ngram.*allowed params: .*max_line_rep"):
+        build({"name": "repetition", "ngram": 1})
+    with pytest.raises(ConfigError, match="unknown param 'colour'"):
+        build({"name": "refusal", "colour": "red"})
+    with pytest.raises(ConfigError, match="missing required param 'patterns'"):
+        build({"name": "forbidden"})
+    with pytest.raises(ConfigError, match="not a valid regex"):
+        build({"name": "forbidden", "patterns": ["("]})
+    with pytest.raises(ConfigError, match="max_chars and/or max_tokens"):
+        build("max_length")
+    with pytest.raises(ConfigError, match="'schema' is a final validator"):
+        build_stream(["schema"])
+    with pytest.raises(ConfigError, match="'refusal' is a streaming validator"):
+        build_final(["refusal"])
+    with pytest.raises(ConfigError, match="a name or a mapping"):
+        build_stream([{"ngram": 3}])
+
+
+def test_custom_callable(monkeypatch):
+    module = types.ModuleType("gm_custom_checks")
+    module.no_rivers = lambda text, ctx: "mentions rivers" if "river" in text else None
+    module.not_callable = 3
+    monkeypatch.setitem(sys.modules, "gm_custom_checks", module)
+    check = build({"name": "custom", "callable": "gm_custom_checks:no_rivers"})
+    assert check.check(EN, Context()) == Rejection("custom:no_rivers", "mentions rivers")
+    assert check.check("lakes", Context()) is None
+    for spec, message in (("gm_custom_checks:missing", "no attribute"),
+                          ("no_such_module_xyz:f", "cannot import"),
+                          ("gm_custom_checks", "package.module:function"),
+                          ("gm_custom_checks:not_callable", "not callable")):
+        with pytest.raises(ConfigError, match=message):
+            build({"name": "custom", "callable": spec})
+
+
+def test_defaults_merge_and_composition():
+    stream, final = build_stream(DEFAULT_STREAM), build_final(DEFAULT_FINAL)
+    assert {v.name for v in stream} >= {"refusal", "repetition", "json_prefix", "language"}
+    merged = merge_specs(DEFAULT_STREAM, [{"name": "language", "enabled": False},
+                                          {"name": "repetition", "ngram": 6},
+                                          {"name": "forbidden", "patterns": ["x"]}])
+    names = [s if isinstance(s, str) else s["name"] for s in merged]
+    assert "language" not in names and names[-1] == "forbidden"
+    assert build_stream(merged)[names.index("repetition")].params.ngram == 6
+    s2, f2 = build_all(["refusal", "schema", {"name": "length", "min_chars": 1}])
+    assert [v.name for v in s2] == ["refusal"] and [v.name for v in f2] == ["schema", "length"]
+    check = start_checks(stream, Context())
+    assert isinstance(check, CompositeStreamCheck)
+    first = check.feed("I'm sorry, but I can't help with that. " + EN)
+    assert first.validator == "refusal" and check.feed("more") is first and check.finish() is first
+    error = first.error("text")
+    assert isinstance(error, InvalidOutput) and error.validator == "refusal"
+    assert run_stream_on_text(stream, EN, Context()) is None
+    assert run_final(final, EN, Context(prompt="Tell me about mills.")) is None
+
+
+def test_mock_answers_pass_the_defaults_and_bad_ones_are_caught_early():
+    stream, final = build_stream(DEFAULT_STREAM), build_final(DEFAULT_FINAL)
+    fmt = {"type": "json_schema", "json_schema": {"name": "items", "schema": SCHEMA}}
+    for i in range(150):
+        body = {"model": "m", "messages": [{"role": "user", "content": f"Question {i}?"}]}
+        if i % 3 == 0:
+            body["response_format"] = fmt
+        choice = build_answer(body, True, (40, 1000)).choices[0]
+        ctx = Context(structured=i % 3 == 0, schema=SCHEMA, prompt=f"Question {i}?",
+                      finish_reason=choice.finish_reason)
+        assert run_stream_on_text(stream, choice.text, ctx) is None
+        assert run_final(final, choice.text, ctx) is None
+    expected = {"refusal": "refusal", "loop": "repetition", "json": "json_prefix",
+                "language": "language"}
+    for kind, validator in expected.items():
+        for seed in range(20):
+            tokens = bad_tokens(kind, random.Random(seed), 1000, SCHEMA)
+            check = start_checks(stream, Context(structured=kind == "json", schema=SCHEMA))
+            fed = next(n for n, tok in enumerate(tokens, 1) if check.feed(tok) is not None)
+            assert check.rejection.validator == validator and fed < 120, (kind, seed, fed)
