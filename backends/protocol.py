@@ -42,6 +42,7 @@ class Completion:
     finish_reason: str | None
     usage: Usage
     model: str = ""
+    cached: bool = False  # replayed from the response cache, not generated now
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ def encode(completion: Completion) -> bytes:
 
 def decode(value: bytes) -> Completion:
     text, finish, prompt_tokens, completion_tokens, model = orjson.loads(value)
-    return Completion(text, finish, Usage(prompt_tokens, completion_tokens), model)
+    return Completion(text, finish, Usage(prompt_tokens, completion_tokens), model, cached=True)
 
 
 class AnswerCache:

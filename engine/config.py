@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .config_base import NAME_PATTERN, RelPath, Strict  # noqa: F401  (re-exported)
 from .seeds.config import SeedsConfig  # noqa: E402
@@ -108,6 +108,22 @@ class Sampling(Strict):
     seed: int | None = None
 
 
+class ValidatorsConfig(Strict):
+    """Which validators check a stage's answers (see the README for each one's parameters)."""
+
+    defaults: bool = Field(True, description="Include the built-in defaults (stream: refusal, "
+                           "json_prefix, repetition, language, max_length; final: truncated, "
+                           "schema, placeholders, restates_question).")
+    stream: list[str | dict[str, Any]] = Field(default_factory=list, description="Checks on "
+                                               "the text as it streams; {name: x, enabled: "
+                                               "false} turns a default off.")
+    final: list[str | dict[str, Any]] = Field(default_factory=list, description="Checks on "
+                                              "the whole answer.")
+    max_regenerations: int = Field(2, ge=0, le=20, description="New requests (with their "
+                                   "attempt number) after a rejected answer, before the item "
+                                   "becomes a reject.")
+
+
 class StageConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Identifier; later templates use it "
                       "as a variable holding this stage's output.")
@@ -126,6 +142,7 @@ class StageConfig(Strict):
                                 "stage; default: the backend's max_in_flight.")
     queue_size: int | None = Field(None, ge=1, description="Items waiting for this stage; "
                                    "default: 2 x workers.")
+    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
 
 
 class KindSettings(Strict):
@@ -137,6 +154,8 @@ class KindSettings(Strict):
     stream: bool = False
     workers: int | None = Field(None, ge=1, le=100_000)
     queue_size: int | None = Field(None, ge=1)
+    validators: ValidatorsConfig | None = Field(None, description="Default: the flow's "
+                                                "`validators`.")
 
 
 class AgentInstructConfig(Strict):
@@ -151,6 +170,7 @@ class AgentInstructConfig(Strict):
     refine_rounds: int = Field(2, ge=0, le=10, description="Suggester-editor rounds.")
     json_schema: bool = Field(True, description="Request structured outputs with a JSON-schema "
                               "response_format; off: a tolerant parser reads prose.")
+    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
     transform: KindSettings = Field(default_factory=lambda: KindSettings(
         sampling=Sampling(temperature=0.7, max_tokens=1024)))
     generate: KindSettings = Field(default_factory=lambda: KindSettings(
@@ -186,6 +206,7 @@ class PipelineConfig(Strict):
                                                  "stage as user, the last as assistant.")
     grace_s: float = Field(30.0, ge=0, description="On the first Ctrl-C, seconds to let "
                            "in-flight requests finish.")
+    _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineConfig":

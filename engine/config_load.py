@@ -51,6 +51,7 @@ def validate_config(data: dict[str, Any], *, base_dir: Path | None = None,
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
     check_templates(config)
+    config._base_dir = base_dir
     return config
 
 

@@ -29,6 +29,7 @@ from .rundir import RunDir, default_run_dir
 from .seeds import SeedSource
 from .sink import id_key
 from .stage import TemplateStage
+from .validation import StageValidation
 from .stats import RunStats, StageStats
 from .store import Store
 from .records import template_record
@@ -88,7 +89,9 @@ class Run:
         self.stages = [
             TemplateStage(s, depth, self.clients[s.backend],
                           s.model or config.backends[s.backend].model,
-                          config.backends[s.backend].api, self.stats.stages[depth], self._reject)
+                          config.backends[s.backend].api, self.stats.stages[depth], self._reject,
+                          StageValidation(s.validators, s.name, self.stats.validation,
+                                          config._base_dir))
             for depth, s in enumerate(config.stages)]
         self._make_record = template_record(config)
 
@@ -100,7 +103,8 @@ class Run:
         self.stats = RunStats([StageStats(n) for n in stage_names(config.agentinstruct)],
                               seeds_expected=self.options.limit)
         by_name = {s.name: s for s in self.stats.stages}
-        self.stages = build_stages(config, flow, self.clients, by_name.__getitem__, self._reject)
+        self.stages = build_stages(config, flow, self.clients, by_name.__getitem__, self._reject,
+                                   self.stats.validation)
         self._make_record = make_record(flow)
 
     def seeds(self) -> Iterator[Item]:

@@ -18,6 +18,7 @@ from .items import Item, child_id
 from .outputs import parse_output, response_format
 from .stats import StageStats
 from .templates import Template, compile_template
+from .validation import StageValidation, rejection_of
 
 RejectSink = Callable[[dict[str, Any]], None]
 
@@ -25,7 +26,8 @@ RejectSink = Callable[[dict[str, Any]], None]
 class ModelStage:
     def __init__(self, name: str, depth: int, client: ModelClient, model: str, api: str,
                  stats: StageStats, reject: RejectSink, *, sampling: Sampling, stream: bool,
-                 workers: int | None, queue_size: int | None, fan_out: int = 1) -> None:
+                 workers: int | None, queue_size: int | None, fan_out: int = 1,
+                 validation: StageValidation | None = None) -> None:
         self.name = name
         self.depth = depth
         self.client = client
@@ -38,6 +40,7 @@ class ModelStage:
         self.workers = workers or client.pool.cap
         self.queue_size = queue_size or 2 * self.workers
         self.params = sampling.model_dump(exclude_none=True)
+        self.validation = validation
 
     def request(self, system: str | None, user: str,
                 fmt: dict[str, Any] | None = None) -> Request:
@@ -52,16 +55,40 @@ class ModelStage:
                        stream=self.stream)
 
     async def ask(self, item: Item, variant: int, request: Request) -> Completion | None:
-        """The completion, or None after recording the item as a reject."""
-        try:
-            completion = await self.client.call(request, priority=self.depth)
-        except BackendError as error:
-            self.reject_item(item, variant, {"error": type(error).__name__}, str(error),
-                             error.attempts, "")
-            return None
-        self.stats.prompt_tokens += completion.usage.prompt_tokens
-        self.stats.completion_tokens += completion.usage.completion_tokens
-        return completion
+        """An answer the validators accept, or None after recording the item as a reject.
+        A rejected answer is regenerated: a new request with the next attempt number."""
+        validation = self.validation
+        tries = 1 + (validation.max_regenerations if validation else 0)
+        for attempt in range(tries):
+            request.attempt = attempt
+            context = observe = check = None
+            if validation is not None:
+                context = validation.context(item.values, request)
+                observe, check = validation.observer(context, request)
+            try:
+                completion = await self.client.call(request, self.depth,
+                                                    observe if request.stream else None)
+            except BackendError as error:
+                self.reject_item(item, variant, {"error": type(error).__name__}, str(error),
+                                 error.attempts, "")
+                return None
+            except InvalidOutput as error:  # a streaming validator stopped the answer
+                rejection, text = rejection_of(error), error.text
+            else:
+                self.stats.prompt_tokens += completion.usage.prompt_tokens
+                self.stats.completion_tokens += completion.usage.completion_tokens
+                if validation is None:
+                    return completion
+                rejection = validation.verdict(completion, context, check,
+                                               request.stream and not completion.cached)
+                if rejection is None:
+                    return completion
+                text = completion.text
+            validation.count(rejection.validator)
+            if attempt + 1 == tries:
+                self.reject_item(item, variant, {"validator": rejection.validator},
+                                 rejection.reason, attempt + 1, text)
+        return None
 
     def parse(self, item: Item, variant: int, output: OutputConfig,
               completion: Completion) -> list[str] | None:
@@ -99,11 +126,12 @@ class TemplateStage(ModelStage):
     """A stage of a staged pipeline: Jinja2 prompts over the item's values."""
 
     def __init__(self, config: StageConfig, depth: int, client: ModelClient, model: str,
-                 api: str, stats: StageStats, reject: RejectSink) -> None:
+                 api: str, stats: StageStats, reject: RejectSink,
+                 validation: StageValidation | None = None) -> None:
         super().__init__(config.name, depth, client, model, api, stats, reject,
                          sampling=config.sampling, stream=config.stream,
                          workers=config.workers, queue_size=config.queue_size,
-                         fan_out=config.fan_out)
+                         fan_out=config.fan_out, validation=validation)
         self.config = config
         self._system: Template | None = compile_template(config.system) if config.system else None
         self._prompt = compile_template(config.prompt)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .validation import ValidationStats
 
 
 @dataclass(slots=True)
@@ -37,6 +40,7 @@ class RunStats:
     finished: float | None = None
     resumed_records: int = 0  # already in output.jsonl when this run started
     already_written: int = 0  # records and rejects a resumed run did not write again
+    validation: "ValidationStats" = field(default_factory=lambda: _validation_stats())
     by_skill: Counter[str] = field(default_factory=Counter)
     by_agent: Counter[str] = field(default_factory=Counter)  # "skill/agent"
     by_type: Counter[str] = field(default_factory=Counter)  # "skill/type"
@@ -79,7 +83,14 @@ class RunStats:
             "records_per_s": round(self.records / elapsed, 3) if elapsed else 0.0,
             "tokens_per_s": round(self.tokens / elapsed, 1) if elapsed else 0.0,
             "stages": [s.as_dict() for s in self.stages],
+            "validation": self.validation.as_dict(),
             **({"by_skill": dict(sorted(self.by_skill.items())),
                 "by_agent": dict(sorted(self.by_agent.items())),
                 "by_type": dict(sorted(self.by_type.items()))} if self.by_skill else {}),
         }
+
+
+def _validation_stats() -> "ValidationStats":
+    from .validation import ValidationStats  # the validators package loads only when used
+
+    return ValidationStats()

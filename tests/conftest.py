@@ -60,11 +60,11 @@ def pipeline_config(base_url: str, tmp_path: Path, *, seeds: int = 5, stages: in
     stage_list: list[dict[str, Any]] = [{
         "name": "question", "prompt": "Ask two questions about: {{ seed }}",
         "output": {"type": "list", "min_items": 2, "max_items": 2},
-        "sampling": {"max_tokens": 64}}]
+        "sampling": {"max_tokens": 200}}]
     for i in range(1, stages):
         prev = stage_list[-1]["name"]
         stage_list.append({"name": f"answer{i}", "prompt": "Answer: {{ %s }}" % prev,
-                           "sampling": {"max_tokens": 64}})
+                           "sampling": {"max_tokens": 200}})
     return {"name": "test", "seeds": {"path": str(seed_file), "min_chars": 1},
             "backends": {"default": {"base_url": base_url, "model": "mock", **backend}},
             "stages": stage_list}

@@ -14,6 +14,7 @@ from ..skills import Skill, load_skill
 from ..stage import ModelStage, RejectSink
 from ..stats import StageStats
 from ..templates import compile_template
+from ..validation import StageValidation, ValidationStats
 from .sampling import item_rng, shuffled, window
 
 GOALS_PER_ROUND = 2
@@ -76,10 +77,11 @@ class KindStage(ModelStage):
 
     def __init__(self, name: str, depth: int, flow: Flow, settings: KindSettings,
                  client: ModelClient, model: str, api: str, stats: StageStats,
-                 reject: RejectSink) -> None:
+                 reject: RejectSink, validation: StageValidation) -> None:
         super().__init__(name, depth, client, model, api, stats, reject,
                          sampling=settings.sampling, stream=settings.stream,
-                         workers=settings.workers, queue_size=settings.queue_size)
+                         workers=settings.workers, queue_size=settings.queue_size,
+                         validation=validation)
         self.flow = flow
 
     def skill(self, item: Item) -> Skill:
@@ -169,15 +171,20 @@ class AnswerStage(KindStage):
 
 
 def build_stages(config: PipelineConfig, flow: Flow, clients: dict[str, ModelClient],
-                 stats_for: Callable[[str], StageStats], reject: RejectSink) -> list[Any]:
+                 stats_for: Callable[[str], StageStats], reject: RejectSink,
+                 validation_stats: ValidationStats) -> list[Any]:
     ai = config.agentinstruct
     assert ai is not None
 
     def make(cls: type, name: str, kind: str, depth: int, *lead: Any) -> KindStage:
         settings = ai.kinds()[kind]
         backend = config.backends[settings.backend]
+        validation = StageValidation(settings.validators or ai.validators, name,
+                                     validation_stats, config._base_dir,
+                                     question="instruction" if kind == "answer" else None)
         return cls(*lead, name, depth, flow, settings, clients[settings.backend],
-                   settings.model or backend.model, backend.api, stats_for(name), reject)
+                   settings.model or backend.model, backend.api, stats_for(name), reject,
+                   validation)
 
     stages: list[Any] = [PlanStage(flow, stats_for("plan")),
                          make(TransformStage, "transform", "transform", 1),

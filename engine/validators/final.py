@@ -199,8 +199,8 @@ def _words(text: str) -> list[str]:
 
 
 class RestatesQuestion:
-    """The answer restates the question (`context.prompt`, and `record['instruction']` when
-    present): the same words, or `max_overlap` of the answer's distinct words taken from the
+    """The answer restates the question (`context.prompt`, which the stage sets to what its
+    output answers; empty for stages whose output is not an answer): the same words, or `max_overlap` of the answer's distinct words taken from the
     question (answers of `min_words` words or more), or an opening that copies `copy_words`
     consecutive words of the question. Meant for answer stages: give `prompt` = the
     instruction, not a prompt that embeds a source document."""
@@ -223,10 +223,10 @@ class RestatesQuestion:
         answer = _words(text)
         if not answer:
             return None
-        questions = [context.prompt, context.record.get("instruction")]
-        for question in dict.fromkeys(q for q in questions if isinstance(q, str) and q.strip()):
-            if (reason := self._restates(answer, _words(question))) is not None:
-                return Rejection("restates_question", f"{reason}: {quote(text)}")
+        if not context.prompt.strip():
+            return None
+        if (reason := self._restates(answer, _words(context.prompt))) is not None:
+            return Rejection("restates_question", f"{reason}: {quote(text)}")
         return None
 
     def _restates(self, answer: list[str], question: list[str]) -> str | None:
