@@ -44,19 +44,24 @@ class MetricsController:
         self.cap = max(floor, min(initial, ceiling))
         self.slow_start = True
         self._preemptions: float | None = None
+        self._queued_before = False  # was the queue over target at the previous scrape too?
 
     def next_cap(self, load: ServerLoad, in_flight: int) -> int:
         preempted = self._preemptions is not None and load.preemptions > self._preemptions
         self._preemptions = load.preemptions
+        queued = load.waiting > target_waiting(load.running)
+        queued_before, self._queued_before = self._queued_before, queued
         if preempted or load.kv_usage >= self.KV_FULL:
             # The server is evicting work it already did: back off.
             self.cap = int(self.cap * self.BACKOFF)
             self.slow_start = False
-        elif load.waiting > target_waiting(load.running):
-            # More queued than needed to refill the batch: shrink to what runs plus a margin.
+        elif queued and queued_before:
+            # More queued than needed to refill the batch, twice running (one sample can be
+            # requests that arrived just before a step admits them): shrink to what runs
+            # plus a margin.
             self.cap = min(self.cap, int(load.running) + target_waiting(load.running))
             self.slow_start = False
-        elif in_flight >= 0.9 * self.cap:
+        elif not queued and in_flight >= 0.9 * self.cap:
             # The cap is what limits us and the server has room: grow.
             self.cap = self.cap * 2 if self.slow_start else self.cap + max(1, self.cap // 16)
         self.cap = max(self.floor, min(self.ceiling, self.cap))

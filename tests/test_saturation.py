@@ -38,8 +38,10 @@ def test_slow_start_doubles_while_the_server_has_room():
     assert c.next_cap(load(20), in_flight=10) == 32  # cap not binding: no growth
 
 
-def test_queue_beyond_target_shrinks_to_running_plus_margin_and_ends_slow_start():
+def test_queue_beyond_target_twice_shrinks_to_running_plus_margin_and_ends_slow_start():
     c = MetricsController(ceiling=1000, initial=256)
+    assert c.next_cap(load(64, waiting=150), in_flight=214) == 256  # once: may be admission lag
+    assert c.slow_start
     assert c.next_cap(load(64, waiting=150), in_flight=214) == 64 + 7
     assert not c.slow_start
     assert c.next_cap(load(64, waiting=3), in_flight=71) == 71 + 4  # then grows gently
