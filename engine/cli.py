@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a config and print it resolved")
     _config_args(p)
 
+    p = sub.add_parser("dedup", help="write RUN/dataset.jsonl without (near-)duplicate "
+                       "instructions")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--threshold", type=float, default=0.8)
+
     p = sub.add_parser("export", help="export a run's records: parquet, hf, sharegpt, openai")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--format", required=True, choices=("parquet", "hf", "sharegpt", "openai"))
@@ -87,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
                 "export": cmd_export, "resume": cmd_resume, "status": cmd_status,
-                "cache": cmd_cache}[args.command](args)
+                "cache": cmd_cache, "dedup": cmd_dedup}[args.command](args)
     except ConfigError as exc:
         print(f"gristmill: config error: {exc}", file=sys.stderr)
         return 2
@@ -117,6 +122,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     for key, value in cache_stats(args.run_dir).items():
         print(f"{key}: {value}")
+    return 0
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from .dedup import dedup_run
+
+    if not (args.run_dir / "output.jsonl").is_file():
+        raise ConfigError(f"{args.run_dir}: no output.jsonl; is this a run directory?")
+    stats = dedup_run(args.run_dir, args.threshold)
+    print(" · ".join(f"{k} {v:,}" for k, v in stats.items()))
+    print(f"wrote {args.run_dir / 'dataset.jsonl'}")
     return 0
 
 
@@ -211,6 +227,17 @@ def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:
           f"{summary['records_per_s']:.1f} records/s · {summary['tokens_per_s']:,.0f} tok/s")
     for reason, count in summary["rejects_by_reason"].items():
         print(f"  rejected {count:,} × {reason}")
+    if "dedup" in summary:
+        d = summary["dedup"]
+        print(f"dataset.jsonl: {d.get('kept', 0):,} records after removing "
+              f"{d.get('exact_duplicates', 0):,} exact and {d.get('near_duplicates', 0):,} "
+              "near duplicates")
+    validation = summary.get("validation", {})
+    if validation.get("rejected_by_validator"):
+        print("  validators rejected: " + ", ".join(
+            f"{k} {v:,}" for k, v in validation["rejected_by_validator"].items()) +
+            f" · streams stopped early {validation['streams_aborted']:,} · ~"
+            f"{validation['tokens_saved_estimate']:,} tokens not generated")
     print(f"run directory: {summary['run_dir']}")
     if stop.signals:
         print(f"stopped early by signal; to continue: gristmill resume {summary['run_dir']}",

@@ -187,6 +187,14 @@ class AgentInstructConfig(Strict):
                 "suggest": self.suggest, "edit": self.edit, "answer": self.answer}
 
 
+class DedupConfig(Strict):
+    enabled: bool = Field(True, description="At the end of a finished run, write dataset.jsonl "
+                          "without exact and near-duplicate instructions (the smallest id of "
+                          "each cluster is kept).")
+    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity of "
+                             "word 5-gram sets above which two instructions are duplicates.")
+
+
 class MessageTemplate(Strict):
     role: Literal["system", "user", "assistant"]
     content: str
@@ -204,6 +212,7 @@ class PipelineConfig(Strict):
     record: list[MessageTemplate] | None = Field(None, description="The `messages` of each "
                                                  "output record; default: the second-to-last "
                                                  "stage as user, the last as assistant.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     grace_s: float = Field(30.0, ge=0, description="On the first Ctrl-C, seconds to let "
                            "in-flight requests finish.")
     _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)

@@ -49,7 +49,12 @@ Key = Callable[[dict[str, Any]], str]
 
 
 def instruction_text(record: dict[str, Any]) -> str:
-    """The content of the last 'user' message of `record['messages']` ('' if none)."""
+    """The record's `instruction` when it has one (the AgentInstruct flow's final instruction,
+    without the passage a user message may embed: questions about one passage are not
+    duplicates of each other), else the content of the last 'user' message."""
+    instruction = record.get("instruction")
+    if isinstance(instruction, str):
+        return instruction
     for message in reversed(record.get("messages") or ()):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")

@@ -72,6 +72,7 @@ class Run:
         if self.dir.resuming:
             self.dir.check_resume(config, options.force)
         self.store: Store | None = None  # opened by execute()
+        self.dedup: dict[str, int] | None = None  # dataset.jsonl stats, at the end
         self.clients = {name: make_client(name, b) for name, b in config.backends.items()}
         first = next(iter(config.backends.values()))
         self.source = SeedSource(config.seeds, count=counter_for(
@@ -191,6 +192,11 @@ class Run:
                     await self.pipeline.run(self.seeds(), self._admit)
                     await self.store.flush()
                     status = "finished" if not self.pipeline.stopped else "stopped"
+                    if status == "finished" and self.config.dedup.enabled:
+                        from .dedup import dedup_run  # numpy and datasketch: only when used
+
+                        self.dedup = await asyncio.to_thread(
+                            dedup_run, self.dir.path, self.config.dedup.threshold)
                 finally:
                     done.set()
         finally:
@@ -214,6 +220,8 @@ class Run:
         summary["run_dir"] = str(self.dir.path)
         summary["records_total"] = self.stats.resumed_records + self.stats.records
         summary["cache"] = self.cache_stats()
+        if self.dedup is not None:
+            summary["dedup"] = self.dedup
         summary["seed_input"] = self.source.report.summary()
         summary["backends"] = {
             name: {"requests": c.requests, "retries": c.retries, "errors": dict(c.errors),

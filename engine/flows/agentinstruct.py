@@ -213,6 +213,7 @@ def make_record(flow: Flow) -> Callable[[Item], dict[str, Any]]:
         messages.append({"role": "assistant", "content": item.values["answer"]})
         return {"id": item.id, "messages": messages, "skill": skill.name,
                 "agent": item.values["agent"], "type": item.values["type"]["name"],
+                "instruction": item.values["instruction"],
                 "seed_id": item.seed_id,
                 "lineage": [{"id": i, "stage": s} for i, s in item.lineage],
                 "model": item.model,
