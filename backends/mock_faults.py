@@ -420,4 +420,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rate-window-s", type=float, default=60.0, metavar="W",
         help="sliding window of --rpm/--tpm and of the /stats maxima (default 60)")
     add("--record-arrivals", action="store_true", help="list arrival times in /stats")
+    add("--vary", action="store_true", help="answers differ per arrival (like a sampling "
+        "model), not a function of the request")
     add("--no-uvloop", action="store_true", help="use the default asyncio event loop")

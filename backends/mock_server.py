@@ -42,6 +42,7 @@ class MockApp:
     belong in `_answer` (what to say) and `_deliver` (when/how to send), not in the edge."""
 
     def __init__(self, config: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
+        self._arrival = 0  # --vary: answers differ per arrival
         self.config, self.loop = config, loop
         self.t0 = loop.time()
         self.stats = Stats(config.rate_window_s, config.record_arrivals)
@@ -134,6 +135,9 @@ class MockApp:
         st = self.stats
         try:
             body = orjson.loads(await request.read())
+            if self.config.vary and isinstance(body, dict):  # like a sampling model
+                self._arrival += 1
+                body["__arrival__"] = self._arrival
             answer = build_answer(body, chat, self.config.output_tokens)
         except (orjson.JSONDecodeError, BadRequest) as exc:
             st.window.add(now, 0)  # still an arrival: the window maxima count every request

@@ -191,3 +191,36 @@ def test_no_cache_asks_again(mock_server, tmp_path):
     finish(start(config, tmp_path / "r", "--no-cache"))
     assert mock_server.stats()["requests"] == 3 + 6 + 6
     assert len(output_ids(tmp_path / "r")) == 6
+
+
+@pytest.mark.timeout(300)
+def test_records_match_their_cached_answers_when_answers_vary(mock_server_factory, tmp_path):
+    """Against a server whose answers differ per arrival (a sampling model), every record
+    written across kills must carry the answer the cache holds for its request: an answer is
+    committed before anything derived from it, and replays use the committed one."""
+    import sqlite3
+
+    from engine.cache import decode
+
+    server = mock_server_factory("--latency-ms", "20-60", "--vary")
+    config = write_config(tmp_path, server.base_url, seeds=300, cap=8)
+    rng, run_dir, kills, finished = random.Random(7 + os.getpid()), tmp_path / "r", 0, False
+    while not finished:
+        proc = start(config, run_dir)
+        if kills < 10:
+            time.sleep(rng.uniform(0.4, 1.2))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate()
+                kills += 1
+                continue
+        finished = finish(proc) == 0
+    conn = sqlite3.connect(run_dir / "run.sqlite")
+    cached = {decode(value).text for (value,) in conn.execute("SELECT value FROM answers")}
+    conn.close()
+    records = [orjson.loads(line) for line in (run_dir / "output.jsonl").read_bytes().splitlines()]
+    assert kills >= 8 and len(records) == 600
+    assert len({r["id"] for r in records}) == 600
+    for record in records:
+        assert record["messages"][-1]["content"] in cached  # the answer
+        assert record["messages"][0]["content"] in cached  # the question it was asked from
