@@ -119,6 +119,11 @@ class ValidatorsConfig(Strict):
                                                "false} turns a default off.")
     final: list[str | dict[str, Any]] = Field(default_factory=list, description="Checks on "
                                               "the whole answer.")
+    abort_early: bool = Field(True, description="Stop a streamed answer the moment a streaming "
+                              "check rejects it; off: the same checks judge it once complete.")
+    check_every_chars: int = Field(256, ge=1, description="Streaming checks run when this much "
+                                   "new text has arrived (~64 tokens): a bad answer is stopped "
+                                   "at most that much later, for a fraction of the CPU.")
     max_regenerations: int = Field(2, ge=0, le=20, description="New requests (with their "
                                    "attempt number) after a rejected answer, before the item "
                                    "becomes a reject.")

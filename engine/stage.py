@@ -66,8 +66,9 @@ class ModelStage:
                 context = validation.context(item.values, request)
                 observe, check = validation.observer(context, request)
             try:
+                watch = request.stream and validation is not None and validation.abort_early
                 completion = await self.client.call(request, self.depth,
-                                                    observe if request.stream else None)
+                                                    observe if watch else None)
             except BackendError as error:
                 self.reject_item(item, variant, {"error": type(error).__name__}, str(error),
                                  error.attempts, "")
@@ -80,7 +81,7 @@ class ModelStage:
                 if validation is None:
                     return completion
                 rejection = validation.verdict(completion, context, check,
-                                               request.stream and not completion.cached)
+                                               watch and not completion.cached)
                 if rejection is None:
                     return completion
                 text = completion.text

@@ -43,6 +43,8 @@ class StageValidation:
         self.question = question
         self.stats = stats
         self.max_regenerations = config.max_regenerations
+        self.abort_early = config.abort_early
+        self.check_every_chars = config.check_every_chars
         stream = merge_specs(DEFAULT_STREAM if config.defaults else [], config.stream)
         final = merge_specs(DEFAULT_FINAL if config.defaults else [], config.final)
         self.stream = build_stream(stream, base_dir=base_dir)
@@ -60,7 +62,7 @@ class StageValidation:
                        prompt=prompt if isinstance(prompt, str) else "", record=values)
 
     def observer(self, context: Context, request: Request) -> tuple[Callable[[Delta], None], Any]:
-        check = start_checks(self.stream, context)
+        check = CoalescedCheck(start_checks(self.stream, context), self.check_every_chars)
         parts: list[str] = []
 
         def observe(delta: Delta) -> None:
@@ -90,6 +92,34 @@ class StageValidation:
 
     def count(self, validator: str | None) -> None:
         self.stats.rejected[validator or "unknown"] += 1
+
+
+class CoalescedCheck:
+    """Feeds the checks every `every` characters instead of on every network read: the same
+    verdict (the checks are incremental), a fraction of the calls; an abort comes at most
+    `every` characters later."""
+
+    def __init__(self, check: Any, every: int) -> None:
+        self.check = check
+        self.every = every
+        self._pending: list[str] = []
+        self._size = 0
+
+    def feed(self, text: str) -> Rejection | None:
+        self._pending.append(text)
+        self._size += len(text)
+        if self._size < self.every:
+            return None
+        return self._flush()
+
+    def _flush(self) -> Rejection | None:
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._size = 0
+        return self.check.feed(text) if text else None
+
+    def finish(self) -> Rejection | None:
+        return self._flush() or self.check.finish()
 
 
 def rejection_of(error: InvalidOutput) -> Rejection:
