@@ -232,11 +232,14 @@ class Repetition:
 _WORD = re.compile(r"\S+")
 _HAS_WORD_CHAR = re.compile(r"\w")
 INF = float("inf")
+_MOD = (1 << 61) - 1  # a Mersenne prime: collisions of 8-word sequences are negligible
+_BASE = 1_000_003
+_MASK = (1 << 60) - 1
 
 
 class _RepetitionCheck(Check):
     __slots__ = ("p", "offset", "line", "in_code", "lines", "line_counts", "word", "recent",
-                 "grams", "gram_counts")
+                 "grams", "gram_counts", "hashes", "rolling", "top_power")
 
     def __init__(self, params: Repetition.Params) -> None:
         super().__init__()
@@ -248,7 +251,12 @@ class _RepetitionCheck(Check):
         self.word = ""  # the unfinished word (capped)
         self.recent: deque[str] = deque(maxlen=params.ngram)  # the last n words
         self.grams: deque[int] = deque()
-        self.gram_counts: Counter[int] = Counter()
+        self.gram_counts: dict[int, int] = {}
+        # n-grams are identified by a rolling polynomial hash of their words' hashes: O(1) per
+        # word, where hashing a tuple of the last n words cost O(n) (the profile's hot spot)
+        self.hashes: deque[int] = deque(maxlen=params.ngram)
+        self.rolling = 0
+        self.top_power = pow(_BASE, params.ngram - 1, _MOD)
 
     def _feed(self, new_text: str) -> Rejection | None:
         if "\n" in new_text:
@@ -319,22 +327,29 @@ class _RepetitionCheck(Check):
     def _add_word(self, word: str) -> Rejection | None:
         if _HAS_WORD_CHAR.search(word) is None:
             return None  # braces, bullets, table rules: structure, not words
-        recent = self.recent
-        recent.append(word[: Repetition.MAX_WORD].lower())
-        if len(recent) < self.p.ngram:
+        word = word[: Repetition.MAX_WORD].lower()
+        self.recent.append(word)
+        hashes, h = self.hashes, hash(word) & _MASK
+        if len(hashes) == self.p.ngram:  # the oldest word leaves the n-gram
+            self.rolling = (self.rolling - hashes[0] * self.top_power) % _MOD
+        hashes.append(h)
+        self.rolling = (self.rolling * _BASE + h) % _MOD
+        if len(hashes) < self.p.ngram:
             return None
-        gram = hash(tuple(recent))
+        gram = self.rolling
         self.grams.append(gram)
         counts = self.gram_counts
-        counts[gram] += 1
+        counts[gram] = counts.get(gram, 0) + 1
         if len(self.grams) > self.p.window_words:
             old = self.grams.popleft()
-            counts[old] -= 1
-            if not counts[old]:
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
                 del counts[old]
         if counts[gram] >= self.p.max_ngram_repeats:
             return Rejection("repetition", f"{self.p.ngram}-word sequence repeated "
                              f"{counts[gram]} times in the last {self.p.window_words} words: "
-                             f"{quote(' '.join(recent))}")
+                             f"{quote(' '.join(self.recent))}")
         return None
 
