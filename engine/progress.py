@@ -59,6 +59,15 @@ def backend_lines(run: "Run") -> list[str]:
     return lines
 
 
+def validation_line(run: "Run") -> str:
+    v = run.stats.validation
+    if not v.rejected:
+        return ""
+    counts = ", ".join(f"{k} {n:,}" for k, n in v.rejected.most_common())
+    return (f"validators rejected: {counts} · stopped early {v.aborted:,} · "
+            f"~{v.tokens_saved:,} tokens not generated")
+
+
 def render_table(run: "Run", rates: Rates) -> Table:
     stats = run.stats
     table = Table(title=f"gristmill · {run.config.name}", title_justify="left")
@@ -70,7 +79,8 @@ def render_table(run: "Run", rates: Rates) -> Table:
                       f"{tps:,.0f}")
     table.caption = (f"seeds {stats.seeds_admitted:,} · records {stats.records:,} · rejects "
                      f"{sum(stats.rejects.values()):,} · elapsed {_fmt_s(stats.elapsed)} · "
-                     f"ETA {_fmt_s(stats.eta_s())}\n" + "\n".join(backend_lines(run)))
+                     f"ETA {_fmt_s(stats.eta_s())}\n" +
+                     "\n".join(filter(None, [*backend_lines(run), validation_line(run)])))
     table.caption_justify = "left"
     return table
 
@@ -83,7 +93,7 @@ def plain_line(run: "Run", rates: Rates) -> str:
         for i, (s, (rps, tps)) in enumerate(zip(stats.stages, rates.current)))
     return (f"[{_fmt_s(stats.elapsed)}] seeds {stats.seeds_admitted} records {stats.records} "
             f"rejects {sum(stats.rejects.values())} ETA {_fmt_s(stats.eta_s())} :: {stages}"
-            f" :: {' | '.join(backend_lines(run))}")
+            f" :: {' | '.join(filter(None, [*backend_lines(run), validation_line(run)]))}")
 
 
 async def _tick(done: asyncio.Event, interval: float) -> None:

@@ -71,3 +71,16 @@ def test_local_tokenizer_gives_exact_counts(tmp_path):
     count = counter_for(str(path))
     sample = "the wheel grinds flour"
     assert count(sample) == len(tok.encode(sample).ids) != estimate_tokens(sample)
+
+
+async def test_progress_shows_validator_counts(mock_server_factory, tmp_path):
+    server = mock_server_factory("--bad-rate", "1", "--bad-kinds", "refusal", "--bad-tokens", "300")
+    data = pipeline_config(server.base_url, tmp_path, seeds=2, stages=1)
+    data["stages"][0].update({"output": {"type": "text"}, "stream": True,
+                              "sampling": {"max_tokens": 400},
+                              "validators": {"max_regenerations": 0}})
+    run = Run(validate_config(data), RunOptions(run_dir=tmp_path / "v", progress=False))
+    rates = Rates(run)
+    await run.execute()
+    line = plain_line(run, rates)
+    assert "validators rejected: refusal 2" in line and "stopped early 2" in line
