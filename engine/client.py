@@ -43,6 +43,7 @@ class ModelClient:
         self.errors: Counter[str] = Counter()
         self.usage = Usage()
         self.cache: AnswerCache | None = None  # set by the run when caching is on
+        self._in_flight: dict[bytes, asyncio.Future[None]] = {}  # cache key -> its leader
         self.caps: dict[str, int] = {}  # in-flight caps by who set them; the smallest rules
         self.server_load: dict[str, object] = {}  # last metrics per endpoint, for display
 
@@ -73,11 +74,28 @@ class ModelClient:
                    observe: DeltaObserver | None = None) -> Completion:
         """The completion, or the last error once retries are spent or the error is final.
         `observe` sees each streamed delta and may raise to abort the request."""
-        key = None
-        if self.cache is not None:
+        if self.cache is None:
+            return await self._request(request, priority, observe, None)
+        while True:
             key, cached = self.cache.get(request)
             if cached is not None:
                 return cached  # validators judge it whole (`cached` is set)
+            leader = self._in_flight.get(key)
+            if leader is None:
+                break
+            # The same request is already in flight: share its answer instead of paying for
+            # a second one (whose answer the cache would not keep). If the leader fails, try.
+            await asyncio.shield(leader)
+        done = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = done
+        try:
+            return await self._request(request, priority, observe, key)
+        finally:
+            del self._in_flight[key]
+            done.set_result(None)  # followers look in the cache again
+
+    async def _request(self, request: Request, priority: int, observe: DeltaObserver | None,
+                       key: bytes | None) -> Completion:
         tokens = self.estimate_tokens(request)
         attempt = 0
         while True:

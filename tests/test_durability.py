@@ -224,3 +224,24 @@ def test_records_match_their_cached_answers_when_answers_vary(mock_server_factor
     for record in records:
         assert record["messages"][-1]["content"] in cached  # the answer
         assert record["messages"][0]["content"] in cached  # the question it was asked from
+
+
+async def test_identical_requests_in_flight_share_one_answer(mock_server_factory, tmp_path):
+    """Two identical requests at once: one is sent, both get its answer (a second answer
+    could not be cached, and would be paid for twice)."""
+    from engine.config import BackendConfig
+    from engine.runner import make_client
+
+    server = mock_server_factory("--latency-ms", "100", "--vary")
+    store = Store(tmp_path / "db.sqlite", {})
+    client = make_client("default", BackendConfig(base_urls=[server.base_url], model="mock"))
+    client.cache = AnswerCache(store, "default")
+    try:
+        import asyncio
+
+        first, second = await asyncio.gather(client.call(variant()), client.call(variant()))
+    finally:
+        await client.aclose()
+        store.close()
+    assert server.stats()["requests"] == 1
+    assert first.text == second.text and second.cached and not client._in_flight
