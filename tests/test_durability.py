@@ -102,6 +102,23 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> int:
     return proc.returncode
 
 
+def crash_then_finish(config: Path, run_dir: Path, kills: int, rng: random.Random) -> int:
+    """Start the run, kill -9 it at a random moment, start it again (a resume), `kills` times;
+    then let it finish. Returns how many kills landed (a run may finish before one)."""
+    landed = 0
+    for _ in range(kills):
+        proc = start(config, run_dir)
+        time.sleep(rng.uniform(0.4, 1.3))  # start-up, replay, new work: all get hit
+        if proc.poll() is not None:
+            finish(proc)
+            return landed
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        landed += 1
+    finish(start(config, run_dir))
+    return landed
+
+
 @pytest.mark.timeout(300)
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_output(
         mock_server_factory, tmp_path):
@@ -114,18 +131,8 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_output(
     baseline_requests = server.stats()["requests"]
     server.reset()
 
-    rng = random.Random(os.getpid())
-    run_dir, kills, finished = tmp_path / "crashed", 0, False
-    while not finished:
-        proc = start(config, run_dir)
-        if kills < 12:
-            time.sleep(rng.uniform(0.4, 1.3))  # start-up, replay, new work: all get hit
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.communicate()
-                kills += 1
-                continue
-        finished = finish(proc) == 0
+    run_dir = tmp_path / "crashed"
+    kills = crash_then_finish(config, run_dir, 12, random.Random(os.getpid()))
     got = output_ids(run_dir)
     assert kills >= 10
     assert len(got) == len(set(got)), "a record was written twice"
@@ -204,17 +211,8 @@ def test_records_match_their_cached_answers_when_answers_vary(mock_server_factor
 
     server = mock_server_factory("--latency-ms", "20-60", "--vary")
     config = write_config(tmp_path, server.base_url, seeds=300, cap=8)
-    rng, run_dir, kills, finished = random.Random(7 + os.getpid()), tmp_path / "r", 0, False
-    while not finished:
-        proc = start(config, run_dir)
-        if kills < 10:
-            time.sleep(rng.uniform(0.4, 1.2))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.communicate()
-                kills += 1
-                continue
-        finished = finish(proc) == 0
+    run_dir = tmp_path / "r"
+    kills = crash_then_finish(config, run_dir, 10, random.Random(7 + os.getpid()))
     conn = sqlite3.connect(run_dir / "run.sqlite")
     cached = {decode(value).text for (value,) in conn.execute("SELECT value FROM answers")}
     conn.close()
