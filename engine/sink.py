@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import orjson
@@ -88,9 +87,6 @@ class JsonlFile:
     def write_lines(self, lines: list[bytes]) -> None:
         self._file.write(b"".join(lines))
         self._file.flush()
-
-    def fsync(self) -> None:
-        os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if not self._file.closed:

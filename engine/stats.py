@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .validation import ValidationStats
+from .validation import ValidationStats
 
 
 @dataclass(slots=True)
@@ -40,7 +39,7 @@ class RunStats:
     finished: float | None = None
     resumed_records: int = 0  # already in output.jsonl when this run started
     already_written: int = 0  # records and rejects a resumed run did not write again
-    validation: "ValidationStats" = field(default_factory=lambda: _validation_stats())
+    validation: ValidationStats = field(default_factory=ValidationStats)
     by_skill: Counter[str] = field(default_factory=Counter)
     by_agent: Counter[str] = field(default_factory=Counter)  # "skill/agent"
     by_type: Counter[str] = field(default_factory=Counter)  # "skill/type"
@@ -88,9 +87,3 @@ class RunStats:
                 "by_agent": dict(sorted(self.by_agent.items())),
                 "by_type": dict(sorted(self.by_type.items()))} if self.by_skill else {}),
         }
-
-
-def _validation_stats() -> "ValidationStats":
-    from .validation import ValidationStats  # the validators package loads only when used
-
-    return ValidationStats()

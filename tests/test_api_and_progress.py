@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 
-import pytest
 
 from engine.config_load import validate_config
 from engine.progress import Rates, plain_line, render_table

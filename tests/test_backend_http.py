@@ -4,7 +4,6 @@ streaming and not, usage, JSON-schema output, balancing across base URLs."""
 from __future__ import annotations
 
 import asyncio
-import random
 
 import orjson
 import pytest

@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from backends.openai_http import OpenAIHTTPBackend
 from backends.protocol import Request
 from engine.config import BackendConfig
 from engine.errors import (BadRequest, ConnectionReset, FirstTokenTimeout, RateLimited,

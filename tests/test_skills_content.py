@@ -13,6 +13,7 @@ import pytest
 import yaml
 from jinja2 import meta
 
+from engine.skills import VARIABLES  # the loader's own rules, not a copy
 from engine.templates import compile_template
 
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "configs" / "skills"
@@ -21,15 +22,6 @@ SKILLS = ["reading_comprehension", "text_modification", "tool_use", "coding", "o
 FOLDERS = sorted(p.name for p in SKILLS_DIR.iterdir() if (p / "skill.yaml").is_file()) \
     if SKILLS_DIR.is_dir() else []
 
-COMMON = {"seed", "kind", "language", "skill", "agent"}
-VARIABLES = {
-    "transform": COMMON,
-    "generate": COMMON | {"text", "types", "n"},
-    "suggest": COMMON | {"text", "instruction", "type", "goals", "round"},
-    "edit": COMMON | {"text", "instruction", "type", "suggestions", "round"},
-    "answer": COMMON | {"text", "instruction", "type"},
-    "record": COMMON | {"text", "instruction", "type", "answer"},
-}
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 ENV = jinja2.Environment()
 
