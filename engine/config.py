@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator,
+                      model_validator)
 
 from .config_base import NAME_PATTERN, RelPath, Strict  # noqa: F401  (re-exported)
 from .seeds.config import SeedsConfig  # noqa: E402
@@ -305,10 +306,31 @@ class PipelineConfig(Strict):
                                                  "stage as user, the last as assistant.")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     judge: JudgeConfig | None = Field(None, description="An LLM judge of every record "
-                                      "(see the README, 'Judge and the data flywheel').")
+                                      "(see the README, 'Judge and the data flywheel'); or the "
+                                      "path of a judge file, e.g. RUN/judge/judge-v1.yaml.")
     grace_s: float = Field(30.0, ge=0, description="On the first Ctrl-C, seconds to let "
                            "in-flight requests finish.")
     _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge_file(cls, value: Any, info: ValidationInfo) -> Any:
+        """`judge: path.yaml` reads an aligned judge written by `gristmill judge align`."""
+        if not isinstance(value, (str, Path)):
+            return value
+        import yaml
+
+        base = (info.context or {}).get("base_dir")  # relative to the config's folder
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() or base is None else Path(base) / path
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read the judge file {str(path)!r}: {exc}; give a "
+                             "judge-v<N>.yaml written by `gristmill judge align`") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"the judge file {str(path)!r} must hold a mapping of judge fields")
+        return loaded
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineConfig":

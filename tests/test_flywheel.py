@@ -130,3 +130,28 @@ async def test_align_needs_enough_labels(mock_server, tmp_path):
     result = subprocess.run([*GRISTMILL, "flywheel", str(run_dir)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "judge align" in result.stderr
+
+
+@pytest.mark.timeout(180)
+async def test_align_picks_the_question_that_agrees_with_the_reviewers(mock_server, tmp_path):
+    from engine.flywheel.align import align_run
+
+    # one example per prompt: the mock applies its rule at 0.3, or 0.6 when the criterion's
+    # question names what the reviewers fail (see backends/mock_judge.py)
+    naming = "Does the answer stay off the budget?"
+    run_dir = tmp_path / "run"
+    data = judged_config(mock_server.base_url, tmp_path, seeds=40, on_fail="flag",
+                         few_shot={"k": 1},
+                         criteria=[{"name": "quality", "question": "Is the answer good?",
+                                    "alternatives": ["Is the answer helpful?", naming]}])
+    await run(validate_config(data), RunOptions(run_dir=run_dir, progress=False))
+    with LabelStore(run_dir / "run.sqlite") as store:
+        for t, record in enumerate(sorted(run_records(run_dir).values(), key=lambda r: r["id"])):
+            store.add(record["id"], not breaks_rule(record), at=float(t))
+    said: list[str] = []
+    await align_run(run_dir, say=said.append)
+    judge = load_judge(run_dir / "judge" / "judge-v1.yaml")
+    assert judge.criteria[0].question == naming
+    assert sorted(judge.criteria[0].alternatives) == ["Is the answer good?",
+                                                      "Is the answer helpful?"]
+    assert any(line.startswith("criterion quality") for line in said)

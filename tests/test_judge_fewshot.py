@@ -151,3 +151,28 @@ def test_labels_become_examples_with_disagreements(tmp_path):
     assert judge_pool(off, tmp_path) == []  # from_labels is off by default
     on = JudgeConfig(few_shot={"from_labels": True})
     assert {e.record_id for e in judge_pool(on, tmp_path)} == {"r1", "r2"}
+
+
+def test_a_pipeline_config_can_name_an_aligned_judge_file(tmp_path):
+    from engine.config_load import load_config
+    from engine.errors import ConfigError
+
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "judge-v2.yaml").write_text(
+        "version: judge-v2\non_fail: flag\ncriteria: [{name: ok, question: 'Is it ok?'}]\n")
+    seeds = tmp_path / "s.txt"
+    seeds.write_text("A seed passage.")
+    config = tmp_path / "p.yaml"
+    body = ("name: p\nseeds: {path: s.txt}\nbackends: {default: {base_url: "
+            "'http://127.0.0.1:9/v1', model: m}}\nstages: [{name: a, prompt: '{{ seed }}'}, "
+            "{name: b, prompt: '{{ a }}'}]\njudge: %s\n")
+    config.write_text(body % "judge/judge-v2.yaml")
+    judge = load_config(config).judge
+    assert judge.version == "judge-v2" and judge.on_fail == "flag"
+    assert [c.name for c in judge.criteria] == ["ok"]
+    config.write_text(body % "judge/missing.yaml")
+    with pytest.raises(ConfigError, match="judge: cannot read the judge file"):
+        load_config(config)
+    config.write_text(body % "{backend: other}")
+    with pytest.raises(ConfigError, match="judge.backend: 'other' is not defined"):
+        load_config(config)

@@ -144,9 +144,9 @@ class Aligner:
                 criteria = list(judge.criteria)
                 criteria[index] = criterion.model_copy(update={"question": question,
                                                                "alternatives": others})
-                configs[f"question {n + 1}"] = judge.model_copy(update={"criteria": criteria})
-                scores.append(await self.score(f"question {n + 1}", configs[f"question {n + 1}"],
-                                               pool, dev, labels, name))
+                shown = f"{n + 1}. " + (question if len(question) <= 24 else question[:21] + "...")
+                configs[shown] = judge.model_copy(update={"criteria": criteria})
+                scores.append(await self.score(shown, configs[shown], pool, dev, labels, name))
             best = choose(scores, self.ffr_bound)
             self.say(f"  chosen: {best.name}")
             judge = configs[best.name]
