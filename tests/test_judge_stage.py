@@ -143,3 +143,15 @@ def test_kill_9_while_judging_then_resume_gives_the_same_verdicts(mock_server_fa
         assert got == sorted((tmp_path / "reference" / name).read_bytes().splitlines()), name
     # answers received before a kill are replayed: at most a few judge requests are repeated
     assert server.stats()["judge_requests"] <= 120 + 2 * (4 + 64)
+
+
+async def test_the_shipped_judged_pipeline_runs(mock_server, tmp_path):
+    from engine.config_load import load_config, with_cli_overrides
+
+    config = with_cli_overrides(load_config("qa-judged"), backend_url=mock_server.base_url)
+    summary = await run(config, RunOptions(run_dir=tmp_path, progress=False))
+    out = lines(tmp_path / "output.jsonl")
+    judged = summary["judge"]
+    assert judged["judged"] == len(out) + judged["failed"] and judged["judged"] > 0
+    assert all(r["judge"]["passed"] and set(r["judge"]["criteria"]) ==
+               {"answers_question", "grounded", "concise"} for r in out)
