@@ -4,6 +4,7 @@ the mock judge's hidden rule, `gristmill judge align` (kappa must rise), `gristm
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import subprocess
@@ -25,12 +26,13 @@ AGREEMENT_KEYS = {"n", "accuracy", "accuracy_ci", "kappa", "kappa_ci", "tpr_fail
 
 
 async def labelled_run(base_url: str, tmp_path: Path, on_fail: str, seeds: int = 40,
-                       labelled: int = 60) -> Path:
+                       labelled: int = 60, max_in_flight: int = 64) -> Path:
     """A judged run (80 records) whose first `labelled` records a 'human' labelled by the
     hidden rule: an answer about the budget fails."""
     run_dir = tmp_path / "run"
-    config = validate_config(judged_config(base_url, tmp_path, seeds=seeds, on_fail=on_fail))
-    await run(config, RunOptions(run_dir=run_dir, progress=False))
+    data = judged_config(base_url, tmp_path, seeds=seeds, on_fail=on_fail)
+    data["backends"]["default"]["max_in_flight"] = max_in_flight
+    await run(validate_config(data), RunOptions(run_dir=run_dir, progress=False))
     records = sorted(run_records(run_dir).values(), key=lambda r: r["id"])
     with LabelStore(run_dir / "run.sqlite") as store:
         for t, record in enumerate(records[:labelled]):
@@ -119,6 +121,37 @@ async def test_flywheel_brings_back_records_the_old_judge_rejected(mock_server, 
     assert dataset.keys() - old <= rejected  # what came back had been rejected by judge-v0
     assert summary["removed"] == len(old - dataset.keys()) > 0
     assert any("verdicts flipped" in line for line in said)
+    assert (await mock_server.idle())["in_flight"] == 0
+    assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing left running
+
+
+@pytest.mark.timeout(180)
+async def test_a_cancelled_flywheel_leaks_nothing_and_resumes_from_the_cache(
+        mock_server_factory, tmp_path):
+    from engine.flywheel.align import align_run
+    from engine.flywheel.loop import flywheel_run
+
+    server = mock_server_factory("--latency-ms", "30")
+    run_dir = await labelled_run(server.base_url, tmp_path, on_fail="flag", seeds=60,
+                                 max_in_flight=4)
+    await align_run(run_dir, say=lambda line: None)
+    server.reset()
+    task = asyncio.create_task(flywheel_run(run_dir, say=lambda line: None))
+    while server.stats()["judge_requests"] < 20:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert (await server.idle())["in_flight"] == 0
+    assert not (run_dir / "dataset.judge-v1.jsonl").exists()  # written only when complete
+    answered = server.stats()["completed"]
+    summary = await flywheel_run(run_dir, say=lambda line: None)
+    # 60 unlabelled records are new to judge-v1; what was answered before the cancel is
+    # replayed (only answers sent while the client was cancelled, at most 4, are asked again)
+    assert answered >= 16
+    assert summary["calls"]["requests"] <= 60 - answered + 4
+    assert summary["records_judged"] == 120
 
 
 async def test_align_needs_enough_labels(mock_server, tmp_path):
