@@ -278,6 +278,10 @@ def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:
         print(f"dataset.jsonl: {d.get('kept', 0):,} records after removing "
               f"{d.get('exact_duplicates', 0):,} exact and {d.get('near_duplicates', 0):,} "
               "near duplicates")
+    if "judge" in summary:
+        j = summary["judge"]
+        print(f"judge: {j['judged']:,} judged · {j['passed']:,} passed · {j['failed']:,} failed"
+              + "".join(f" · {k} {v:,}" for k, v in j["failed_by_criterion"].items()))
     validation = summary.get("validation", {})
     if validation.get("rejected_by_validator"):
         print("  validators rejected: " + ", ".join(

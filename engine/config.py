@@ -342,9 +342,8 @@ class PipelineConfig(Strict):
                 if settings.backend not in self.backends:
                     raise ValueError(f"agentinstruct.{kind}.backend: {settings.backend!r} is not "
                                      f"defined; defined backends: {sorted(self.backends)}")
-        if self.judge is not None and self.judge.backend not in self.backends:
-            raise ValueError(f"judge.backend: {self.judge.backend!r} is not defined; defined "
-                             f"backends: {sorted(self.backends)}")
+        if self.judge is not None:
+            self._check_judge(self.judge)
         names = [s.name for s in self.stages]
         for i, stage in enumerate(self.stages):
             if names.index(stage.name) != i:
@@ -356,3 +355,14 @@ class PipelineConfig(Strict):
                 raise ValueError(f"stages[{i}].backend: {stage.backend!r} is not defined; "
                                  f"defined backends: {sorted(self.backends)}")
         return self
+
+    def _check_judge(self, judge: JudgeConfig) -> None:
+        if judge.backend not in self.backends:
+            raise ValueError(f"judge.backend: {judge.backend!r} is not defined; defined "
+                             f"backends: {sorted(self.backends)}")
+        skills = sorted(self.agentinstruct.skills) if self.agentinstruct else []
+        known = ", ".join(skills) or "none: a staged pipeline has no skills; use judge.criteria"
+        for skill in judge.skills:
+            if skill not in skills:
+                raise ValueError(f"judge.skills.{skill}: not a skill of this run (its skills: "
+                                 f"{known})")

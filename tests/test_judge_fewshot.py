@@ -176,3 +176,23 @@ def test_a_pipeline_config_can_name_an_aligned_judge_file(tmp_path):
     config.write_text(body % "{backend: other}")
     with pytest.raises(ConfigError, match="judge.backend: 'other' is not defined"):
         load_config(config)
+
+
+def test_judge_config_errors_name_the_field():
+    from engine.config_load import validate_config
+    from engine.errors import ConfigError
+
+    base = {"name": "p", "seeds": {"path": "."}, "backends": {"default": {
+        "base_url": "http://127.0.0.1:9/v1", "model": "m"}},
+        "stages": [{"name": "a", "prompt": "{{ seed }}"}]}
+    for judge, message in (
+            ({"skills": {"coding": [{"name": "x", "question": "q"}]}},
+             "judge.skills.coding: not a skill of this run"),
+            ({"criteria": [{"name": "x", "question": "q"}, {"name": "x", "question": "r"}]},
+             "criterion names must be unique"),
+            ({"on_fail": "drop"}, "judge.on_fail"),
+            ({"criteria": []}, "judge.criteria")):
+        with pytest.raises(ConfigError, match=message):
+            validate_config({**base, "judge": judge})
+    with pytest.raises(ConfigError, match="'judge' is reserved"):
+        validate_config({**base, "stages": [{"name": "judge", "prompt": "x"}]})

@@ -9,6 +9,7 @@ returned least similar first, so the closest example sits right before the recor
 
 from __future__ import annotations
 
+import heapq
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -72,9 +73,10 @@ class Retriever:
         if self.k == 0 or not self.pool:
             return []
         query = words(f"{instruction}\n{answer}")
-        ranked = sorted((-self.score(i, query), ex.record_id, i)
-                        for i, ex in enumerate(self.pool) if ex.record_id != record_id)
-        best = [self.pool[i] for _, _, i in ranked[: self.k]]
+        ranked = heapq.nsmallest(self.k, ((-self.score(i, query), ex.record_id, i)
+                                          for i, ex in enumerate(self.pool)
+                                          if ex.record_id != record_id))
+        best = [self.pool[i] for _, _, i in ranked]
         return best[::-1]
 
 
