@@ -115,9 +115,8 @@ class Aligner:
         return Score(name, coverage, ffr, accuracy, len(pool))
 
     async def choose_pool(self, train: list[Example], dev: list[str]) -> tuple[str, list[Example]]:
-        k = self.judge.few_shot.k or 4
-        judge = self.judge.model_copy(update={"few_shot": self.judge.few_shot.model_copy(
-            update={"k": k})})
+        judge = aligned_base(self.judge)
+        k = judge.few_shot.k
         pools = candidate_pools(train)
         self.say(f"few-shot sets on dev ({len(dev)} labels, false-failure bound "
                  f"{self.ffr_bound:.2f}, k={k}):")
@@ -164,30 +163,26 @@ async def align_run(run_dir: Path, *, backend_url: str | None = None, ffr_bound:
             raise ConfigError(f"{run_dir}: {len(labels)} labelled record(s); alignment needs "
                               f"at least {MIN_LABELS} (label more with `gristmill review`)")
         async with JudgeSession(run_dir, backend_url) as session:
-            before_judge = current_judge(run_dir, session.config)
+            before = current_judge(run_dir, session.config)
             split = split_ids(sorted(labels))
             say(f"labels: {len(labels)} (train {len(split.train)} · dev {len(split.dev)} · "
-                f"test {len(split.test)}); judge before: {before_judge.version}")
-            max_chars = before_judge.few_shot.max_chars
-            train = label_examples({i: labels[i] for i in split.train}, records, max_chars)
-            aligner = Aligner(session, before_judge, labels, records, ffr_bound, say)
+                f"test {len(split.test)}); judge before: {before.version}")
+            aligner = Aligner(session, before, labels, records, ffr_bound, say)
+            train = label_examples({i: labels[i] for i in split.train}, records,
+                                   before.few_shot.max_chars)
             pool_name, pool = await aligner.choose_pool(train, split.dev)
-            after = await aligner.choose_questions(
-                before_judge.model_copy(update={"few_shot": before_judge.few_shot.model_copy(
-                    update={"k": before_judge.few_shot.k or 4, "from_labels": False})}),
-                pool, split.dev, store)
-            versions = judge_versions(run_dir)
+            after = await aligner.choose_questions(aligned_base(before), pool, split.dev, store)
             after = after.model_copy(update={
-                "version": f"judge-v{max(versions, default=0) + 1}", "enabled": True,
+                "version": f"judge-v{max(judge_versions(run_dir), default=0) + 1}",
                 "examples": [JudgeExample(**e.as_config()) for e in pool]})
-            before_pool = config_examples(before_judge)  # never the dev or test labels
-            if before_judge.few_shot.from_labels:
+            before_pool = config_examples(before)  # never the dev or test labels
+            if before.few_shot.from_labels:
                 before_pool += train
-            v_before = await aligner.verdicts(before_judge, split.test, before_pool)
-            v_after = await aligner.verdicts(after, split.test, pool)
-            v_all = await aligner.verdicts(after, sorted(labels), pool)
-            result = report(run_dir, before_judge, after, labels, split, v_before, v_after,
-                            v_all, pool_name, ffr_bound, aligner.unjudged, say)
+            verdicts = (await aligner.verdicts(before, split.test, before_pool),
+                        await aligner.verdicts(after, split.test, pool),
+                        await aligner.verdicts(after, sorted(labels), pool))
+            result = report(before, after, labels, split, *verdicts, pool_name, ffr_bound,
+                            aligner.unjudged, say)
             result["calls"] = session.stats()
     path = write_judge(run_dir, after)
     write_agreement(run_dir, result)
@@ -195,7 +190,14 @@ async def align_run(run_dir: Path, *, backend_url: str | None = None, ffr_bound:
     return result
 
 
-def report(run_dir: Path, before_judge: JudgeConfig, after: JudgeConfig,
+def aligned_base(judge: JudgeConfig) -> JudgeConfig:
+    """The judge to align: its examples will be the chosen ones, never all labels."""
+    few_shot = judge.few_shot.model_copy(update={"k": judge.few_shot.k or 4,
+                                                 "from_labels": False})
+    return judge.model_copy(update={"few_shot": few_shot, "enabled": True})
+
+
+def report(before_judge: JudgeConfig, after: JudgeConfig,
            labels: dict[str, Label], split: Split, v_before: dict, v_after: dict, v_all: dict,
            pool_name: str, ffr_bound: float, unjudged: set[str],
            say: Callable[[str], None]) -> dict[str, Any]:
