@@ -27,6 +27,7 @@ from backends.mock_faults import (BadDrawer, FaultDrawer, RateLimiter, Stats, ad
                                   bad_answer, check_args, retry_after_value)
 from backends.mock_gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq, add_gpu_arguments,
                                check_gpu_args, metric_values, render_metrics, wait_tokens)
+from backends.mock_judge import add_judge_arguments, is_judge_request, judge_answer
 from engine.errors import ConfigError
 
 BACKLOG = 4096
@@ -59,6 +60,7 @@ class MockApp:
         """A fresh run: zeroed stats, empty limit windows, fault and latency draws from the
         seed again (so a rerun after /stats/reset sees the same fault sequence)."""
         self.stats.reset()
+        self.judge_requests = 0  # answered by the judge mode (mock_judge)
         self.limiter.reset()
         if self.gpu is not None:
             self.gpu.scheduler.reset_counters()
@@ -85,7 +87,8 @@ class MockApp:
                 return web.Response(body=b'{"status":"ok"}', content_type=JSON)
             if path == "/stats":
                 gpu = self.gpu.scheduler.snapshot() if self.gpu else None
-                stats = {**self.stats.as_dict(), "last_request": self._last_request(), "gpu": gpu}
+                stats = {**self.stats.as_dict(), "last_request": self._last_request(), "gpu": gpu,
+                         "judge_requests": self.judge_requests}
                 return web.Response(body=orjson.dumps(stats), content_type=JSON)
             if path == "/metrics":
                 values = metric_values(self.gpu and self.gpu.scheduler, self.stats)
@@ -139,6 +142,9 @@ class MockApp:
                 self._arrival += 1
                 body["__arrival__"] = self._arrival
             answer = build_answer(body, chat, self.config.output_tokens)
+            if is_judge_request(body):  # a verdict that depends on the prompt's examples
+                self.judge_requests += 1
+                answer = judge_answer(body, self.config.judge_trigger)
         except (orjson.JSONDecodeError, BadRequest) as exc:
             st.window.add(now, 0)  # still an arrival: the window maxima count every request
             bad_json = not isinstance(exc, BadRequest)
@@ -417,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Mock OpenAI-compatible server.")
     add_arguments(parser)
     add_gpu_arguments(parser)
+    add_judge_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)  # checks the options before it binds anything

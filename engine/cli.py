@@ -74,9 +74,54 @@ def build_parser() -> argparse.ArgumentParser:
                    "else RUN/output.jsonl)")
     p.add_argument("--license", help="license id for the dataset card (hf)")
 
+    _add_flywheel_commands(sub)
     sub.add_parser("mock-server", help="serve the mock OpenAI-compatible API "
                    "(see `gristmill mock-server --help`)", add_help=False)
     return parser
+
+
+# -- judge and flywheel (implementations in engine/flywheel/) ------------------------------
+def _add_flywheel_commands(sub: Any) -> None:
+    judge = sub.add_parser("judge", help="the LLM judge of a run: `judge align RUN`")
+    actions = judge.add_subparsers(dest="judge_action", required=True, metavar="ACTION")
+    p = actions.add_parser("align", help="measure judge-human agreement, choose the few-shot "
+                           "set that raises it, write RUN/judge/judge-v<N>.yaml")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--backend-url", help="send judge calls to this OpenAI-style base URL")
+    p.add_argument("--ffr-bound", type=float, default=0.2, help="most false failures (human-"
+                   "passed records the judge fails) a chosen judge may have on dev (default 0.2)")
+    p = sub.add_parser("flywheel", help="re-judge a run with its newest aligned judge and write "
+                       "RUN/dataset.judge-v<N>.jsonl")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--backend-url", help="send judge calls to this OpenAI-style base URL")
+    p.add_argument("--judge", type=Path, help="a judge config (default: the newest "
+                   "RUN/judge/judge-v<N>.yaml)")
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .flywheel.align import align_run
+    from .loop import new_event_loop
+
+    if not 0 <= args.ffr_bound <= 1:
+        raise ConfigError(f"--ffr-bound {args.ffr_bound}: a fraction between 0 and 1")
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(align_run(args.run_dir, backend_url=args.backend_url,
+                             ffr_bound=args.ffr_bound))
+    return 0
+
+
+def cmd_flywheel(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .flywheel.loop import flywheel_run
+    from .loop import new_event_loop
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(flywheel_run(args.run_dir, backend_url=args.backend_url,
+                                judge_path=args.judge))
+    return 0
 
 
 from .errors import ConfigError  # noqa: E402  (tiny module; needed by the handlers)
@@ -92,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
                 "export": cmd_export, "resume": cmd_resume, "status": cmd_status,
-                "cache": cmd_cache, "dedup": cmd_dedup}[args.command](args)
+                "cache": cmd_cache, "dedup": cmd_dedup,
+                "judge": cmd_judge, "flywheel": cmd_flywheel}[args.command](args)
     except ConfigError as exc:
         print(f"gristmill: config error: {exc}", file=sys.stderr)
         return 2
@@ -232,6 +278,10 @@ def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:
         print(f"dataset.jsonl: {d.get('kept', 0):,} records after removing "
               f"{d.get('exact_duplicates', 0):,} exact and {d.get('near_duplicates', 0):,} "
               "near duplicates")
+    if "judge" in summary:
+        j = summary["judge"]
+        print(f"judge: {j['judged']:,} judged · {j['passed']:,} passed · {j['failed']:,} failed"
+              + "".join(f" · {k} {v:,}" for k, v in j["failed_by_criterion"].items()))
     validation = summary.get("validation", {})
     if validation.get("rejected_by_validator"):
         print("  validators rejected: " + ", ".join(

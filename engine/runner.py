@@ -81,6 +81,7 @@ class Run:
             self._build_flow(config)
         else:
             self._build_stages(config)
+        self.judge = self._build_judge(config) if config.judge and config.judge.enabled else None
         self.pipeline = Pipeline(self.stages, self._emit)
 
     def _build_stages(self, config: PipelineConfig) -> None:
@@ -107,6 +108,24 @@ class Run:
         self.stages = build_stages(config, flow, self.clients, by_name.__getitem__, self._reject,
                                    self.stats.validation)
         self._make_record = make_record(flow)
+
+    def _build_judge(self, config: PipelineConfig) -> Any:
+        """The judge after the last stage; it sees each record as it will be written."""
+        from .flywheel.judge_stage import JudgeStage, with_verdict
+        from .flywheel.runrecords import judge_pool
+
+        judge = config.judge
+        assert judge is not None
+        backend = config.backends[judge.backend]
+        stats = StageStats("judge")
+        self.stats.stages.append(stats)
+        stage = JudgeStage(judge, len(self.stages), self.clients[judge.backend],
+                           judge.model or backend.model, backend.api, stats, self._reject,
+                           self.stats.validation, self._make_record,
+                           judge_pool(judge, self.dir.path))
+        self.stages.append(stage)
+        self._make_record = with_verdict(self._make_record)
+        return stage
 
     def seeds(self) -> Iterator[Item]:
         seeds = itertools.islice(self.source, self.options.limit) if self.options.limit \
@@ -222,6 +241,8 @@ class Run:
         summary["cache"] = self.cache_stats()
         if self.dedup is not None:
             summary["dedup"] = self.dedup
+        if self.judge is not None:
+            summary["judge"] = self.judge.counts.as_dict()
         summary["seed_input"] = self.source.report.summary()
         summary["backends"] = {
             name: {"requests": c.requests, "retries": c.retries, "errors": dict(c.errors),

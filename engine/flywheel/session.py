@@ -1,0 +1,141 @@
+"""Judging a finished run's records again (alignment, the flywheel): the run's backends and
+its response cache, and the judge stage driven by the ordinary pipeline over the records.
+
+Judge answers are stored in the run's cache like any other: the same prompt asked again (a
+re-run of `judge align` or `flywheel`, or a crash) is replayed, not paid for twice. Versioned
+judge configs live in RUN/judge/judge-v<N>.yaml."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import ValidationError
+
+from ..cache import AnswerCache
+from ..client import ModelClient
+from ..config import JudgeConfig, PipelineConfig
+from ..config_load import format_validation_error, validate_config, with_cli_overrides
+from ..errors import ConfigError
+from ..items import Item
+from ..pipeline import Pipeline
+from ..stats import StageStats
+from ..store import Store
+from ..validation import ValidationStats
+from .fewshot import Example
+from .judge_stage import JudgeStage
+
+VERSION_FILE = re.compile(r"^judge-v(\d+)\.yaml$")
+
+
+def run_config(run_dir: Path, backend_url: str | None = None) -> PipelineConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    config = validate_config(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+    return with_cli_overrides(config, backend_url=backend_url)
+
+
+def judge_versions(run_dir: Path) -> dict[int, Path]:
+    folder = run_dir / "judge"
+    found = {}
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if match := VERSION_FILE.match(path.name):
+                found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def load_judge(path: Path) -> JudgeConfig:
+    try:
+        return JudgeConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+
+
+def current_judge(run_dir: Path, config: PipelineConfig) -> JudgeConfig:
+    """The newest aligned judge, else the run's own, else the default judge."""
+    versions = judge_versions(run_dir)
+    if versions:
+        return load_judge(versions[max(versions)])
+    return config.judge or JudgeConfig()
+
+
+def write_judge(run_dir: Path, judge: JudgeConfig) -> Path:
+    from ..rundir import write_atomic
+
+    (run_dir / "judge").mkdir(exist_ok=True)
+    path = run_dir / "judge" / f"{judge.version}.yaml"
+    text = yaml.safe_dump(judge.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    write_atomic(path, text.encode())
+    return path
+
+
+@dataclass
+class Judged:
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)  # record id -> verdict
+    failures: dict[str, str] = field(default_factory=dict)  # record id -> why none
+
+
+class JudgeSession:
+    """Clients and cache of one run, for judging its records outside a pipeline run."""
+
+    def __init__(self, run_dir: Path, backend_url: str | None = None) -> None:
+        from ..runner import make_client
+
+        self.run_dir = run_dir
+        self.config = run_config(run_dir, backend_url)
+        self.store = Store(run_dir / "run.sqlite", {})
+        self.clients: dict[str, ModelClient] = {}
+        for name, backend in self.config.backends.items():
+            client = make_client(name, backend)
+            client.cache = AnswerCache(self.store, name)
+            self.clients[name] = client
+
+    def _client(self, judge: JudgeConfig) -> ModelClient:
+        if judge.backend not in self.clients:
+            raise ConfigError(f"judge.backend: {judge.backend!r} is not a backend of this run; "
+                              f"its backends: {sorted(self.clients)}")
+        return self.clients[judge.backend]
+
+    async def judge(self, judge: JudgeConfig, records: Iterable[dict[str, Any]],
+                    pool: list[Example]) -> Judged:
+        """Verdicts for the records (none is rejected for failing: the caller decides)."""
+        client = self._client(judge)
+        backend = self.config.backends[judge.backend]
+        out = Judged()
+
+        def reject(row: dict[str, Any]) -> None:
+            out.failures[row["item_id"]] = row.get("reason", "")
+
+        def emit(item: Item) -> None:
+            out.verdicts[item.id] = item.values["judge"]
+
+        stage = JudgeStage(judge, 0, client, judge.model or backend.model, backend.api,
+                           StageStats("judge"), reject, ValidationStats(),
+                           lambda item: item.values["record"], pool, on_fail="flag")
+        items = (Item(r["id"], str(r.get("seed_id", "")), {"record": r}) for r in records)
+        await Pipeline([stage], emit).run(items)
+        return out
+
+    def stats(self) -> dict[str, int]:
+        caches = [c.cache for c in self.clients.values() if c.cache is not None]
+        return {"requests": sum(c.requests for c in self.clients.values()),
+                "cache_hits": sum(c.hits for c in caches),
+                "cache_misses": sum(c.misses for c in caches)}
+
+    async def aclose(self) -> None:
+        import asyncio
+
+        for client in self.clients.values():
+            await asyncio.shield(client.aclose())
+        await asyncio.shield(asyncio.to_thread(self.store.close))
+
+    async def __aenter__(self) -> "JudgeSession":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
