@@ -68,3 +68,27 @@ def pipeline_config(base_url: str, tmp_path: Path, *, seeds: int = 5, stages: in
     return {"name": "test", "seeds": {"path": str(seed_file), "min_chars": 1},
             "backends": {"default": {"base_url": base_url, "model": "mock", **backend}},
             "stages": stage_list}
+
+
+CHROMIUM = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """pytest-playwright's browser: Debian's Chromium (`playwright install` cannot download
+    here), headless, no GPU; no sandbox when the tests run as root (as CI does)."""
+    import os
+
+    path = next((p for p in CHROMIUM if Path(p).is_file()), None)
+    if path is None:
+        pytest.fail("Chromium is missing: `apt-get install -y chromium` (the review page and "
+                    "report tests drive it)")
+    args = ["--disable-gpu"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
+    return {**browser_type_launch_args, "executable_path": path, "args": args}
+
+
+@pytest.fixture(scope="session")
+def base_url() -> None:
+    """pytest-playwright's own `base_url` fallback is a method fixture that newer pytest warns
+    about (and warnings are errors here); the tests use absolute URLs."""
+    return None

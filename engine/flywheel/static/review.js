@@ -95,6 +95,7 @@ function showValidators(r) {
 function showRecord(r) {
   state.record = r;
   $("record").hidden = !r;
+  $("record").dataset.id = r ? r.id : "";
   $("empty").hidden = !!r;
   for (const id of ["pass", "fail", "skip"]) $(id).disabled = !r;
   if (!r) {
@@ -207,7 +208,9 @@ function start() {
   $("skip").addEventListener("click", skip);
   $("back").addEventListener("click", back);
   document.addEventListener("keydown", onKey);
-  loadNext();
+  const first = params.get("record");  // a link to one record: ?record=ID
+  if (first) load(`/api/record/${encodeURIComponent(first)}?${query()}`);
+  else loadNext();
 }
 
 start();
