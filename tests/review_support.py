@@ -21,10 +21,14 @@ PAYLOAD = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned
 
 
 def make_run(base_url: str, tmp_path: Path, *, seeds: int = 8, judged: bool = True,
-             **options: Any) -> Path:
+             regenerate: bool = True, **options: Any) -> Path:
     """A finished run: `seeds` seeds (the first carries an HTML payload), two questions each,
-    an answer each; records show the seed and the question as the instruction."""
+    an answer each; records show the seed and the question as the instruction. Without
+    `regenerate`, an answer a validator rejects is a reject at once."""
     data = pipeline_config(base_url, tmp_path, seeds=seeds)
+    if not regenerate:
+        for stage in data["stages"]:
+            stage["validators"] = {"max_regenerations": 0}
     with open(data["seeds"]["path"], "w") as fh:
         for i in range(seeds):
             extra = f" {PAYLOAD}" if i == 0 else ""
