@@ -61,7 +61,8 @@ def test_throughput_is_a_rate_per_session_with_a_gap_between_sessions():
     assert all(abs(rate - 5.0) < 1e-9 for _, rate in series["records"][0])
     assert all(abs(rate - 2.5) < 1e-9 for _, rate in series["records"][1])
     assert all(rate == 0 for _, rate in series["rejects"][1])
-    assert series["records"][1][0][0] > series["records"][0][-1][0]  # minutes since the start
+    assert series["records"][1][0][0] > series["records"][0][-1][0]  # seconds since the start
+    assert series["records"][0][0][0] == 2.0
     assert throughput([]) == {"records": [], "rejects": []}
 
 

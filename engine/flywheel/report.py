@@ -77,8 +77,13 @@ def _throughput(data: dict[str, Any]) -> str:
     if not any(series.values()):
         return empty_note("No timeline yet: timeline.jsonl gets a point every few seconds "
                           "while a run works.")
-    return line_chart([("records / s", series["records"]), ("rejects / s", series["rejects"])],
-                      x_label="minutes since the run began", y_label="per second",
+    span = max(x for segments in series.values() for seg in segments for x, _ in seg)
+    unit, scale = next((u, s) for u, s, upto in (("seconds", 1, 180), ("minutes", 60, 3 * 3600),
+                                                  ("hours", 3600, float("inf"))) if span <= upto)
+    scaled = {name: [[(x / scale, y) for x, y in seg] for seg in segments]
+              for name, segments in series.items()}
+    return line_chart([("records / s", scaled["records"]), ("rejects / s", scaled["rejects"])],
+                      x_label=f"{unit} since the run began", y_label="per second",
                       label="throughput over time")
 
 
@@ -162,9 +167,10 @@ def _judge(data: dict[str, Any]) -> str:
 
 def _agreement(data: dict[str, Any]) -> str:
     labels = data["labels"]
-    raw = (f'<p class="note">{labels["labelled"]:,} human labels ({labels["passed"]:,} pass). '
-           f'Of the {labels["both"]:,} records both judged and labelled, the judge agrees on '
-           f'{labels["agree"]:,} ({_pct(labels["agree"], labels["both"])}).</p>')
+    raw = (f'<p class="note">{labels["labelled"]:,} human labels ({labels["passed"]:,} pass). ' +
+           (f'Of the {labels["both"]:,} records both judged and labelled, the judge agrees on '
+            f'{labels["agree"]:,} ({_pct(labels["agree"], labels["both"])}).' if labels["both"]
+            else "None of the labelled records has a judge verdict.") + '</p>')
     agreement = data["agreement"]
     if not agreement:
         return raw + empty_note("No alignment has been run: `gristmill judge align RUN` "

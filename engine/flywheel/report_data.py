@@ -61,7 +61,7 @@ def count_lines(path: Path) -> int | None:
 
 
 def throughput(points: list[dict[str, Any]]) -> dict[str, list[list[tuple[float, float]]]]:
-    """Records and rejects per second over time (minutes since the run began), one segment per
+    """Records and rejects per second over time (seconds since the run began), one segment per
     session so a resumed run's pause shows as a gap."""
     series: dict[str, list[list[tuple[float, float]]]] = {"records": [], "rejects": []}
     if not points:
@@ -81,7 +81,7 @@ def throughput(points: list[dict[str, Any]]) -> dict[str, list[list[tuple[float,
                 dt = point["t"] - run[back]["t"]
                 if i and dt > 0 and (i % step == 0 or i == len(run) - 1):
                     rate = (point[name] - run[back][name]) / dt
-                    segment.append(((point["t"] - start) / 60, max(rate, 0.0)))
+                    segment.append((point["t"] - start, max(rate, 0.0)))
             if segment:
                 series[name].append(segment)
     return series
