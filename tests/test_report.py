@@ -130,3 +130,14 @@ def test_names_from_configs_and_answers_are_escaped(mock_server_factory, tmp_pat
     (run_dir / "summary.json").write_text(json.dumps(summary))
     html = render(gather(run_dir))
     assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_run_still_going_is_reported_from_its_state_and_rejects(mock_server_factory, tmp_path):
+    mock = mock_server_factory("--bad-rate", "0.4")
+    run_dir = make_run(mock.base_url, tmp_path, regenerate=False)
+    reasons = json.loads((run_dir / "summary.json").read_text())["rejects_by_reason"]
+    (run_dir / "summary.json").unlink()  # as while a run works: only state.json so far
+    data = gather(run_dir)
+    assert data["rejects_by_reason"] == reasons  # counted from rejects.jsonl instead
+    html = render(data)
+    assert "stage question" in html and "stage answer1" in html

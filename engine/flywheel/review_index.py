@@ -1,33 +1,22 @@
 """What the review page knows about a run: a compact index of its records, read lazily.
 
-The index keeps a few fields per record (~200 bytes: id, byte offset, skill, type, judge verdict,
+The index keeps a few fields per record (~300 bytes: id, byte offset, skill, type, judge verdict,
 a seeded rank), never the texts; a record's full text is read from `output.jsonl` at its offset
 when it is shown. Files are followed as they grow, so the page works beside a running pipeline."""
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
 
+from .review_pool import RecordMeta, RecordPool, rank_of
+
 SEED_EXCERPT_CHARS = 1500
 MAX_SEED_REJECTS = 20
-
-
-@dataclass(slots=True)
-class RecordMeta:
-    id: str
-    offset: int
-    rank: int  # a seeded hash of the id: the random order
-    skill: str  # "" when the flow has none
-    type: str
-    judge: bool | None  # the judge's overall verdict; None: not judged
-    split: bool  # some criteria passed and some failed
-    in_dataset: bool | None = None  # None: no dataset.jsonl
 
 
 def judge_fields(record: dict[str, Any]) -> tuple[bool | None, bool]:
@@ -38,11 +27,6 @@ def judge_fields(record: dict[str, Any]) -> tuple[bool | None, bool]:
     criteria = judge.get("criteria") or {}
     verdicts = {bool(c.get("passed")) for c in criteria.values() if isinstance(c, dict)}
     return judge["passed"], len(verdicts) == 2
-
-
-def rank_of(record_id: str, seed: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{record_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
 
 
 class JsonlTail:
@@ -90,8 +74,7 @@ class RecordIndex:
         self.run_dir = run_dir
         self.records_path = records or run_dir / "output.jsonl"
         self.seed = seed
-        self.metas: list[RecordMeta] = []  # in rank order
-        self.by_id: dict[str, RecordMeta] = {}
+        self.pool = RecordPool()
         self._records = JsonlTail(self.records_path)
         self._rejects = JsonlTail(run_dir / "rejects.jsonl")
         self._rejects_by_seed: dict[str, list[int]] = {}
@@ -100,24 +83,18 @@ class RecordIndex:
 
     def refresh(self) -> None:
         """Take in records and rejects appended since the last call (a stat when none were)."""
-        added = False
+        new = []
         for offset, record in self._records.read_new():
-            if record["id"] in self.by_id:
-                continue
             judge, split = judge_fields(record)
-            meta = RecordMeta(record["id"], offset, rank_of(record["id"], self.seed),
-                              str(record.get("skill") or ""), str(record.get("type") or ""),
-                              judge, split)
-            self.metas.append(meta)
-            self.by_id[meta.id] = meta
-            added = True
-        if added:
-            self.metas.sort(key=lambda m: m.rank)
+            new.append(RecordMeta(record["id"], offset, rank_of(record["id"], self.seed),
+                                  sys.intern(str(record.get("skill") or "")),  # one copy each
+                                  sys.intern(str(record.get("type") or "")), judge, split))
+        self.pool.add(new)
         for offset, reject in self._rejects.read_new():
             seed_id = reject.get("seed_id")
             if isinstance(seed_id, str):
                 self._rejects_by_seed.setdefault(seed_id, []).append(offset)
-        self._refresh_dataset(added)
+        self._refresh_dataset(bool(new))
 
     def _refresh_dataset(self, records_added: bool) -> None:
         path = self.run_dir / "dataset.jsonl"
@@ -129,7 +106,7 @@ class RecordIndex:
             return
         self._dataset_mtime = mtime
         kept = {record["id"] for _, record in JsonlTail(path).read_new()}
-        for meta in self.metas:
+        for meta in self.pool.metas:
             meta.in_dataset = meta.id in kept
 
     def record(self, meta: RecordMeta) -> dict[str, Any]:

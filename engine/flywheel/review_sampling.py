@@ -14,15 +14,16 @@ Modes:
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
 from .labels import Label
-from .review_index import RecordMeta
+from .review_pool import RecordMeta, RecordPool
 
 MODES = ("random", "stratified", "judge_failed", "split", "disagreement")
-JUDGE_FILTERS = ("", "pass", "fail", "none")
+JUDGE_VALUES = {"pass": True, "fail": False, "none": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ class Query:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         judge = params.get("judge", "")
-        if judge not in JUDGE_FILTERS:
+        if judge and judge not in JUDGE_VALUES:
             raise ValueError(f"judge must be one of pass, fail, none or empty, not {judge!r}")
         skip = frozenset(s for s in params.get("skip", "").split(",") if s)
         return cls(mode, params.get("skill", ""), params.get("type", ""), judge,
@@ -75,17 +76,20 @@ def disagrees(meta: RecordMeta, labels: LabelView) -> bool:
     return label is not None and meta.judge is not None and label.passed != meta.judge
 
 
+def _filtered(skill: str, type_: str, judge: bool | None, split: bool, query: Query) -> bool:
+    """The filters, and the restriction a mode puts on which records it samples (on plain
+    fields, so whole combinations of them can be counted at once)."""
+    if query.skill and skill != query.skill or query.type and type_ != query.type:
+        return False
+    if query.judge and judge is not JUDGE_VALUES[query.judge]:
+        return False
+    if query.mode == "judge_failed" and judge is not False:
+        return False
+    return query.mode != "split" or split
+
+
 def matches(meta: RecordMeta, query: Query, labels: LabelView) -> bool:
-    """The filters, and the restriction a mode puts on which records it samples."""
-    if query.skill and meta.skill != query.skill or query.type and meta.type != query.type:
-        return False
-    if query.judge and meta.judge is not {"pass": True, "fail": False, "none": None}[query.judge]:
-        return False
-    if query.mode == "judge_failed" and meta.judge is not False:
-        return False
-    if query.mode == "split" and not meta.split:
-        return False
-    return not query.confirming or disagrees(meta, labels)
+    return _filtered(*meta.combo, query) and (not query.confirming or disagrees(meta, labels))
 
 
 def is_pending(meta: RecordMeta, query: Query, labels: LabelView) -> bool:
@@ -96,58 +100,67 @@ def is_pending(meta: RecordMeta, query: Query, labels: LabelView) -> bool:
     return meta.id not in labels.latest
 
 
-def candidates(metas: Iterable[RecordMeta], query: Query,
-               labels: LabelView) -> Iterator[RecordMeta]:
-    return (m for m in metas if matches(m, query, labels))
+def labelled(pool: RecordPool, labels: LabelView) -> Iterator[RecordMeta]:
+    """The records with a label in force (labels of records not in the pool are ignored)."""
+    return (m for i in labels.latest if (m := pool.by_id.get(i)) is not None)
 
 
-def next_record(metas: Iterable[RecordMeta], query: Query,
-                labels: LabelView) -> RecordMeta | None:
+def _in_order(pool: RecordPool, query: Query) -> Iterable[RecordMeta]:
+    """The records of the strata the skill and type filters keep, in rank order."""
+    if not query.skill and not query.type:
+        return pool.metas
+    lists = [metas for (skill, type_), metas in pool.strata.items()
+             if (not query.skill or skill == query.skill) and (not query.type or type_ == query.type)]
+    return heapq.merge(*lists, key=lambda m: m.rank)
+
+
+def next_record(pool: RecordPool, query: Query, labels: LabelView) -> RecordMeta | None:
     """The record to show next, or None when the mode has nothing left."""
-    pool = candidates(metas, query, labels)
+    def wanted(meta: RecordMeta) -> bool:
+        return is_pending(meta, query, labels) and matches(meta, query, labels)
+
+    if query.confirming:  # only labelled records qualify: look at those alone
+        return min(filter(wanted, labelled(pool, labels)), key=lambda m: m.rank, default=None)
     if query.mode != "stratified":
-        return next((m for m in pool if is_pending(m, query, labels)), None)
-    labelled: Counter[tuple[str, str]] = Counter()
-    first: dict[tuple[str, str], RecordMeta] = {}
-    for meta in pool:
-        stratum = (meta.skill, meta.type)
-        if meta.id in labels.latest:
-            labelled[stratum] += 1
-        if stratum not in first and is_pending(meta, query, labels):
-            first[stratum] = meta
-    if not first:
-        return None
-    return first[min(first, key=lambda s: (labelled[s], s))]
+        return next(filter(wanted, _in_order(pool, query)), None)
+    counts = Counter((m.skill, m.type) for m in labelled(pool, labels))
+    for stratum in sorted(pool.strata, key=lambda s: (counts[s], s)):
+        if query.skill and stratum[0] != query.skill or query.type and stratum[1] != query.type:
+            continue
+        found = next(filter(wanted, pool.strata[stratum]), None)
+        if found is not None:
+            return found
+    return None
 
 
-def progress(metas: Iterable[RecordMeta], query: Query, labels: LabelView) -> dict[str, int]:
+def progress(pool: RecordPool, query: Query, labels: LabelView) -> dict[str, int]:
     """Counters for the page: the whole run, the current filter and the current mode."""
-    counts = Counter[str]()
-    for meta in metas:
-        label = labels.latest.get(meta.id)
-        counts["records"] += 1
-        if label is not None:
-            counts["labelled"] += 1
-            counts["human_passed" if label.passed else "human_failed"] += 1
-            counts["disagreements"] += disagrees(meta, labels)
-        if meta.judge is not None:
-            counts["judged"] += 1
+    counts = Counter[str](records=len(pool))
+    counts["judged"] = sum(n for combo, n in pool.combos.items() if combo[2] is not None)
+    for meta in labelled(pool, labels):
+        label = labels.latest[meta.id]
+        counts["labelled"] += 1
+        counts["human_passed" if label.passed else "human_failed"] += 1
+        counts["disagreements"] += disagrees(meta, labels)
         if matches(meta, query, labels):
-            counts["matching"] += 1
-            counts["matching_labelled"] += label is not None
-            counts["pending"] += is_pending(meta, query, labels)
+            counts["matching_labelled"] += 1
+            counts["pending"] += query.confirming and is_pending(meta, query, labels)
+    if query.confirming:
+        counts["matching"] = counts["matching_labelled"]
+    else:
+        counts["matching"] = sum(n for combo, n in pool.combos.items()
+                                 if _filtered(*combo, query))
+        skipped = sum(1 for i in query.skip if (m := pool.by_id.get(i)) is not None
+                      and i not in labels.latest and matches(m, query, labels))
+        counts["pending"] = counts["matching"] - counts["matching_labelled"] - skipped
     keys = ("records", "labelled", "human_passed", "human_failed", "disagreements", "judged",
             "matching", "matching_labelled", "pending")
     return {key: counts[key] for key in keys}
 
 
-def facets(metas: Iterable[RecordMeta]) -> dict[str, Any]:
+def facets(pool: RecordPool) -> dict[str, Any]:
     """The values the filters offer."""
-    skills, types = set(), set()
-    judged = False
-    for meta in metas:
-        skills.add(meta.skill)
-        types.add(meta.type)
-        judged = judged or meta.judge is not None
-    return {"skills": sorted(skills - {""}), "types": sorted(types - {""}), "judged": judged,
+    return {"skills": sorted({s for s, _ in pool.strata} - {""}),
+            "types": sorted({t for _, t in pool.strata} - {""}),
+            "judged": any(combo[2] is not None for combo in pool.combos),
             "modes": list(MODES)}

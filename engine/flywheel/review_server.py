@@ -77,7 +77,7 @@ class ReviewApp:
         app = web.Application(middlewares=[self._guard], client_max_size=1 << 20)
         app.router.add_get("/", self.page)
         app.router.add_get("/static/{name}", self.static)
-        app.router.add_get("/favicon.ico", lambda request: web.Response(status=204))
+        app.router.add_get("/favicon.ico", self.no_icon)
         app.router.add_get("/api/next", self.next)
         app.router.add_get("/api/record/{id}", self.one)
         app.router.add_post("/api/label", self.label)
@@ -109,6 +109,9 @@ class ReviewApp:
         return web.FileResponse(STATIC / "review.html",
                                 headers={"Content-Type": "text/html; charset=utf-8"})
 
+    async def no_icon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         if name not in PAGE_FILES:
@@ -117,9 +120,9 @@ class ReviewApp:
                                 headers={"Content-Type": f"{PAGE_FILES[name]}; charset=utf-8"})
 
     def _state(self, query: Query, meta: RecordMeta | None, view: LabelView) -> dict[str, Any]:
-        metas = self.index.metas
+        pool = self.index.pool
         return {"record": None if meta is None else self.detail(meta),
-                "progress": progress(metas, query, view), "facets": facets(metas)}
+                "progress": progress(pool, query, view), "facets": facets(pool)}
 
     async def next(self, request: web.Request) -> web.Response:
         try:
@@ -128,12 +131,12 @@ class ReviewApp:
             return _error(400, str(exc))
         self.index.refresh()
         view = LabelView.of(self.labels.history())
-        meta = next_record(self.index.metas, query, view)
+        meta = next_record(self.index.pool, query, view)
         return web.json_response(self._state(query, meta, view))
 
     async def one(self, request: web.Request) -> web.Response:
         self.index.refresh()
-        meta = self.index.by_id.get(request.match_info["id"])
+        meta = self.index.pool.by_id.get(request.match_info["id"])
         if meta is None:
             return _error(404, "no record with this id")
         try:
@@ -153,7 +156,7 @@ class ReviewApp:
             return _error(400, "the body must be a JSON object")
         record_id, passed = body.get("record_id"), body.get("passed")
         critique = body.get("critique", "")
-        if not isinstance(record_id, str) or record_id not in self.index.by_id:
+        if not isinstance(record_id, str) or record_id not in self.index.pool.by_id:
             return _error(400, "record_id: no record with this id in the run")
         if not isinstance(passed, bool):
             return _error(400, "passed: must be true or false")
