@@ -1,6 +1,6 @@
 """Which record the review page shows next: filters, sampling modes and progress counts.
 
-Plain functions over the index's metas (kept in a seeded random order) and the labels in force,
+Plain functions over the index's record pool (a seeded random order) and the labels in force,
 so the choice is deterministic: a reload shows the same next record until it is labelled.
 
 Modes:

@@ -186,7 +186,8 @@ class ReviewApp:
                 "instruction": instruction["content"] if instruction else "",
                 "answer": answer["content"] if answer else "", "context": context,
                 "seed": self.index.seed_excerpt(seed_id), "lineage": record.get("lineage") or [],
-                "judge": record.get("judge"), "in_dataset": meta.in_dataset,
+                "judge": record["judge"] if meta.judge is not None else None,
+                "in_dataset": meta.in_dataset,
                 "seed_rejects": self.index.seed_rejects(seed_id), "labels": history}
 
     def close(self) -> None:
