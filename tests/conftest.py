@@ -70,6 +70,7 @@ def pipeline_config(base_url: str, tmp_path: Path, *, seeds: int = 5, stages: in
             "stages": stage_list}
 
 
+
 CHROMIUM = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
 
 
@@ -87,8 +88,30 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     return {**browser_type_launch_args, "executable_path": path, "args": args}
 
 
-@pytest.fixture(scope="session")
-def base_url() -> None:
-    """pytest-playwright's own `base_url` fallback is a method fixture that newer pytest warns
-    about (and warnings are errors here); the tests use absolute URLs."""
-    return None
+# Playwright's sync API keeps its event loop running on the main thread while it is started;
+# pytest-playwright starts it once per session, which breaks every pytest-asyncio test that
+# runs after a browser test. These overrides start it per module and stop it at the module's
+# end; pytest-playwright's `context` and `page` (and its artifacts on failure) build on them.
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Any) -> Any:
+    return playwright.chromium
+
+
+@pytest.fixture(scope="module")
+def browser(browser_type: Any, browser_type_launch_args: dict[str, Any]) -> Iterator[Any]:
+    browser = browser_type.launch(**browser_type_launch_args)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    return {}
