@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
+
+import psutil
 
 from benchmarks.common import machine, print_table, write_json
 from engine.flywheel.labels import Label
@@ -46,12 +48,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp)
         write_records(run / "output.jsonl", args.records)
-        tracemalloc.start()
+        rss_before = psutil.Process().memory_info().rss
         started = time.perf_counter()
         index = RecordIndex(run)
         build_s = time.perf_counter() - started
-        used, _ = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        used = psutil.Process().memory_info().rss - rss_before
         pool = index.pool
         history = [Label(m.id, "", i % 3 != 0, "", "", float(i))
                    for i, m in enumerate(pool.metas[:args.labels])]
@@ -66,12 +67,14 @@ def main() -> None:
                 rows.append({"mode": mode, "filter": "skill3, judge failed" if query.skill else "-",
                              "ms": (time.perf_counter() - started) * 1000})
     print(f"{args.records:,} records, {args.labels:,} labels: index built in {build_s:.1f} s, "
-          f"{used / args.records:.0f} bytes per record")
+          f"{used / args.records:.0f} bytes of RSS per record; load average "
+          f"{os.getloadavg()[0]:.1f}")
     print_table(rows, [("mode", "mode", str), ("filter", "filter", str),
                        ("ms", "ms per request", lambda v: f"{v:.1f}")])
     path = write_json("review", {"machine": machine(), "records": args.records,
                                  "labels": args.labels, "index_build_s": build_s,
-                                 "bytes_per_record": used / args.records, "requests": rows})
+                                 "rss_bytes_per_record": used / args.records,
+                                 "load_average": os.getloadavg()[0], "requests": rows})
     print(f"wrote {path}")
 
 
