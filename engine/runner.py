@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import orjson
+
 from backends.openai_http import OpenAIHTTPBackend
 
 from .aimd import AIMD
@@ -72,6 +74,7 @@ class Run:
         if self.dir.resuming:
             self.dir.check_resume(config, options.force)
         self.store: Store | None = None  # opened by execute()
+        self.session_started = time.time()  # tells resumed sessions apart in timeline.jsonl
         self.dedup: dict[str, int] | None = None  # dataset.jsonl stats, at the end
         self.clients = {name: make_client(name, b) for name, b in config.backends.items()}
         first = next(iter(config.backends.values()))
@@ -181,9 +184,21 @@ class Run:
         caches = [c.cache for c in self.clients.values() if c.cache is not None]
         return {"hits": sum(c.hits for c in caches), "misses": sum(c.misses for c in caches)}
 
+    def _write_state(self, status: str) -> None:
+        """state.json, and a line of timeline.jsonl (the report's throughput over time; a
+        resumed run appends its own session)."""
+        state = self.state(status)
+        self.dir.write_state(state)
+        point = {"t": state["updated"], "session": self.session_started, "status": status,
+                 "elapsed_s": round(state["elapsed_s"], 3), "seeds": state["seeds_admitted"],
+                 "records": state["records"], "rejects": state["rejects"],
+                 "tokens": self.stats.tokens}
+        with (self.dir.path / "timeline.jsonl").open("ab") as fh:
+            fh.write(orjson.dumps(point) + b"\n")
+
     async def _keep_state(self, done: asyncio.Event) -> None:
         while not done.is_set():
-            self.dir.write_state(self.state("running"))
+            self._write_state("running")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.state_interval_s):
                     await done.wait()
@@ -230,7 +245,7 @@ class Run:
             await asyncio.shield(client.aclose())
         if self.store is not None:
             await asyncio.shield(asyncio.to_thread(self.store.close))
-        self.dir.write_state(self.state(status))
+        self._write_state(status)
         self.dir.write_summary(self.summary())
         self.dir.close()
 

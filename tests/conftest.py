@@ -69,3 +69,50 @@ def pipeline_config(base_url: str, tmp_path: Path, *, seeds: int = 5, stages: in
     return {"name": "test", "seeds": {"path": str(seed_file), "min_chars": 1},
             "backends": {"default": {"base_url": base_url, "model": "mock", **backend}},
             "stages": stage_list}
+
+
+
+CHROMIUM = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """pytest-playwright's browser: Debian's Chromium (`playwright install` cannot download
+    here), headless, no GPU; no sandbox when the tests run as root (as CI does)."""
+    import os
+
+    path = next((p for p in CHROMIUM if Path(p).is_file()), None)
+    if path is None:
+        pytest.fail("Chromium is missing: `apt-get install -y chromium` (the review page and "
+                    "report tests drive it)")
+    args = ["--disable-gpu"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
+    return {**browser_type_launch_args, "executable_path": path, "args": args}
+
+
+# Playwright's sync API keeps its event loop running on the main thread while it is started;
+# pytest-playwright starts it once per session, which breaks every pytest-asyncio test that
+# runs after a browser test. These overrides start it per module and stop it at the module's
+# end; pytest-playwright's `context` and `page` (and its artifacts on failure) build on them.
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Any) -> Any:
+    return playwright.chromium
+
+
+@pytest.fixture(scope="module")
+def browser(browser_type: Any, browser_type_launch_args: dict[str, Any]) -> Iterator[Any]:
+    browser = browser_type.launch(**browser_type_launch_args)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    return {}
