@@ -17,6 +17,7 @@ import orjson
 from engine.config import BackendConfig
 from engine.errors import (BackendError, BadRequest, ConnectionReset, ConnectTimeout,
                            FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
+from engine.permits import ON_SENT
 
 from .protocol import Completion, Delta, Request, Usage
 from .ratelimit_headers import RateHints, parse_rate_headers, parse_retry_after
@@ -49,6 +50,17 @@ def build_body(request: Request) -> bytes:
     return orjson.dumps(body)
 
 
+async def _headers_sent(session: Any, context: Any, params: Any) -> None:
+    if (on_sent := ON_SENT.get()) is not None:
+        on_sent()  # the request is on the wire: its rate-window entries start to expire
+
+
+def send_tracing() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_headers_sent)
+    return trace
+
+
 def error_for_status(status: int, headers: Any, text: str) -> BackendError:
     message = f"HTTP {status}: {text[:300]}"
     if status == 429 or status == 503:  # both mean "slow down": AIMD and Retry-After apply
@@ -77,6 +89,9 @@ class OpenAIHTTPBackend:
             if key:
                 self._headers["Authorization"] = f"Bearer {key}"
         self._endpoints: list[Endpoint] | None = None
+        # Rate windows count a request from its send, which only aiohttp's tracing sees; it
+        # costs a little per request, so only backends with configured limits pay for it.
+        self.reports_sends = bool(config.rpm or config.tpm)
 
     # -- sessions -------------------------------------------------------------------------
     def _open(self) -> list[Endpoint]:
@@ -88,6 +103,7 @@ class OpenAIHTTPBackend:
                                                    limit_per_host=0, keepalive_timeout=60),
                     timeout=timeout, headers={**self._headers, "Content-Type": "application/json"},
                     skip_auto_headers=("User-Agent",),
+                    trace_configs=[send_tracing()] if self.reports_sends else None,
                     json_serialize=lambda o: orjson.dumps(o).decode()))
                 for url in self.config.base_urls]
         return self._endpoints

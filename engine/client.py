@@ -11,6 +11,7 @@ import logging
 import random
 from collections import Counter
 from contextlib import aclosing
+from functools import partial
 from typing import Callable
 
 from backends.protocol import Backend, Completion, Delta, Request, Usage
@@ -19,7 +20,7 @@ from backends.ratelimit_headers import RateHints
 from .aimd import AIMD
 from .cache import AnswerCache
 from .errors import BackendError, RateLimited
-from .permits import Permit, PermitPool
+from .permits import ON_SENT, Permit, PermitPool
 from .retry import RetryPolicy, retry_delay
 from .tokens import Counter as TokenCounter, count_messages
 
@@ -102,7 +103,7 @@ class ModelClient:
             attempt += 1
             permit = await self.pool.acquire(priority, tokens)
             try:
-                completion = await self._attempt(request, observe)
+                completion = await self._attempt(request, observe, permit)
             except BackendError as error:
                 self.pool.release(permit)
                 delay = self._failed(error, permit, attempt)
@@ -120,8 +121,22 @@ class ModelClient:
                 self.cache.put(key, completion)
             return completion
 
-    async def _attempt(self, request: Request, observe: DeltaObserver | None) -> Completion:
+    async def _attempt(self, request: Request, observe: DeltaObserver | None,
+                       permit: Permit) -> Completion:
         self.requests += 1
+        if permit.request_entry is None and permit.token_entry is None:
+            return await self._send(request, observe)  # no rate window to count in
+        # rate windows count from the send: the backend says when it happens, or it is now
+        if not getattr(self.backend, "reports_sends", False):
+            self.pool.sent(permit)
+            return await self._send(request, observe)
+        token = ON_SENT.set(partial(self.pool.sent, permit))
+        try:
+            return await self._send(request, observe)
+        finally:
+            ON_SENT.reset(token)
+
+    async def _send(self, request: Request, observe: DeltaObserver | None) -> Completion:
         if not request.stream:
             return await self.backend.complete(request)
         parts: list[str] = []
