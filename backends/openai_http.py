@@ -173,17 +173,22 @@ class OpenAIHTTPBackend:
         with Failures(endpoint, self.config, deadline):
             async with asyncio.timeout_at(first) as cm:
                 async with self._send(endpoint, request) as resp:
-                    await self._accept(resp)
+                    if not self._accept(resp):
+                        raise await self._refusal(resp)
                     try:
                         yield resp, cm, deadline
                     except BaseException:
                         resp.close()  # never reuse a half-read connection; the server stops
                         raise
 
-    async def _accept(self, resp: aiohttp.ClientResponse) -> None:
+    def _accept(self, resp: aiohttp.ClientResponse) -> bool:
+        """True for a 200; the server's rate hints are learned from every answer."""
         self._hints(resp.headers)
-        if resp.status != 200:
-            raise error_for_status(resp.status, resp.headers, await resp.text())
+        return resp.status == 200
+
+    @staticmethod
+    async def _refusal(resp: aiohttp.ClientResponse) -> BackendError:
+        return error_for_status(resp.status, resp.headers, await resp.text())
 
     def _hints(self, headers: Any) -> None:
         if self.on_rate_hints is not None:
@@ -197,7 +202,8 @@ class OpenAIHTTPBackend:
         with Failures(endpoint, self.config, deadline):  # a class, not a generator: cheaper
             async with asyncio.timeout_at(deadline):
                 async with self._send(endpoint, request) as resp:
-                    await self._accept(resp)
+                    if not self._accept(resp):
+                        raise await self._refusal(resp)
                     raw = await resp.read()
         try:
             data = orjson.loads(raw)
