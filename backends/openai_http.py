@@ -17,6 +17,7 @@ import orjson
 from engine.config import BackendConfig
 from engine.errors import (BackendError, BadRequest, ConnectionReset, ConnectTimeout,
                            FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
+from engine.permits import ON_SENT
 
 from .protocol import Completion, Delta, Request, Usage
 from .ratelimit_headers import RateHints, parse_rate_headers, parse_retry_after
@@ -49,6 +50,17 @@ def build_body(request: Request) -> bytes:
     return orjson.dumps(body)
 
 
+async def _headers_sent(session: Any, context: Any, params: Any) -> None:
+    if (on_sent := ON_SENT.get()) is not None:
+        on_sent()  # the request is on the wire: its rate-window entries start to expire
+
+
+def send_tracing() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_headers_sent)
+    return trace
+
+
 def error_for_status(status: int, headers: Any, text: str) -> BackendError:
     message = f"HTTP {status}: {text[:300]}"
     if status == 429 or status == 503:  # both mean "slow down": AIMD and Retry-After apply
@@ -64,6 +76,35 @@ def _usage(data: dict[str, Any] | None) -> Usage:
     return Usage(data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0)
 
 
+class Failures:
+    """Around one request: counts it against its endpoint, and maps library errors to
+    gristmill's exceptions, with the phase a timeout happened in."""
+
+    __slots__ = ("endpoint", "timeouts", "deadline")
+
+    def __init__(self, endpoint: Endpoint, config: BackendConfig, deadline: float) -> None:
+        self.endpoint, self.timeouts, self.deadline = endpoint, config.timeouts, deadline
+
+    def __enter__(self) -> None:
+        self.endpoint.outstanding += 1
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> bool:
+        self.endpoint.outstanding -= 1
+        if kind is None:
+            return False
+        if issubclass(kind, aiohttp.ConnectionTimeoutError):
+            raise ConnectTimeout(f"no connection within {self.timeouts.connect}s") from None
+        if issubclass(kind, TimeoutError):
+            if asyncio.get_running_loop().time() < self.deadline - 0.001:  # before the total
+                raise FirstTokenTimeout(f"no answer within {self.timeouts.first_token}s") \
+                    from None
+            raise TotalTimeout(f"request took over {self.timeouts.total}s") from None
+        if issubclass(kind, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+            raise ConnectionReset(f"{kind.__name__}: {exc}") from None
+        return False
+
+
 class OpenAIHTTPBackend:
     def __init__(self, name: str, config: BackendConfig,
                  on_rate_hints: HintsCallback | None = None) -> None:
@@ -77,6 +118,9 @@ class OpenAIHTTPBackend:
             if key:
                 self._headers["Authorization"] = f"Bearer {key}"
         self._endpoints: list[Endpoint] | None = None
+        # Rate windows count a request from its send, which only aiohttp's tracing sees; it
+        # costs a little per request, so only backends with configured limits pay for it.
+        self.reports_sends = bool(config.rpm or config.tpm)
 
     # -- sessions -------------------------------------------------------------------------
     def _open(self) -> list[Endpoint]:
@@ -88,6 +132,7 @@ class OpenAIHTTPBackend:
                                                    limit_per_host=0, keepalive_timeout=60),
                     timeout=timeout, headers={**self._headers, "Content-Type": "application/json"},
                     skip_auto_headers=("User-Agent",),
+                    trace_configs=[send_tracing()] if self.reports_sends else None,
                     json_serialize=lambda o: orjson.dumps(o).decode()))
                 for url in self.config.base_urls]
         return self._endpoints
@@ -108,41 +153,42 @@ class OpenAIHTTPBackend:
             await endpoint.session.close()
 
     # -- requests -------------------------------------------------------------------------
-    @asynccontextmanager
-    async def _post(self, request: Request) -> AsyncIterator[tuple[aiohttp.ClientResponse, asyncio.Timeout, float]]:
-        """POST and yield the 200 response inside a deadline. A stream must start within the
+    def _deadlines(self, stream: bool) -> tuple[float, float]:
+        """(the deadline to start with, the total deadline). A stream must start within the
         first-token deadline, which the caller moves to the total deadline once it has; a
         non-streamed answer arrives whole, so only the total deadline applies to it."""
+        timeouts, now = self.config.timeouts, asyncio.get_running_loop().time()
+        deadline = now + timeouts.total
+        return (now + min(timeouts.first_token, timeouts.total) if stream else deadline), deadline
+
+    def _send(self, endpoint: Endpoint, request: Request) -> Any:
+        return endpoint.session.post(endpoint.url + self.path, data=build_body(request),
+                                     params=self.config.query or None)
+
+    @asynccontextmanager
+    async def _post(self, request: Request) -> AsyncIterator[tuple[aiohttp.ClientResponse, asyncio.Timeout, float]]:
+        """POST a streamed request and yield the 200 response inside its deadline."""
         endpoint = self.pick_endpoint()
-        timeouts = self.config.timeouts
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeouts.total
-        first = loop.time() + min(timeouts.first_token, timeouts.total) if request.stream \
-            else deadline
-        endpoint.outstanding += 1
-        try:
+        first, deadline = self._deadlines(True)
+        with Failures(endpoint, self.config, deadline):
             async with asyncio.timeout_at(first) as cm:
-                async with endpoint.session.post(endpoint.url + self.path,
-                                                 data=build_body(request),
-                                                 params=self.config.query or None) as resp:
-                    self._hints(resp.headers)
-                    if resp.status != 200:
-                        raise error_for_status(resp.status, resp.headers, await resp.text())
+                async with self._send(endpoint, request) as resp:
+                    if not self._accept(resp):
+                        raise await self._refusal(resp)
                     try:
                         yield resp, cm, deadline
                     except BaseException:
                         resp.close()  # never reuse a half-read connection; the server stops
                         raise
-        except aiohttp.ConnectionTimeoutError:
-            raise ConnectTimeout(f"no connection within {timeouts.connect}s") from None
-        except TimeoutError:
-            if loop.time() < deadline - 0.001:  # fired before the total deadline
-                raise FirstTokenTimeout(f"no answer within {timeouts.first_token}s") from None
-            raise TotalTimeout(f"request took over {timeouts.total}s") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise ConnectionReset(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            endpoint.outstanding -= 1
+
+    def _accept(self, resp: aiohttp.ClientResponse) -> bool:
+        """True for a 200; the server's rate hints are learned from every answer."""
+        self._hints(resp.headers)
+        return resp.status == 200
+
+    @staticmethod
+    async def _refusal(resp: aiohttp.ClientResponse) -> BackendError:
+        return error_for_status(resp.status, resp.headers, await resp.text())
 
     def _hints(self, headers: Any) -> None:
         if self.on_rate_hints is not None:
@@ -151,8 +197,14 @@ class OpenAIHTTPBackend:
                 self.on_rate_hints(hints)
 
     async def complete(self, request: Request) -> Completion:
-        async with self._post(request) as (resp, _, _):
-            raw = await resp.read()
+        endpoint = self.pick_endpoint()
+        _, deadline = self._deadlines(False)
+        with Failures(endpoint, self.config, deadline):  # a class, not a generator: cheaper
+            async with asyncio.timeout_at(deadline):
+                async with self._send(endpoint, request) as resp:
+                    if not self._accept(resp):
+                        raise await self._refusal(resp)
+                    raw = await resp.read()
         try:
             data = orjson.loads(raw)
             choice = data["choices"][0]

@@ -2,7 +2,8 @@
 
 Prints one JSON line: wall and CPU seconds of the run (start-up excluded), peak RSS,
 requests, completion tokens and errors. Clients:
-  gristmill  the full engine: seed source, pipeline, permits/limiter, retries, JSONL sink
+  gristmill  the full engine: seed source, pipeline, permits/limiter, retries, cache + JSONL
+             sink (validators and the end-of-run dedup off: measured on their own)
   openai     the official AsyncOpenAI client, default transport, asyncio.Semaphore
   raw        aiohttp + orjson in a bare loop (no features: the floor)
 """
@@ -43,9 +44,11 @@ async def run_gristmill(args: argparse.Namespace) -> dict[str, Any]:
                                  "metrics": args.metrics, "adaptive": not args.metrics,
                                  "timeouts": {"first_token": 600, "total": 1200}}},
         "stages": [{"name": "answer", "prompt": "{{ seed }}", "stream": args.stream,
-                    "sampling": {"max_tokens": args.max_tokens}}],
+                    "sampling": {"max_tokens": args.max_tokens},
+                    "validators": {"defaults": False}}],  # the engine, not the checks
         "record": [{"role": "user", "content": "{{ seed }}"},
                    {"role": "assistant", "content": "{{ answer }}"}],
+        "dedup": {"enabled": False},  # a post-run step, not part of the request path
     })
     with Meter() as meter:
         summary = await run(config, RunOptions(run_dir=tmp / "run", progress=False,

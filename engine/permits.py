@@ -3,12 +3,16 @@
 Every request to a backend first takes a permit. A permit is granted when the backend has an
 in-flight slot free under its cap (adjustable at run time), its request and token windows have
 room, and no server-imposed pause (Retry-After, an exhausted x-ratelimit budget) is in force.
+A grant counts against the windows from the moment its request is sent (`sent`, called by
+the backend once the request is on the wire; at the latest at release), not from the grant:
+the server counts arrivals, and a starved loop can send a grant late.
 Waiters are served by priority: deeper pipeline stages first, so started items finish and free
 memory before new seeds enter; FIFO within a priority.
 
 The decision (`grant_ready`) is plain synchronous code with no event loop; it runs when a
 permit is released, when the cap grows, or when a single timer fires at the moment a rate
-window reopens. Waiters sleep on futures; nobody polls.
+window reopens, or when a send makes a window's reopening time known. Waiters sleep on
+futures; nobody polls.
 """
 
 from __future__ import annotations
@@ -17,16 +21,24 @@ import asyncio
 import heapq
 import itertools
 import time
+from contextvars import ContextVar
 from typing import Callable
 
 from .window import Entry, SlidingWindow
 
 
-class Permit:
-    __slots__ = ("tokens", "token_entry", "granted_at", "released")
+# The current request's "it is on the wire now" callback, for a backend that can tell (the
+# HTTP backend calls it when the request's headers have been written).
+ON_SENT: ContextVar[Callable[[], None] | None] = ContextVar("gristmill_on_sent", default=None)
 
-    def __init__(self, tokens: int, token_entry: Entry | None, granted_at: float) -> None:
+
+class Permit:
+    __slots__ = ("tokens", "request_entry", "token_entry", "granted_at", "released")
+
+    def __init__(self, tokens: int, request_entry: Entry | None, token_entry: Entry | None,
+                 granted_at: float) -> None:
         self.tokens = tokens
+        self.request_entry = request_entry  # None: no window to count in
         self.token_entry = token_entry
         self.granted_at = granted_at
         self.released = False
@@ -97,8 +109,16 @@ class PermitPool:
 
     def grant(self, tokens: int, now: float) -> Permit:
         self.in_flight += 1
-        self.requests.add(1, now)
-        return Permit(tokens, self.tokens.add(tokens, now), now)
+        return Permit(tokens, self.requests.add(1), self.tokens.add(tokens), now)
+
+    def stamp(self, permit: Permit, now: float) -> bool:
+        """The permit's request was sent at `now`: its window entries start to expire.
+        True if a window was waiting for this to know when it reopens."""
+        if permit.request_entry is None and permit.token_entry is None:
+            return False
+        self.requests.stamp(permit.request_entry, now)
+        self.tokens.stamp(permit.token_entry, now)
+        return True
 
     def grant_ready(self, now: float) -> tuple[list[Waiter], float]:
         """Grant waiters in priority order while they fit. Returns those granted and the
@@ -134,13 +154,20 @@ class PermitPool:
         assert waiter.permit is not None
         return waiter.permit
 
+    def sent(self, permit: Permit) -> None:
+        """Called by the backend once the permit's request is on the wire."""
+        if self.stamp(permit, self.clock()) and self._waiters and self._timer is None:
+            self._dispatch()  # waiters blocked on pending grants can now get a timer
+
     def release(self, permit: Permit, actual_tokens: int | None = None) -> None:
         if permit.released:
             return
         permit.released = True
         self.in_flight -= 1
+        now = self.clock()
+        self.stamp(permit, now)  # never sent (or the backend did not say): count from now
         if actual_tokens is not None:
-            self.tokens.correct(permit.token_entry, actual_tokens, self.clock())
+            self.tokens.correct(permit.token_entry, actual_tokens, now)
         self._dispatch()
 
     def _dispatch(self) -> None:

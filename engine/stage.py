@@ -40,7 +40,9 @@ class ModelStage:
         self.workers = workers or client.pool.cap
         self.queue_size = queue_size or 2 * self.workers
         self.params = sampling.model_dump(exclude_none=True)
-        self.validation = validation
+        # no validators at all: skip the per-request context, observer and verdict
+        has_checks = validation is not None and bool(validation.stream or validation.final)
+        self.validation = validation if has_checks else None
 
     def request(self, system: str | None, user: str,
                 fmt: dict[str, Any] | None = None) -> Request:

@@ -31,6 +31,31 @@ CREATE TABLE IF NOT EXISTS seeds (id TEXT PRIMARY KEY, source TEXT NOT NULL, tex
 _STOP = object()
 
 
+class KeyFilter:
+    """A Bloom filter of answer keys (16-byte digests, so their bytes are already uniform):
+    "no" is certain, "maybe" asks the database. 4 MiB, whatever the run's size: about one
+    false "maybe" in 6,000 keys at 1M answers, one in 50 at 4M."""
+
+    BITS = 1 << 25
+
+    def __init__(self) -> None:
+        self.bits = bytearray(self.BITS // 8)
+
+    def _positions(self, key: bytes) -> tuple[int, ...]:
+        low, high = int.from_bytes(key[:8], "little"), int.from_bytes(key[8:16], "little")
+        mask = self.BITS - 1
+        return (low & mask, high & mask, (low >> 32) & mask, (high >> 32) & mask)
+
+    def add(self, key: bytes) -> None:
+        bits = self.bits
+        for at in self._positions(key):
+            bits[at >> 3] |= 1 << (at & 7)
+
+    def __contains__(self, key: bytes) -> bool:
+        bits = self.bits
+        return all(bits[at >> 3] & (1 << (at & 7)) for at in self._positions(key))
+
+
 class Store:
     def __init__(self, db_path: Path, sinks: dict[str, Path], *,
                  commit_interval_s: float = 0.05) -> None:
@@ -39,6 +64,10 @@ class Store:
         self.files = {name: JsonlFile(path) for name, path in sinks.items()}
         self._reader = self._connect()
         self._reader.executescript(SCHEMA)
+        # A fresh database holds only the answers put here: a filter of their keys answers
+        # most lookups (every miss of a new run) without a query. A resumed run asks SQLite.
+        empty = self._reader.execute("SELECT 1 FROM answers LIMIT 1").fetchone() is None
+        self._known: KeyFilter | None = KeyFilter() if empty else None
         self._pending: dict[bytes, bytes] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._error: BaseException | None = None
@@ -59,11 +88,15 @@ class Store:
         value = self._pending.get(key)
         if value is not None:
             return value
+        if self._known is not None and key not in self._known:
+            return None
         row = self._reader.execute("SELECT value FROM answers WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
     def put_answer(self, key: bytes, value: bytes) -> None:
         self._check()
+        if self._known is not None:
+            self._known.add(key)
         self._pending[key] = value
         self._queue.put(("answer", key, value))
 

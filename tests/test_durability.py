@@ -69,6 +69,22 @@ def test_same_request_hits_across_runs_and_replicas(tmp_path):
         reopened.close()
 
 
+async def test_a_fresh_store_answers_misses_without_a_query_and_still_finds_its_answers(tmp_path):
+    store = Store(tmp_path / "db.sqlite", {})
+    queries: list[str] = []
+    store._reader.set_trace_callback(queries.append)
+    try:
+        key = answer_key("default", BASE)
+        assert AnswerCache(store, "default").get(BASE)[1] is None
+        assert not [q for q in queries if q.startswith("SELECT")]  # the filter said no
+        AnswerCache(store, "default").put(key, Completion("cached", "stop", Usage(1, 1), "m"))
+        await store.flush()  # committed: no longer in the pending map, so SQLite answers
+        assert AnswerCache(store, "default").get(BASE)[1].text == "cached"
+        assert [q for q in queries if q.startswith("SELECT")]
+    finally:
+        store.close()
+
+
 def test_torn_last_line_is_repaired(tmp_path):
     path = tmp_path / "output.jsonl"
     path.write_bytes(b'{"id":"a"}\n{"id":"b"}\n{"id":"c", "mes')

@@ -45,13 +45,59 @@ def test_deeper_stage_first_then_fifo():
 def test_rpm_window_reports_when_it_reopens():
     clock = Clock()
     pool = PermitPool(100, rpm=2, window_s=10.0, margin_s=0.0, clock=clock)
-    pool.grant(0, 0.0)
-    pool.grant(0, 4.0)
+    pool.stamp(pool.grant(0, 0.0), 0.0)
+    pool.stamp(pool.grant(0, 4.0), 4.0)
     pool.enqueue(0, 0)
     granted, wake_at = pool.grant_ready(5.0)
     assert granted == [] and wake_at == pytest.approx(10.0)
     granted, _ = pool.grant_ready(10.0)
     assert len(granted) == 1
+
+
+def test_window_counts_a_grant_from_its_send_not_its_grant():
+    # A starved loop sends the first burst half a second late: counted from the grants, the
+    # second burst would be sent 1 s after them and arrive in the same server window.
+    pool = PermitPool(100, rpm=2, window_s=1.0, margin_s=0.0, clock=Clock())
+    first = [pool.grant(0, 0.0), pool.grant(0, 0.0)]
+    pool.enqueue(0, 0)
+    assert pool.grant_ready(1.0) == ([], float("inf"))  # unsent grants never expire
+    for permit in first:
+        assert pool.stamp(permit, 0.5)
+    granted, wake_at = pool.grant_ready(1.0)
+    assert granted == [] and wake_at == pytest.approx(1.5)
+    granted, _ = pool.grant_ready(1.5)
+    assert len(granted) == 1
+
+
+def test_a_grant_never_sent_counts_from_its_release():
+    clock = Clock()
+    pool = PermitPool(100, rpm=1, window_s=1.0, margin_s=0.0, clock=clock)
+    permit = pool.grant(0, 0.0)
+    clock.now = 0.3
+    pool.release(permit)  # failed before it was sent (or the backend never said)
+    pool.enqueue(0, 0)
+    assert pool.grant_ready(1.0)[1] == pytest.approx(1.3)
+    pool.stamp(permit, 2.0)  # a late report changes nothing
+    assert len(pool.grant_ready(1.3)[0]) == 1
+
+
+def test_no_window_no_entries():
+    pool = PermitPool(4, clock=Clock())
+    permit = pool.grant(10, 0.0)
+    assert permit.request_entry is None and permit.token_entry is None
+    assert not pool.stamp(permit, 0.0)
+
+
+def test_token_estimate_corrected_while_pending():
+    window = SlidingWindow(100, 1.0)
+    entry = window.add(80)
+    assert window.wait_time(30, 0.0) == float("inf")  # only the send can tell when
+    window.correct(entry, 20, 0.1)
+    assert window.wait_time(30, 0.1) == 0.0
+    window.stamp(entry, 0.2)
+    assert window.total == 20 and window.pending == 0 and len(window) == 1
+    assert window.wait_time(90, 0.3) == pytest.approx(0.9)
+    assert window.wait_time(90, 1.3) == 0.0 and window.total == 0
 
 
 def test_tpm_counts_estimates_and_corrects_to_actual_usage():
@@ -67,7 +113,7 @@ def test_tpm_counts_estimates_and_corrects_to_actual_usage():
 def test_oversize_request_is_admitted_into_an_empty_window():
     window = SlidingWindow(100, 60.0)
     assert window.wait_time(500, 0.0) == 0.0
-    window.add(500, 0.0)
+    window.stamp(window.add(500), 0.0)
     assert window.wait_time(1, 1.0) == pytest.approx(59.0)
 
 
@@ -130,6 +176,20 @@ async def test_cancelled_waiter_leaves_no_trace_and_granted_cancel_returns_permi
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert pool.in_flight == 0 and pool.waiting == 0
+
+
+async def test_a_send_wakes_waiters_blocked_on_unsent_grants():
+    pool = PermitPool(10, rpm=1, window_s=0.2, margin_s=0.0)
+    held = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.3)  # far past the window: the grant is unsent, so it still counts
+    assert not waiter.done() and pool._timer is None
+    pool.sent(held)  # now its expiry is known: a timer wakes the waiter one window later
+    permit = await asyncio.wait_for(waiter, 2)
+    pool.release(held)
+    pool.release(permit)
+    assert pool.in_flight == 0 and pool.waiting == 0
+    pool.close()
 
 
 async def test_rate_window_wakes_waiter_by_timer_not_polling():

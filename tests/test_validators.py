@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import types
 
@@ -18,7 +19,8 @@ from engine.errors import ConfigError, InvalidOutput
 from engine.validators import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamCheck, Context,
                                Rejection, build, build_all, build_final, build_stream,
                                merge_specs, run_final, run_stream_on_text, start_checks)
-from engine.validators import jsonschema_lite
+from engine.validators import final, jsonschema_lite, language
+from engine.validators.final import PLACEHOLDER_PATTERNS, LeftmostSearch
 
 pytestmark = pytest.mark.timeout(60)
 PROPERTY = settings(max_examples=100, deadline=None,
@@ -366,3 +368,29 @@ def test_mock_answers_pass_the_defaults_and_bad_ones_are_caught_early():
             check = start_checks(stream, Context(structured=kind == "json", schema=SCHEMA))
             fed = next(n for n, tok in enumerate(tokens, 1) if check.feed(tok) is not None)
             assert check.rejection.validator == validator and fed < 120, (kind, seed, fed)
+
+
+# -- fast paths agree with the plain regexes they replace (hypothesis) ------------------------
+_TRICKY = ["as an AI language model", "LOREM IPSUM", "TODO:", "todo:", "{{ x }}", "[Insert name]",
+           "<placeholder a>", "{% if %}", "ſ", "İ", "K", "Σ", "é", "’", " ", "\n", "_", "a1", "--"]
+_TRICKY_TEXT = st.lists(st.sampled_from(_TRICKY), max_size=30).map("".join) | st.text(max_size=100)
+
+
+@PROPERTY
+@given(text=_TRICKY_TEXT)
+def test_placeholder_search_matches_the_alternation(text):
+    patterns = [*PLACEHOLDER_PATTERNS, r"\bFOO bar\b", r"(?-i:\bXy)"]
+    alternation = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    want, got = alternation.search(text), LeftmostSearch(patterns).search(text)
+    assert (want and (want.span(), want.group())) == (got and (got.span(), got.group()))
+
+
+@PROPERTY
+@given(text=_TRICKY_TEXT)
+def test_word_and_script_fast_paths_match_the_regexes(text):
+    assert final._words(text) == re.findall(r"\w+", text.casefold())
+    letters = [c for c in text if c.isalpha()]
+    for scripts in (language.SCRIPTS["en"], language.SCRIPTS["ru"]):
+        inside = sum(1 for c in letters if language.script_of(c) in scripts)
+        want = (inside / len(letters), len(letters)) if letters else (1.0, 0)
+        assert language.script_share(text, scripts) == want

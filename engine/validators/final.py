@@ -151,6 +151,42 @@ PLACEHOLDER_PATTERNS = (
 )
 
 
+# A pattern that is a word-bounded literal ("\bas an ai\b"; case-sensitive in (?-i:...)):
+# it cannot match a text that lacks the literal, which `in` tells far faster than the regex.
+_LITERAL = re.compile(r"(?P<open>\(\?-i:)?\\b(?P<lit>[A-Za-z0-9 :]+)(?:\\b)?(?(open)\))")
+
+
+class LeftmostSearch:
+    """`re.compile("|".join(patterns), re.IGNORECASE).search` with the same match, faster:
+    each pattern is searched alone (so one that starts with a literal is scanned for by
+    the regex engine's prefix search, which an alternation defeats), a word-bounded literal
+    pattern is skipped when its literal is absent (in ASCII text, where ignoring case means
+    ASCII case), and the leftmost match wins, the earlier pattern on a tie, as in the
+    alternation."""
+
+    def __init__(self, patterns: tuple[str, ...] | list[str]) -> None:
+        self.parts: list[tuple[int, re.Pattern[str], str | None, bool]] = []
+        for index, pattern in enumerate(patterns):
+            literal = _LITERAL.fullmatch(pattern)
+            cased = bool(literal and literal["open"])
+            text = literal["lit"] if cased else literal["lit"].lower() if literal else None
+            self.parts.append((index, re.compile(pattern, re.IGNORECASE), text, cased))
+
+    def search(self, text: str) -> re.Match[str] | None:
+        ascii_lower = text.lower() if text.isascii() else None
+        best: tuple[int, int, re.Match[str]] | None = None
+        for index, regex, literal, cased in self.parts:
+            if literal is not None:
+                if cased and literal not in text:
+                    continue
+                if not cased and ascii_lower is not None and literal not in ascii_lower:
+                    continue
+            match = regex.search(text)
+            if match is not None and (best is None or (match.start(), index) < best[:2]):
+                best = (match.start(), index, match)
+        return best[2] if best is not None else None
+
+
 class Placeholders:
     """Leftover placeholders and template artefacts. Code spans (``` blocks, `inline`) are
     not searched, so an answer about Jinja may show {{ var }}; in structured answers only
@@ -172,8 +208,7 @@ class Placeholders:
 
     def __init__(self, params: "Placeholders.Params") -> None:
         patterns = (*params.patterns, *params.extra_patterns)
-        self.regex = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) \
-            if patterns else None
+        self.regex = LeftmostSearch(patterns) if patterns else None
 
     def check(self, text: str, context: Context) -> Rejection | None:
         if self.regex is None:
@@ -194,7 +229,13 @@ class Placeholders:
 _WORDS = re.compile(r"\w+")
 
 
+# ASCII characters outside \w, mapped to spaces: then str.split() finds the \w+ runs.
+_ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not _WORDS.match(c)})
+
+
 def _words(text: str) -> list[str]:
+    if text.isascii():  # the same words, without the regex engine's per-character cost
+        return text.lower().translate(_ASCII_NON_WORD).split()
     return _WORDS.findall(text.casefold())
 
 

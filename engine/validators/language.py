@@ -72,6 +72,9 @@ def script_of(char: str) -> str | None:
 
 def script_share(text: str, scripts: frozenset[str]) -> tuple[float, int]:
     """(share of letters in `scripts`, letter count)."""
+    if text.isascii():  # ASCII letters are Latin
+        count = sum(map(str.isalpha, text))
+        return (1.0 if "latin" in scripts or not count else 0.0), count
     letters = [c for c in text if c.isalpha()]
     if not letters:
         return 1.0, 0
@@ -84,7 +87,10 @@ def stopword_rate(text: str) -> tuple[float, int]:
     words = _ENGLISH_WORD.findall(CODE_SPANS.sub(" ", text))
     if not words:
         return 0.0, 0
-    hits = sum(1 for w in words if w.lower().replace("’", "'") in ENGLISH_STOPWORDS)
+    lowered = map(str.lower, words)
+    if not text.isascii():
+        lowered = (w.replace("’", "'") for w in lowered)
+    hits = sum(map(ENGLISH_STOPWORDS.__contains__, lowered))
     return hits / len(words), len(words)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
+from itertools import compress, repeat
 from typing import ClassVar
 
 from pydantic import Field, field_validator, model_validator
@@ -229,17 +230,31 @@ class Repetition:
         return _RepetitionCheck(self.params)
 
 
-_WORD = re.compile(r"\S+")
 _HAS_WORD_CHAR = re.compile(r"\w")
+_WORD = re.compile(r"\S+")  # the words of str.split(): both split at str.isspace()
+# An ASCII word without a letter, digit or underscore is made of these only.
+_ASCII_PUNCT = "".join(c for c in map(chr, range(33, 127)) if not re.match(r"\w", c))
 INF = float("inf")
-_MOD = (1 << 61) - 1  # a Mersenne prime: collisions of 8-word sequences are negligible
-_BASE = 1_000_003
-_MASK = (1 << 60) - 1
+
+
+def counted_words(tokens: list[str], ascii_only: bool) -> list[str]:
+    """The tokens with a letter or digit, lowered and capped. ASCII tokens are filtered by
+    stripping punctuation (all C-level calls); others by the regex."""
+    cap = Repetition.MAX_WORD
+    if ascii_only:  # lower() keeps ASCII lengths: capping after lowering is the same
+        kept = compress(tokens, map(str.strip, tokens, repeat(_ASCII_PUNCT)))
+        return [w[:cap] for w in map(str.lower, kept)]
+    return [w[:cap].lower() for w in filter(_HAS_WORD_CHAR.search, tokens)]
 
 
 class _RepetitionCheck(Check):
+    """Per feed, the new words are found, filtered and lowered in one pass each (C-level
+    split, filter and map), their n-grams built by zip and identified by their hash; only
+    the window bookkeeping runs per n-gram in Python. Positions are only worked out when a
+    check rejects (the earlier of a line and an n-gram trigger is the verdict)."""
+
     __slots__ = ("p", "offset", "line", "in_code", "lines", "line_counts", "word", "recent",
-                 "grams", "gram_counts", "hashes", "rolling", "top_power")
+                 "grams", "gram_counts")
 
     def __init__(self, params: Repetition.Params) -> None:
         super().__init__()
@@ -249,20 +264,16 @@ class _RepetitionCheck(Check):
         self.lines: deque[str] = deque()
         self.line_counts: Counter[str] = Counter()
         self.word = ""  # the unfinished word (capped)
-        self.recent: deque[str] = deque(maxlen=params.ngram)  # the last n words
-        self.grams: deque[int] = deque()
+        self.recent: list[str] = []  # the last n - 1 counted words
+        self.grams: deque[int] = deque()  # hashes of the last `window_words` n-grams
         self.gram_counts: dict[int, int] = {}
-        # n-grams are identified by a rolling polynomial hash of their words' hashes: O(1) per
-        # word, where hashing a tuple of the last n words cost O(n) (the profile's hot spot)
-        self.hashes: deque[int] = deque(maxlen=params.ngram)
-        self.rolling = 0
-        self.top_power = pow(_BASE, params.ngram - 1, _MOD)
 
     def _feed(self, new_text: str) -> Rejection | None:
         if "\n" in new_text:
             lines = self._lines(new_text, False)
         else:  # the common case, a token inside a line
-            self.line = (self.line + new_text)[: Repetition.MAX_LINE]
+            if len(self.line) < Repetition.MAX_LINE:
+                self.line = (self.line + new_text)[: Repetition.MAX_LINE]
             lines = (INF, 0), None
         words = self._words(new_text, False)
         self.offset += len(new_text)
@@ -305,51 +316,52 @@ class _RepetitionCheck(Check):
 
     def _words(self, text: str, final: bool) -> tuple[tuple[float, int], Rejection | None]:
         """Words end at whitespace; the position of a completed word is that whitespace."""
-        for match in _WORD.finditer(text):
-            word, start = match.group(), match.start()
-            if self.word and start == 0:  # the unfinished word continues
-                word = self.word + word
-            elif self.word:  # text[0] is whitespace: it ends the unfinished word
-                if (rejection := self._add_word(self.word)) is not None:
-                    return (self.offset, 1), rejection
-            self.word = ""
-            if match.end() == len(text) and not final:
-                self.word = word[: Repetition.MAX_WORD]  # may continue in the next feed
-                return (INF, 1), None
-            if (rejection := self._add_word(word)) is not None:
-                return (self.offset + match.end(), 1), rejection
-        if self.word and (text or final):  # only whitespace arrived, or the end
-            word, self.word = self.word, ""
-            if (rejection := self._add_word(word)) is not None:
-                return (self.offset, 1), rejection
+        tokens = text.split()
+        carried = self.word  # the unfinished word of the last feed
+        joined = bool(tokens) and not text[0].isspace()
+        if carried:
+            if joined:
+                tokens[0] = carried + tokens[0]  # it continues
+            else:
+                tokens.insert(0, carried)  # whitespace (or the end) completes it
+        self.word = ""
+        if tokens and not final and not text[-1].isspace():
+            self.word = tokens.pop()[: Repetition.MAX_WORD]  # may continue in the next feed
+        words = counted_words(tokens, text.isascii() and carried.isascii())
+        if not words:
+            return (INF, 1), None
+        n = self.p.ngram
+        seq = self.recent + words
+        self.recent = seq[-(n - 1):]
+        if len(seq) < n:
+            return (INF, 1), None
+        counts, window = self.gram_counts, self.grams
+        get, limit, repeats = counts.get, self.p.window_words, self.p.max_ngram_repeats
+        for j, gram in enumerate(map(hash, zip(*[seq[i:] for i in range(n)]))):
+            counts[gram] = get(gram, 0) + 1
+            window.append(gram)
+            if len(window) > limit:
+                old = window.popleft()
+                left = counts[old] - 1
+                if left:
+                    counts[old] = left
+                else:
+                    del counts[old]
+            if counts[gram] >= repeats:
+                last = j + n - 1 - (len(seq) - len(words))  # its last word, in `words`
+                rejection = Rejection(
+                    "repetition", f"{n}-word sequence repeated {counts[gram]} times in the "
+                    f"last {limit} words: {quote(' '.join(seq[j:j + n]))}")
+                return (self._word_ends(text, carried, joined)[last], 1), rejection
         return (INF, 1), None
 
-    def _add_word(self, word: str) -> Rejection | None:
-        if _HAS_WORD_CHAR.search(word) is None:
-            return None  # braces, bullets, table rules: structure, not words
-        word = word[: Repetition.MAX_WORD].lower()
-        self.recent.append(word)
-        hashes, h = self.hashes, hash(word) & _MASK
-        if len(hashes) == self.p.ngram:  # the oldest word leaves the n-gram
-            self.rolling = (self.rolling - hashes[0] * self.top_power) % _MOD
-        hashes.append(h)
-        self.rolling = (self.rolling * _BASE + h) % _MOD
-        if len(hashes) < self.p.ngram:
-            return None
-        gram = self.rolling
-        self.grams.append(gram)
-        counts = self.gram_counts
-        counts[gram] = counts.get(gram, 0) + 1
-        if len(self.grams) > self.p.window_words:
-            old = self.grams.popleft()
-            left = counts[old] - 1
-            if left:
-                counts[old] = left
+    def _word_ends(self, text: str, carried: str, joined: bool) -> list[int]:
+        """Where each counted word of this feed ends, as `_words` split them (a carried word
+        that whitespace completed ends where the feed starts)."""
+        spans = [(m.group(), self.offset + m.end()) for m in _WORD.finditer(text)]
+        if carried:
+            if joined:
+                spans[0] = (carried + spans[0][0], spans[0][1])
             else:
-                del counts[old]
-        if counts[gram] >= self.p.max_ngram_repeats:
-            return Rejection("repetition", f"{self.p.ngram}-word sequence repeated "
-                             f"{counts[gram]} times in the last {self.p.window_words} words: "
-                             f"{quote(' '.join(self.recent))}")
-        return None
-
+                spans.insert(0, (carried, self.offset))
+        return [end for word, end in spans if _HAS_WORD_CHAR.search(word)]
