@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from backends.openai_http import OpenAIHTTPBackend
+from backends.protocol import Backend
 
 from .aimd import AIMD
 from .cache import AnswerCache
@@ -47,10 +48,18 @@ class RunOptions:
     state_interval_s: float = 2.0
 
 
+def make_backend(name: str, config: BackendConfig) -> Backend:
+    if config.kind == "vllm-inproc":
+        from backends.vllm_inproc import VLLMInProcBackend  # vLLM only when used
+
+        return VLLMInProcBackend(name, config)
+    return OpenAIHTTPBackend(name, config)
+
+
 def make_client(name: str, config: BackendConfig) -> ModelClient:
     pool = PermitPool(config.max_in_flight, rpm=config.rpm, tpm=config.tpm,
                       window_s=config.rate_window_s)
-    backend = OpenAIHTTPBackend(name, config)
+    backend = make_backend(name, config)
     client = ModelClient(backend, pool,
                          policy=RetryPolicy(config.retry.max_attempts, config.retry.base_s,
                                             config.retry.max_s),
@@ -58,7 +67,8 @@ def make_client(name: str, config: BackendConfig) -> ModelClient:
                          count_tokens=counter_for(str(config.tokenizer) if config.tokenizer else None),
                          default_max_tokens=config.default_max_tokens,
                          rng=random.Random())
-    backend.on_rate_hints = client.on_rate_hints
+    if isinstance(backend, OpenAIHTTPBackend):
+        backend.on_rate_hints = client.on_rate_hints
     return client
 
 
