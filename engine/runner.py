@@ -53,6 +53,10 @@ def make_backend(name: str, config: BackendConfig) -> Backend:
         from backends.vllm_inproc import VLLMInProcBackend  # vLLM only when used
 
         return VLLMInProcBackend(name, config)
+    if config.batch is not None:
+        from backends.batching import CompletionBatcher
+
+        return CompletionBatcher(OpenAIHTTPBackend(name, config), config.batch)
     return OpenAIHTTPBackend(name, config)
 
 
@@ -67,8 +71,9 @@ def make_client(name: str, config: BackendConfig) -> ModelClient:
                          count_tokens=counter_for(str(config.tokenizer) if config.tokenizer else None),
                          default_max_tokens=config.default_max_tokens,
                          rng=random.Random())
-    if isinstance(backend, OpenAIHTTPBackend):
-        backend.on_rate_hints = client.on_rate_hints
+    http = getattr(backend, "inner", backend)  # a batcher wraps the HTTP backend
+    if isinstance(http, OpenAIHTTPBackend):
+        http.on_rate_hints = client.on_rate_hints
     return client
 
 
