@@ -70,7 +70,7 @@ def error_for_status(status: int, headers: Any, text: str) -> BackendError:
     return BadRequest(message, status=status)
 
 
-def _usage(data: dict[str, Any] | None) -> Usage:
+def usage_of(data: dict[str, Any] | None) -> Usage:
     if not data:
         return Usage()
     return Usage(data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0)
@@ -196,7 +196,8 @@ class OpenAIHTTPBackend:
             if hints is not None:
                 self.on_rate_hints(hints)
 
-    async def complete(self, request: Request) -> Completion:
+    async def complete_body(self, request: Request) -> dict[str, Any]:
+        """The parsed JSON answer (several choices when `request.prompt` is a list)."""
         endpoint = self.pick_endpoint()
         _, deadline = self._deadlines(False)
         with Failures(endpoint, self.config, deadline):  # a class, not a generator: cheaper
@@ -207,11 +208,21 @@ class OpenAIHTTPBackend:
                     raw = await resp.read()
         try:
             data = orjson.loads(raw)
+            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                raise TypeError("no choices list")
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise ServerError(f"malformed response body ({type(exc).__name__}): {raw[:200]!r}") from None
+        return data
+
+    async def complete(self, request: Request) -> Completion:
+        data = await self.complete_body(request)
+        try:
             choice = data["choices"][0]
             text = choice["message"]["content"] if "message" in choice else choice["text"]
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-            raise ServerError(f"malformed response body ({type(exc).__name__}): {raw[:200]!r}") from None
-        return Completion(text or "", choice.get("finish_reason"), _usage(data.get("usage")),
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ServerError(f"malformed response body ({type(exc).__name__}): "
+                              f"{str(data)[:200]}") from None
+        return Completion(text or "", choice.get("finish_reason"), usage_of(data.get("usage")),
                           data.get("model", request.model))
 
     async def stream(self, request: Request) -> AsyncIterator[Delta]:
@@ -238,7 +249,7 @@ class OpenAIHTTPBackend:
                             parts.append(piece)
                         finish = choice.get("finish_reason") or finish
                     if event.get("usage"):
-                        usage = _usage(event["usage"])
+                        usage = usage_of(event["usage"])
                 if parts or finish or usage:
                     yield Delta("".join(parts), finish, usage)
                 if done:

@@ -14,7 +14,7 @@ class Request:
 
     model: str
     messages: list[dict[str, str]] | None = None
-    prompt: str | None = None
+    prompt: str | list[str] | None = None  # a list: one batch of prompts (completions only)
     params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, ...
     response_format: dict[str, Any] | None = None
     stream: bool = False

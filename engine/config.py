@@ -27,13 +27,38 @@ class Retry(Strict):
     max_s: float = Field(60.0, ge=0, description="Largest backoff ceiling.")
 
 
+class BatchConfig(Strict):
+    """Micro-batches of prompts in one /v1/completions request."""
+
+    max_prompts: int = Field(32, ge=2, le=4096, description="Most prompts in one request.")
+    window_ms: float = Field(3.0, ge=0, le=1000, description="How long the first prompt of "
+                             "a batch waits for others before the batch is sent.")
+
+
 class BackendConfig(Strict):
-    kind: Literal["openai"] = Field("openai", description="'openai': any OpenAI-compatible HTTP "
-                                    "server (hosted APIs, vllm serve, llama.cpp server).")
-    base_urls: list[str] = Field(min_length=1, description="Base URLs, e.g. "
+    kind: Literal["openai", "vllm-inproc"] = Field(
+        "openai", description="'openai': any OpenAI-compatible HTTP server (hosted APIs, vllm "
+        "serve, llama.cpp server). 'vllm-inproc': vLLM's engine inside this process (needs "
+        "`import vllm` to work here; no HTTP, no SSE).")
+    base_urls: list[str] = Field(default_factory=list, description="Base URLs, e.g. "
                                  "'https://api.openai.com/v1'; several are balanced by least "
-                                 "outstanding requests.")
-    model: str = Field(min_length=1, description="Model name sent with every request.")
+                                 "outstanding requests. Required for kind 'openai'.")
+    model: str = Field(min_length=1, description="Model name sent with every request; for "
+                       "vLLM backends the model path or Hugging Face name to load.")
+    dtype: str = Field("auto", description="vLLM: weight dtype ('auto', 'bfloat16', "
+                       "'float16', 'float32').")
+    max_model_len: int | None = Field(None, ge=16, description="vLLM: context length "
+                                      "(prompt + answer); default: the model's.")
+    max_num_seqs: int | None = Field(None, ge=1, description="vLLM: most sequences in one "
+                                     "batch; default: vLLM's.")
+    prefix_caching: bool | None = Field(None, description="vLLM: reuse the KV cache of shared "
+                                        "prompt prefixes; default: vLLM's.")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm-inproc: "
+                                        "further AsyncEngineArgs fields, e.g. "
+                                        "{'enforce_eager': true, 'gpu_memory_utilization': 0.8}.")
+    batch: BatchConfig | None = Field(None, description="api 'completions': send many "
+                                        "prompts in one request (see BatchConfig); off by "
+                                        "default.")
     api: Literal["chat", "completions"] = Field("chat", description="Endpoint family.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding "
                                     "the API key (the key itself never goes in a config).")
@@ -65,6 +90,22 @@ class BackendConfig(Strict):
             url = data.pop("base_url")
             data.setdefault("base_urls", [url] if isinstance(url, str) else url)
         return data
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "BackendConfig":
+        if self.kind == "openai" and not self.base_urls:
+            raise ValueError("base_urls: kind 'openai' needs at least one URL, e.g. "
+                             "base_url: 'http://127.0.0.1:8000/v1'")
+        if self.kind == "vllm-inproc" and self.base_urls:
+            raise ValueError("base_urls: kind 'vllm-inproc' runs the model in this process; "
+                             "remove base_urls (or use kind 'openai' for a server)")
+        if self.kind == "vllm-inproc" and self.metrics:
+            raise ValueError("metrics: kind 'vllm-inproc' has no /metrics endpoint to scrape; "
+                             "set metrics: false")
+        if self.batch is not None and (self.kind != "openai" or self.api != "completions"):
+            raise ValueError("batch: batching needs kind 'openai' with api 'completions' "
+                             "(several prompts in one /v1/completions request)")
+        return self
 
     @field_validator("base_urls")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from backends.openai_http import OpenAIHTTPBackend
+from backends.protocol import Backend
 
 from .aimd import AIMD
 from .cache import AnswerCache
@@ -49,10 +50,22 @@ class RunOptions:
     state_interval_s: float = 2.0
 
 
+def make_backend(name: str, config: BackendConfig) -> Backend:
+    if config.kind == "vllm-inproc":
+        from backends.vllm_inproc import VLLMInProcBackend  # vLLM only when used
+
+        return VLLMInProcBackend(name, config)
+    if config.batch is not None:
+        from backends.batching import CompletionBatcher
+
+        return CompletionBatcher(OpenAIHTTPBackend(name, config), config.batch)
+    return OpenAIHTTPBackend(name, config)
+
+
 def make_client(name: str, config: BackendConfig) -> ModelClient:
     pool = PermitPool(config.max_in_flight, rpm=config.rpm, tpm=config.tpm,
                       window_s=config.rate_window_s)
-    backend = OpenAIHTTPBackend(name, config)
+    backend = make_backend(name, config)
     client = ModelClient(backend, pool,
                          policy=RetryPolicy(config.retry.max_attempts, config.retry.base_s,
                                             config.retry.max_s),
@@ -60,7 +73,9 @@ def make_client(name: str, config: BackendConfig) -> ModelClient:
                          count_tokens=counter_for(str(config.tokenizer) if config.tokenizer else None),
                          default_max_tokens=config.default_max_tokens,
                          rng=random.Random())
-    backend.on_rate_hints = client.on_rate_hints
+    http = getattr(backend, "inner", backend)  # a batcher wraps the HTTP backend
+    if isinstance(http, OpenAIHTTPBackend):
+        http.on_rate_hints = client.on_rate_hints
     return client
 
 

@@ -1,0 +1,152 @@
+"""Micro-batching of /v1/completions prompts: the flush decision as a plain function, answers
+mapped back by choice index, and against the mock server (a real process): fewer requests,
+the same answers, a failed batch retried per member, nothing left after cancels and close."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from backends.batching import CompletionBatcher, plan, split_answer
+from backends.openai_http import OpenAIHTTPBackend
+from backends.protocol import Request
+from engine.config import BackendConfig, BatchConfig
+from engine.errors import ServerError
+from engine.runner import make_client
+
+
+@pytest.mark.parametrize("pending, age, expected", [
+    (0, 0.0, (0, None)),           # nothing queued: no timer
+    (1, 0.0, (0, 0.004)),          # the first prompt waits the whole window
+    (3, 0.003, (0, 0.001)),        # ... and later ones only what is left of it
+    (3, 0.004, (3, None)),         # window over: send what there is
+    (8, 0.0, (8, None)),           # full: send at once
+    (11, 0.0, (8, None)),          # more than full: a full batch now, decide again
+])
+def test_plan(pending, age, expected):
+    count, wake = plan(pending, age, max_prompts=8, window_s=0.004)
+    assert count == expected[0]
+    assert wake == pytest.approx(expected[1]) if expected[1] is not None else wake is None
+
+
+def test_split_answer_maps_choices_by_index_and_shares_usage():
+    data = {"model": "m", "usage": {"prompt_tokens": 10, "completion_tokens": 7},
+            "choices": [{"index": 2, "text": "ccc", "finish_reason": "stop"},
+                        {"index": 0, "text": "a", "finish_reason": "length"},
+                        {"index": 1, "text": "bbb", "finish_reason": "stop"}]}
+    first, second, third = split_answer(data, 3, "m")
+    assert (first.text, first.finish_reason) == ("a", "length")
+    assert (second.text, third.text) == ("bbb", "ccc")
+    assert sum(c.usage.prompt_tokens for c in (first, second, third)) == 10
+    assert [c.usage.completion_tokens for c in (first, second, third)] == [1, 3, 3]
+
+
+def test_split_answer_fails_only_the_member_without_a_choice():
+    data = {"choices": [{"index": 0, "text": "a"}], "usage": None}
+    ok, missing = split_answer(data, 2, "m")
+    assert ok.text == "a"
+    assert isinstance(missing, ServerError) and "index 1" in str(missing)
+
+
+def config(url: str, **batch) -> BackendConfig:
+    return BackendConfig(base_url=url, model="mock", api="completions", max_in_flight=64,
+                         batch=BatchConfig(**batch), retry={"base_s": 0.01, "max_s": 0.05})
+
+
+def prompt(i: int, **params) -> Request:
+    return Request("mock", prompt=f"Prompt number {i} about mills", params={"max_tokens": 30,
+                                                                           **params})
+
+
+def assert_idle(batcher: CompletionBatcher) -> None:
+    assert batcher.waiting == 0 and batcher.sending == 0 and not batcher._queues
+    assert batcher.inner.in_flight == 0
+
+
+async def test_batched_answers_equal_single_answers(mock_server):
+    single = OpenAIHTTPBackend("single", config(mock_server.base_url))
+    batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(mock_server.base_url)),
+                                BatchConfig(max_prompts=8, window_ms=50))
+    try:
+        expected = [await single.complete(prompt(i)) for i in range(20)]
+        mock_server.reset()
+        got = await asyncio.gather(*(batcher.complete(prompt(i)) for i in range(20)))
+        assert [c.text for c in got] == [c.text for c in expected]
+        assert mock_server.stats()["requests"] == 3  # 8 + 8 + 4
+        assert batcher.batches == 3 and batcher.batched_prompts == 20
+        total = sum(c.usage.completion_tokens for c in got)
+        assert total == sum(c.usage.completion_tokens for c in expected)
+        # different params never share a request
+        mock_server.reset()
+        await asyncio.gather(batcher.complete(prompt(1)), batcher.complete(prompt(2, top_p=0.5)))
+        assert mock_server.stats()["requests"] == 2
+        assert_idle(batcher)
+    finally:
+        await single.aclose()
+        await batcher.aclose()
+
+
+async def test_failed_batches_are_retried_per_member(mock_server_factory):
+    server = mock_server_factory("--rate-500", "0.5", "--seed", "3")
+    client = make_client("b", config(server.base_url, max_prompts=4, window_ms=5))
+    try:
+        got = await asyncio.gather(*(client.call(prompt(i)) for i in range(16)))
+        assert all(c.text for c in got)
+        assert client.retries > 0 and client.errors["ServerError"] > 0
+        stats = server.stats()
+        assert stats["requests"] < 16 + client.retries  # members shared their retries' requests
+        assert client.in_flight == 0
+        assert_idle(client.backend)
+    finally:
+        await client.aclose()
+
+
+async def test_cancelled_members_leave_the_queue_and_nothing_leaks(mock_server_factory):
+    server = mock_server_factory("--latency-ms", "300")
+    batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(server.base_url)),
+                                BatchConfig(max_prompts=8, window_ms=200))
+    try:
+        tasks = [asyncio.create_task(batcher.complete(prompt(i))) for i in range(5)]
+        await asyncio.sleep(0.02)
+        assert batcher.waiting == 5
+        for task in tasks[:2]:
+            task.cancel()
+        await asyncio.wait(tasks[:2])
+        assert batcher.waiting == 3  # the cancelled ones are no longer queued
+        await asyncio.sleep(0.25)  # window over: the batch of 3 is out (server latency 300 ms)
+        assert batcher.sending == 1 and batcher.batched_prompts == 3
+        tasks[2].cancel()  # cancelled while its batch is out: the others still get answers
+        done = await asyncio.gather(*tasks[3:])
+        assert all(c.text for c in done) and tasks[2].cancelled()
+        assert server.stats()["requests"] == 1
+        assert_idle(batcher)
+    finally:
+        await batcher.aclose()
+
+
+async def test_close_cancels_queued_and_sent_batches(mock_server_factory):
+    server = mock_server_factory("--latency-ms", "5000")
+    batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(server.base_url)),
+                                BatchConfig(max_prompts=2, window_ms=1000))
+    tasks = [asyncio.create_task(batcher.complete(prompt(i))) for i in range(3)]
+    await asyncio.sleep(0.05)
+    assert batcher.sending == 1 and batcher.waiting == 1  # one full batch out, one queued
+    await batcher.aclose()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert_idle(batcher)
+
+
+async def test_streamed_and_chat_requests_pass_through(mock_server):
+    batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(mock_server.base_url)),
+                                BatchConfig(max_prompts=8, window_ms=1000))
+    try:
+        request = Request("mock", prompt="p", stream=True, params={"max_tokens": 5})
+        streamed = [d async for d in batcher.stream(request)]
+        assert streamed and batcher.batches == 0
+        fanned = await batcher.complete(prompt(2, n=2))  # n > 1: indices are not prompts
+        assert fanned.text and batcher.batches == 0
+        assert_idle(batcher)
+    finally:
+        await batcher.aclose()
