@@ -14,6 +14,7 @@ import uvloop
 from backends.mock_process import MockServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.vllm_fixtures"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
