@@ -45,9 +45,11 @@ def demo_spec(folder: Path) -> ServerSpec:
     """vLLM's CPU default batch budget (2,048 tokens a step) stays: a budget that never splits
     a prompt (max-num-seqs x max-model-len) makes every step, and the start-up profile run, a
     64k-token forward pass on a CPU. So long prompts are split across steps, and requests must
-    not carry `seed` (see `seeded_fields`)."""
+    not carry `seed` (see `seeded_fields`). Eager mode: compiling the model graph costs minutes
+    of CPU at the first start of each runtime, more than a whole demo run."""
     return ServerSpec(model=str(folder), served_model_name=SERVED_NAME, dtype="bfloat16",
-                      max_model_len=MAX_MODEL_LEN, max_num_seqs=MAX_NUM_SEQS)
+                      max_model_len=MAX_MODEL_LEN, max_num_seqs=MAX_NUM_SEQS,
+                      enforce_eager=True)
 
 
 def seeded_fields(config: Any) -> list[str]:

@@ -228,6 +228,7 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
     """Run `config`; with `server` (a VLLMServer), start it first, point every backend at it
     and stop it afterwards, whatever happens."""
     import asyncio
+    import signal
 
     from .config_load import with_cli_overrides
     from .loop import new_event_loop
@@ -251,6 +252,9 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
             summary = runner.run(run(config, options))
         except asyncio.CancelledError:
             summary = None
+        except KeyboardInterrupt:  # Ctrl-C before the run installed its handlers
+            summary = None
+            stop.signals.append(signal.SIGINT)
         finally:
             if server is not None:
                 runner.run(server.stop())

@@ -127,15 +127,15 @@ def test_the_runtime_gets_gristmills_dependencies_from_its_metadata():
 
 @pytest.mark.vllm
 def test_the_runtime_imports_vllm_on_cpu_and_runs_gristmill(vllm_runtime):
-    probe = ("import vllm, engine, datasketch\n"
+    probe = ("import importlib.metadata as m, importlib.util as u, vllm, engine, datasketch\n"
              "from vllm.platforms import current_platform\n"
-             "import importlib.util as u\n"
-             "print(current_platform.is_cpu(), u.find_spec('torchvision') is None)")
+             "print(current_platform.is_cpu(), u.find_spec('torchvision') is None,"
+             " m.version('vllm').endswith('+cpu'))")
     env = {**vllm_runtime.env(), "PYTHONPATH": str(ROOT)}
     result = subprocess.run([str(vllm_runtime.python), "-c", probe], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["True", "True"]
+    assert result.stdout.split() == ["True", "True", "True"]
 
 
 @pytest.mark.vllm
