@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -41,12 +42,16 @@ def read_until(proc: subprocess.Popen, needle: str) -> str:
     raise AssertionError(f"the demo ended before printing {needle!r}:\n{''.join(seen)}")
 
 
-def server_group(demo: subprocess.Popen) -> int:
-    """The process group of the `vllm serve` the demo started (its own session)."""
-    for child in psutil.Process(demo.pid).children():
-        if "serve" in child.cmdline():
-            return os.getpgid(child.pid)
-    raise AssertionError("the demo has no vllm serve child")
+def server_group(demo: subprocess.Popen, timeout_s: float = 60) -> int:
+    """The process group of the `vllm serve` the demo started (its own session), once the
+    demo has spawned it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and demo.poll() is None:
+        for child in psutil.Process(demo.pid).children():
+            if "serve" in child.cmdline():
+                return os.getpgid(child.pid)
+        time.sleep(0.1)
+    raise AssertionError("the demo started no vllm serve")
 
 
 def group_members(pgid: int) -> list[int]:
