@@ -95,15 +95,17 @@ def test_a_failed_step_names_its_log_and_leaves_no_marker(tmp_path):
     assert not (home / ".ready").exists()
 
 
-def test_cpu_defaults_bind_every_core_of_a_small_machine():
-    assert cpu_defaults([0, 1]) == {"VLLM_CPU_KVCACHE_SPACE": "1",
-                                    "VLLM_CPU_OMP_THREADS_BIND": "0,1",
-                                    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-    assert "VLLM_CPU_OMP_THREADS_BIND" not in cpu_defaults(range(32))  # vLLM's own binding
+def test_cpu_defaults_bind_every_core_of_a_small_idle_machine():
+    assert cpu_defaults([0, 1], load=0.3) == {"VLLM_CPU_KVCACHE_SPACE": "1",
+                                              "VLLM_CPU_OMP_THREADS_BIND": "0,1",
+                                              "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    # vLLM's own binding: on a large machine, and on a busy small one
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in cpu_defaults(range(32), load=0.0)
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in cpu_defaults([0, 1], load=1.0)
 
 
 def test_the_users_environment_overrides_defaults_but_not_the_device(monkeypatch):
-    runtime = Runtime(Path("/x/python"), dict(CPU_ENV), cpu_defaults([0, 1]))
+    runtime = Runtime(Path("/x/python"), dict(CPU_ENV), cpu_defaults([0, 1], load=0.0))
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
     monkeypatch.setenv("VLLM_TARGET_DEVICE", "cuda")
     env = runtime.env()
