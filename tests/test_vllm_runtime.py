@@ -143,7 +143,9 @@ def test_the_runtime_imports_vllm_on_cpu_and_runs_gristmill(vllm_runtime):
 @pytest.mark.vllm
 def test_ensure_runtime_again_reuses_the_home(vllm_runtime):
     said: list[str] = []
-    assert rt.ensure_runtime(said.append) == vllm_runtime and said == []
+    again = rt.ensure_runtime(said.append)
+    assert again.python == vllm_runtime.python and said == []
+    assert again.env()["VLLM_TARGET_DEVICE"] == "cpu" or again.python.samefile(sys.executable)
 
 
 @pytest.mark.vllm
