@@ -157,18 +157,19 @@ async def completions(session: aiohttp.ClientSession, url: str, prompts: list[li
 @pytest.mark.timeout(1800)
 async def test_vllm_cpu_dies_on_seeded_split_prompts_and_serves_them_unseeded(
         smollm2, vllm_runtime, tmp_path):
-    """Why the demo never sends `seed`: three concurrent 1,100-token prompts overflow the
+    """Why the demo never sends `seed`: three concurrent 1,500-token prompts overflow the
     2,048-token step budget, so vLLM splits them across steps. Unseeded, the server answers
     them; seeded, its engine dies (if this starts passing seeded, vllm-cpu fixed its defect
     and `seeded_fields` can go)."""
     spec = demo_spec(smollm2)
     assert spec.max_num_batched_tokens is None and spec.max_model_len == MAX_MODEL_LEN
-    prompts = [[100 + i] * 1100 for i in range(3)]
+    prompts = [[100 + i] * 1500 for i in range(3)]
+    fresh = [[200 + i] * 1500 for i in range(3)]  # not in the prefix cache: prefilled anew
     async with VLLMServer(spec, vllm_runtime, log_path=tmp_path / "serve.log") as server:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1200)) as session:
             assert await completions(session, server.base_url, prompts) == [200] * 3
             assert server.alive()
-            seeded = await completions(session, server.base_url, prompts, seed=7)
+            seeded = await completions(session, server.base_url, fresh, seed=7)
             assert seeded != [200] * 3
             await asyncio.wait_for(server.proc.wait(), 60)  # the server exits
 
