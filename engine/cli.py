@@ -45,8 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show the first seeds' prompts and "
                    "estimate requests and tokens; call no model")
 
-    p = sub.add_parser("demo", help="the main job: the demo pipeline, out of the box")
+    p = sub.add_parser("demo", help="the main job: the AgentInstruct demo on a small model "
+                       "served by vLLM on this machine's CPU (set up on first use)")
     _run_args(p)
+    p.add_argument("--mock", action="store_true", help="rehearse on the mock server instead "
+                   "(seconds, no model)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the demo config (configs/demo_agentinstruct.yaml)")
 
     p = sub.add_parser("resume", help="continue a stopped or crashed run")
     p.add_argument("run_dir", type=Path)
@@ -289,19 +294,50 @@ def print_dry_run(config: Any, limit: int | None) -> int:
     return 0
 
 
+DEMO_CONFIG = "demo_agentinstruct"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from backends.mock_process import MockServerProcess
-
+    """The AgentInstruct demo on SmolLM2-135M-Instruct served by a `vllm serve` it starts
+    (vLLM's CPU build and the model are provisioned into the user's cache on first use), or on
+    the mock server with --mock. The server is stopped on exit, Ctrl-C and errors."""
     from .config_load import load_config, with_cli_overrides
+    from .rundir import default_run_dir
 
-    config = load_config("demo")
-    with MockServerProcess() as server:
-        print(f"demo: mock model server at {server.base_url}", file=sys.stderr)
-        config = with_cli_overrides(config, backend_url=server.base_url)
-        return _execute(config, args)
+    config = load_config(DEMO_CONFIG, args.overrides)
+    if args.mock:
+        from backends.mock_process import MockServerProcess
+
+        with MockServerProcess() as mock:
+            print(f"demo: mock model server at {mock.base_url}", file=sys.stderr)
+            return _execute(with_cli_overrides(config, backend_url=mock.base_url), args)
+    from backends.smollm2 import demo_server, seeded_fields
+    from backends.vllm_runtime import RuntimeProvisionError
+    from backends.vllm_server import ServerDied
+
+    if seeded_fields(config):
+        raise ConfigError(f"{', '.join(seeded_fields(config))}: vLLM's CPU build crashes on "
+                          "seeded requests whose prompts it splits; remove the seed (or use "
+                          "--mock)")
+
+    args.run_dir = args.run_dir or default_run_dir(config.name)
+    say = lambda line: print(f"demo: {line}", file=sys.stderr)  # noqa: E731
+    try:
+        server = demo_server(args.run_dir / "vllm-serve.log", say)
+        return _execute(config, args, server=server, say=say)
+    except (RuntimeProvisionError, ServerDied, TimeoutError) as exc:  # each names its log
+        print(f"gristmill: {exc}", file=sys.stderr)
+        return 1
 
 
-def _execute(config: Any, args: argparse.Namespace) -> int:
+def _execute(config: Any, args: argparse.Namespace, server: Any = None,
+             say: Any = None) -> int:
+    """Run `config`; with `server` (a VLLMServer), start it first, point every backend at it
+    and stop it afterwards, whatever happens."""
+    import asyncio
+    import signal
+
+    from .config_load import with_cli_overrides
     from .loop import new_event_loop
     from .runner import RunOptions, run
     from .signals import GracefulStop
@@ -310,15 +346,55 @@ def _execute(config: Any, args: argparse.Namespace) -> int:
     options = RunOptions(run_dir=args.run_dir, limit=args.limit,
                          progress=False if args.no_progress else None, on_start=stop.install,
                          cache=not args.no_cache, force=args.force)
-    import asyncio
-
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         try:
+            if server is not None:
+                say(f"starting vllm serve (log: {server.log_path})")
+                signum = runner.run(start_cancellable(server))
+                if signum is not None:
+                    print("demo: stopped while the model server was starting", file=sys.stderr)
+                    return 128 + signum
+                say(f"model server healthy at {server.base_url}")
+                config = with_cli_overrides(config, backend_url=server.base_url)
             summary = runner.run(run(config, options))
         except asyncio.CancelledError:
             summary = None
+        except KeyboardInterrupt:  # Ctrl-C before the run installed its handlers
+            summary = None
+            stop.signals.append(signal.SIGINT)
+        finally:
+            if server is not None:
+                runner.run(server.stop())
     print_summary(summary, stop)
     return stop.exit_code if stop.signals else 0
+
+
+async def start_cancellable(server: Any) -> int | None:
+    """Start `server`; the number of the signal (SIGINT, SIGTERM) that came first, if one
+    did (the server is stopped then)."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await server.start()
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return received[0] if received else None
 
 
 def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:

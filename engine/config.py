@@ -217,6 +217,9 @@ class AgentInstructConfig(Strict):
     refine_rounds: int = Field(2, ge=0, le=10, description="Suggester-editor rounds.")
     json_schema: bool = Field(True, description="Request structured outputs with a JSON-schema "
                               "response_format; off: a tolerant parser reads prose.")
+    max_chars: int | None = Field(None, ge=1, description="maxLength of each string in the "
+                                  "JSON lists (instructions, suggestions): a small model "
+                                  "cannot run on inside one.")
     validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
     transform: KindSettings = Field(default_factory=lambda: KindSettings(
         sampling=Sampling(temperature=0.7, max_tokens=1024)))

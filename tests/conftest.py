@@ -12,6 +12,8 @@ import pytest
 import uvloop
 
 from backends.mock_process import MockServerProcess
+from backends.smollm2 import ensure_smollm2
+from backends.vllm_runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.vllm_fixtures"]
@@ -19,6 +21,8 @@ pytest_plugins = ["tests.vllm_fixtures"]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_loops: run on asyncio's loop and on uvloop")
+    config.addinivalue_line("markers", "vllm: runs a real vLLM (provisioned on first use); "
+                            "part of the default suite, select with -m vllm")
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
@@ -40,6 +44,12 @@ def mock_server_factory() -> Iterator[Callable[..., MockServerProcess]]:
     yield start
     for server in started:
         assert server.stop() == 0, "mock server did not exit cleanly"
+
+
+@pytest.fixture(scope="session")
+def smollm2(vllm_runtime: Runtime) -> Path:
+    """The demo's model, converted into the model cache on first use."""
+    return ensure_smollm2(vllm_runtime, say=lambda line: print(f"[smollm2] {line}"))
 
 
 @pytest.fixture(scope="module")

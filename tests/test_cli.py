@@ -131,12 +131,14 @@ def test_api_key_never_reaches_the_run_directory_or_output(mock_server, tmp_path
     assert "MILL_KEY" in (tmp_path / "r" / "config.yaml").read_text()  # the name, not the key
 
 
-def test_demo_runs_out_of_the_box(tmp_path):
-    result = gristmill("demo", "--run-dir", "demo", cwd=tmp_path)
+def test_demo_rehearses_on_the_mock_server(tmp_path):
+    result = gristmill("demo", "--mock", "--run-dir", "demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     records = read_jsonl(tmp_path / "demo" / "output.jsonl")
     assert len(records) >= 5
-    assert all(r["messages"][1]["content"] for r in records)
+    assert all(r["messages"][-1]["role"] == "assistant" and r["messages"][-1]["content"]
+               for r in records)
+    assert {r["skill"] for r in records} == {"reading_comprehension"}
 
 
 def test_help_is_fast_and_lists_commands(tmp_path):

@@ -89,6 +89,7 @@ class KindStage(ModelStage):
 
     def list_output(self, least: int, most: int) -> OutputConfig:
         return OutputConfig(type="list", min_items=least, max_items=most,
+                            max_chars=self.flow.config.max_chars,
                             json_schema=self.flow.config.json_schema)
 
     async def ask_and_make(self, item: Item, system: str | None, prompt: str,
