@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP backend (hosted APIs, `vllm serve`, llama.cpp's server, the mock).
 
 One aiohttp session per base URL (keep-alive, connector limit = the in-flight cap); requests go
-to the endpoint with the fewest outstanding requests. Library errors are mapped to gristmill's
+to the endpoint with the most room, and failing endpoints leave the rotation (`endpoints.py`). Library errors are mapped to gristmill's
 exception hierarchy here, at the edge, with the phase a timeout happened in."""
 
 from __future__ import annotations
@@ -18,20 +18,12 @@ from engine.config import BackendConfig
 from engine.errors import (BackendError, BadRequest, ConnectionReset, ConnectTimeout,
                            FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
 
+from .endpoints import Endpoint, EndpointSet
 from .protocol import Completion, Delta, Request, Usage
 from .ratelimit_headers import RateHints, parse_rate_headers, parse_retry_after
 from .sse import DONE, SSEDecoder
 
 HintsCallback = Callable[[RateHints], None]
-
-
-class Endpoint:
-    __slots__ = ("url", "session", "outstanding")
-
-    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
-        self.url = url
-        self.session = session
-        self.outstanding = 0
 
 
 def build_body(request: Request) -> bytes:
@@ -76,36 +68,37 @@ class OpenAIHTTPBackend:
             key = os.environ.get(config.api_key_env)
             if key:
                 self._headers["Authorization"] = f"Bearer {key}"
-        self._endpoints: list[Endpoint] | None = None
+        self.endpoints = EndpointSet([Endpoint(url, cap=config.max_in_flight)
+                                      for url in config.base_urls])
 
     # -- sessions -------------------------------------------------------------------------
-    def _open(self) -> list[Endpoint]:
-        if self._endpoints is None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeouts.connect)
-            self._endpoints = [
-                Endpoint(url, aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=self.config.max_in_flight,
-                                                   limit_per_host=0, keepalive_timeout=60),
-                    timeout=timeout, headers={**self._headers, "Content-Type": "application/json"},
-                    skip_auto_headers=("User-Agent",),
-                    json_serialize=lambda o: orjson.dumps(o).decode()))
-                for url in self.config.base_urls]
-        return self._endpoints
+    def _session(self) -> aiohttp.ClientSession:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeouts.connect)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_in_flight,
+                                           limit_per_host=0, keepalive_timeout=60),
+            timeout=timeout, headers={**self._headers, "Content-Type": "application/json"},
+            skip_auto_headers=("User-Agent",),
+            json_serialize=lambda o: orjson.dumps(o).decode())
 
     @property
     def in_flight(self) -> int:
-        return sum(e.outstanding for e in self._endpoints or ())
+        return sum(e.outstanding for e in self.endpoints.endpoints)
 
     def outstanding(self, url: str) -> int:
-        return sum(e.outstanding for e in self._endpoints or () if e.url == url)
+        return self.endpoints.by_url(url).outstanding
 
-    def pick_endpoint(self) -> Endpoint:
-        return min(self._open(), key=lambda e: e.outstanding)
+    async def pick_endpoint(self) -> Endpoint:
+        endpoint = await self.endpoints.pick()
+        if endpoint.session is None:
+            endpoint.session = self._session()
+        return endpoint
 
     async def aclose(self) -> None:
-        endpoints, self._endpoints = self._endpoints, None
-        for endpoint in endpoints or ():
-            await endpoint.session.close()
+        for endpoint in self.endpoints.endpoints:
+            session, endpoint.session = endpoint.session, None
+            if session is not None:
+                await session.close()
 
     # -- requests -------------------------------------------------------------------------
     @asynccontextmanager
@@ -113,7 +106,7 @@ class OpenAIHTTPBackend:
         """POST and yield the 200 response inside a deadline. A stream must start within the
         first-token deadline, which the caller moves to the total deadline once it has; a
         non-streamed answer arrives whole, so only the total deadline applies to it."""
-        endpoint = self.pick_endpoint()
+        endpoint = await self.pick_endpoint()
         timeouts = self.config.timeouts
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeouts.total
@@ -127,19 +120,24 @@ class OpenAIHTTPBackend:
                                                  params=self.config.query or None) as resp:
                     self._hints(resp.headers)
                     if resp.status != 200:
+                        if resp.status in (500, 502, 504):
+                            self.endpoints.failed(endpoint)
                         raise error_for_status(resp.status, resp.headers, await resp.text())
+                    self.endpoints.succeeded(endpoint)
                     try:
                         yield resp, cm, deadline
                     except BaseException:
                         resp.close()  # never reuse a half-read connection; the server stops
                         raise
         except aiohttp.ConnectionTimeoutError:
+            self.endpoints.failed(endpoint)
             raise ConnectTimeout(f"no connection within {timeouts.connect}s") from None
         except TimeoutError:
             if loop.time() < deadline - 0.001:  # fired before the total deadline
                 raise FirstTokenTimeout(f"no answer within {timeouts.first_token}s") from None
             raise TotalTimeout(f"request took over {timeouts.total}s") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            self.endpoints.failed(endpoint)
             raise ConnectionReset(f"{type(exc).__name__}: {exc}") from None
         finally:
             endpoint.outstanding -= 1

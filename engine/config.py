@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .config_base import NAME_PATTERN, RelPath, Strict  # noqa: F401  (re-exported)
+from .config_fleet import FleetConfig
 from .seeds.config import SeedsConfig  # noqa: E402
 
 
@@ -27,11 +28,14 @@ class Retry(Strict):
 
 
 class BackendConfig(Strict):
-    kind: Literal["openai"] = Field("openai", description="'openai': any OpenAI-compatible HTTP "
-                                    "server (hosted APIs, vllm serve, llama.cpp server).")
-    base_urls: list[str] = Field(min_length=1, description="Base URLs, e.g. "
+    kind: Literal["openai", "vllm"] = Field("openai", description="'openai': any OpenAI-"
+                                            "compatible HTTP server (hosted APIs, vllm serve, "
+                                            "llama.cpp server) at `base_urls`. 'vllm': gristmill "
+                                            "starts the `vllm serve` processes of `fleet`.")
+    base_urls: list[str] = Field(default_factory=list, description="Base URLs, e.g. "
                                  "'https://api.openai.com/v1'; several are balanced by least "
-                                 "outstanding requests.")
+                                 "outstanding requests (kind: openai).")
+    fleet: FleetConfig | None = Field(None, description="The servers to start (kind: vllm).")
     model: str = Field(min_length=1, description="Model name sent with every request.")
     api: Literal["chat", "completions"] = Field("chat", description="Endpoint family.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding "
@@ -46,8 +50,9 @@ class BackendConfig(Strict):
     adaptive: bool = Field(True, description="Halve the in-flight cap on 429/503 and regrow it "
                            "by AIMD.")
     metrics: bool = Field(False, description="Scrape each endpoint's /metrics (vLLM names) "
-                          "and set the in-flight cap so the running batch stays full and the "
-                          "waiting queue short; max_in_flight is then only the ceiling.")
+                          "and set its in-flight cap so the running batch stays full and the "
+                          "waiting queue short; max_in_flight is then only the ceiling "
+                          "(default: on for kind: vllm).")
     metrics_interval_s: float = Field(0.5, gt=0, description="Seconds between scrapes.")
     tokenizer: RelPath | None = Field(None, description="A local tokenizer.json for exact token "
                                       "counts; without it, 4 characters per token.")
@@ -63,7 +68,23 @@ class BackendConfig(Strict):
             data = dict(data)
             url = data.pop("base_url")
             data.setdefault("base_urls", [url] if isinstance(url, str) else url)
+        if isinstance(data, dict) and data.get("kind") == "vllm":
+            data = {"metrics": True, "fleet": {}, **data}
         return data
+
+    @model_validator(mode="after")
+    def _kind(self) -> "BackendConfig":
+        if self.kind == "openai":
+            if not self.base_urls:
+                raise ValueError("base_urls: give at least one URL, e.g. base_url: "
+                                 "'http://127.0.0.1:8000/v1' (or kind: vllm with a fleet)")
+            if self.fleet is not None:
+                raise ValueError("fleet: only a kind: vllm backend starts servers; add "
+                                 "kind: vllm or remove fleet")
+        elif self.base_urls:
+            raise ValueError("base_urls: a kind: vllm backend is reached at the servers it "
+                             "starts; remove base_urls, or use kind: openai for running servers")
+        return self
 
     @field_validator("base_urls")
     @classmethod

@@ -131,7 +131,7 @@ def with_cli_overrides(config: PipelineConfig, *, seeds: Path | None = None,
         data["seeds"] = {**data["seeds"], "path": Path(seeds).resolve(), "format": "auto"}
     if backend_url is not None:
         for backend in data["backends"].values():
-            backend["base_urls"] = [backend_url]
+            backend.update(kind="openai", fleet=None, base_urls=[backend_url])
     if seeds is None and backend_url is None:
         return config
     return validate_config(data, source="command line")
