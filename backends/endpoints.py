@@ -10,12 +10,12 @@ down", not "broken": they never eject.
 
 The decisions (`choose`, `record_failure`, `record_success`, `due_for_probe`) are plain
 functions; `EndpointSet` adds the one event that wakes requests waiting for any endpoint and
-the probe loop, which sleeps until the next ejection ends or until something is ejected."""
+the probe loop, which sleeps until the next ejection ends, something is ejected or the run
+ends."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import aiohttp
 
 from engine.errors import ConnectionReset
+from engine.waiting import unless_done, wait_for_event
 
 log = logging.getLogger("gristmill.endpoints")
 
@@ -137,9 +138,7 @@ class EndpointSet:
                 raise ConnectionReset(f"no endpoint in rotation for {self.down_wait_s:.0f}s "
                                       f"({states})")
             self._back.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._back.wait()
+            await wait_for_event(self._back, remaining)
             endpoint = choose(self.endpoints)
         return endpoint
 
@@ -178,7 +177,9 @@ class EndpointSet:
                         reject_probe(endpoint, self.clock(), self.policy)
                 if due:
                     continue  # recompute the next wake-up with the new backoffs
-                await _wait_event_or_timeout(done, self._ejected, next_at - self.clock())
+                self._ejected.clear()
+                delay = None if next_at == float("inf") else max(0.0, next_at - self.clock())
+                await unless_done(wait_for_event(self._ejected, delay), done)
 
 
 async def probe(session: aiohttp.ClientSession, base_url: str) -> bool:
@@ -189,16 +190,3 @@ async def probe(session: aiohttp.ClientSession, base_url: str) -> bool:
             return resp.status < 500
     except (aiohttp.ClientError, TimeoutError):
         return False
-
-
-async def _wait_event_or_timeout(done: asyncio.Event, changed: asyncio.Event,
-                                 timeout_s: float) -> None:
-    changed.clear()
-    waits = [asyncio.ensure_future(done.wait()), asyncio.ensure_future(changed.wait())]
-    try:
-        await asyncio.wait(waits, timeout=None if timeout_s == float("inf") else
-                           max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)

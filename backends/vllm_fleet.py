@@ -21,9 +21,10 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Callable
 
 from engine.errors import GristmillError
+from engine.waiting import unless_done
 
 from .vllm_runtime import Runtime, ensure_runtime
 from .vllm_server import ServerDied, ServerSpec, VLLMServer, free_port
@@ -139,7 +140,7 @@ class VLLMFleet:
         server = self.servers[index]
         while True:
             assert server.proc is not None
-            if not await _unless_done(server.proc.wait(), done):
+            if not await unless_done(server.proc.wait(), done):
                 return
             endpoints.mark_down(server.base_url)
             self.say(f"{self.name}: vllm serve {index} ({server.url}) exited with code "
@@ -155,7 +156,7 @@ class VLLMFleet:
         """Start it again, up to max_restarts attempts in a row; False when done or given up."""
         for attempt in range(1, self.max_restarts + 1):
             try:
-                if not await _unless_done(server.start(), done):
+                if not await unless_done(server.start(), done):
                     return False
             except (ServerDied, TimeoutError, OSError) as exc:
                 log.warning("%s: restart %d of server %d failed: %s", self.name, attempt,
@@ -171,19 +172,3 @@ class VLLMFleet:
             raise FleetError(f"{self.name}: every vllm serve died and could not be restarted; "
                              f"see the logs in {self.log_dir}")
         return False
-
-
-async def _unless_done(work: Awaitable[object], done: asyncio.Event) -> bool:
-    """Await `work` unless `done` is set first (then `work` is cancelled); True if it ended."""
-    task = asyncio.ensure_future(work)
-    stop = asyncio.ensure_future(done.wait())
-    try:
-        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-        task.cancel()  # no-op if it ended; else it cleans up (a starting server stops)
-        await asyncio.gather(stop, task, return_exceptions=True)
-    if task.cancelled():
-        return False
-    task.result()  # re-raise what the work raised
-    return True

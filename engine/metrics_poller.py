@@ -5,7 +5,6 @@ so this is a periodic scrape, like Prometheus itself does; it stops the moment t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import aiohttp
@@ -15,6 +14,7 @@ from backends.prometheus import parse_metrics
 
 from .client import ModelClient
 from .saturation import MetricsController, ServerLoad
+from .waiting import wait_for_event
 
 log = logging.getLogger("gristmill.metrics")
 
@@ -59,6 +59,4 @@ async def poll_metrics(client: ModelClient, endpoints: EndpointSet, interval_s: 
                     e.cap = controllers[e.url].next_cap(load, e.outstanding)
                 client.server_load[e.url] = load
             client.set_cap("metrics", fleet_cap(members))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await done.wait()
+            await wait_for_event(done, interval_s)

@@ -5,7 +5,6 @@ A display refresh is periodic by nature; it reads counters and never touches the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from .waiting import wait_for_event
 
 if TYPE_CHECKING:
     from .runner import Run
@@ -108,9 +109,7 @@ def plain_line(run: "Run", rates: Rates) -> str:
 
 
 async def _tick(done: asyncio.Event, interval: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(interval):
-            await done.wait()
+    await wait_for_event(done, interval)
 
 
 async def show_progress(run: "Run", done: asyncio.Event, live: bool | None,

@@ -19,6 +19,7 @@ pytest_plugins = ["tests.vllm_fixtures"]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_loops: run on asyncio's loop and on uvloop")
+    config.addinivalue_line("markers", "vllm: runs a real vLLM (its CPU build here)")
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
