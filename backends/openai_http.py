@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP backend (hosted APIs, `vllm serve`, llama.cpp's server, the mock).
 
 One aiohttp session per base URL (keep-alive, connector limit = the in-flight cap); requests go
-to the endpoint with the most room, and failing endpoints leave the rotation (`endpoints.py`). Library errors are mapped to gristmill's
-exception hierarchy here, at the edge, with the phase a timeout happened in."""
+to the endpoint with the most room, and failing endpoints leave the rotation (`endpoints.py`).
+Library errors are mapped to gristmill's exception hierarchy here, at the edge, with the phase
+a timeout happened in."""
 
 from __future__ import annotations
 

@@ -121,3 +121,16 @@ def test_one_command_from_a_model_name_to_a_fleet_of_tensor_parallel_pairs():
         with_cli_overrides(load_config("agentinstruct"), gpus=[0])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "demo", "--gpus", "zero"])
+
+
+def test_resume_may_move_a_fleet_but_not_change_its_model():
+    from engine.config_diff import answer_changes
+
+    def dumped(**fleet):
+        return {"backends": {"default": vllm_backend(**fleet).model_dump(mode="json")}}
+
+    old = dumped(gpus=[0, 1], max_num_seqs=128, dtype="bfloat16")
+    assert answer_changes(old, dumped(gpus=[2, 3, 4, 5], gpus_per_server=2, max_num_seqs=256,
+                                      dtype="bfloat16", env={"X": "1"})) == []
+    assert answer_changes(old, dumped(gpus=[0, 1], max_num_seqs=128, dtype="float16")) == \
+        ["backends.default.fleet.dtype"]
