@@ -2,7 +2,7 @@
 
 A request goes to the endpoint in rotation with the most room under its in-flight cap
 (fewest outstanding requests relative to the cap; with equal caps, least outstanding). An
-endpoint that fails `eject_after` times in a row (connection refused or cut, connect timeout,
+endpoint that fails `eject_after` times in a row while another one is in rotation (connection refused or cut, connect timeout,
 500/502/504) leaves the rotation for a backoff that doubles with each ejection in a row; a
 probe (GET <base_url>/models, any answer below 500) brings it back. An endpoint whose server
 the fleet is restarting is `down` until the fleet says it is healthy. 429/503 mean "slow
@@ -71,10 +71,12 @@ def choose(endpoints: Sequence[Endpoint]) -> Endpoint | None:
     return best
 
 
-def record_failure(e: Endpoint, now: float, policy: EjectionPolicy) -> bool:
-    """Count a failure; True if it ejects the endpoint now."""
+def record_failure(e: Endpoint, now: float, policy: EjectionPolicy, others_up: bool) -> bool:
+    """Count a failure; True if it ejects the endpoint now. The last endpoint in rotation is
+    never ejected: with nowhere else to go, the retry path's backoff is the better wait."""
     e.failures += 1
-    if e.ejected_until is not None or e.down or e.failures < policy.eject_after:
+    if e.ejected_until is not None or e.down or e.failures < policy.eject_after \
+            or not others_up:
         return False
     e.ejected_until = now + min(policy.max_s, policy.base_s * 2 ** e.ejections)
     e.ejections += 1
@@ -143,7 +145,8 @@ class EndpointSet:
         return endpoint
 
     def failed(self, endpoint: Endpoint) -> None:
-        if record_failure(endpoint, self.clock(), self.policy):
+        others_up = any(e.in_rotation for e in self.endpoints if e is not endpoint)
+        if record_failure(endpoint, self.clock(), self.policy, others_up):
             log.warning("endpoint %s ejected after %d failures in a row (probe in %.0fs)",
                         endpoint.url, endpoint.failures, endpoint.ejected_until - self.clock())
             self._ejected.set()

@@ -42,21 +42,27 @@ def test_choose_least_outstanding_relative_to_each_cap():
 
 def test_consecutive_failures_eject_with_doubling_backoff_and_success_resets():
     (e,) = eps(0)
-    assert not record_failure(e, 0.0, POLICY) and not record_failure(e, 0.0, POLICY)
+    assert not record_failure(e, 0.0, POLICY, True) and not record_failure(e, 0.0, POLICY, True)
     record_success(e)  # not in a row any more
-    assert [record_failure(e, 0.0, POLICY) for _ in range(3)] == [False, False, True]
+    assert [record_failure(e, 0.0, POLICY, True) for _ in range(3)] == [False, False, True]
     assert e.ejected_until == 1.0 and not e.in_rotation and e.state == "ejected"
-    assert not record_failure(e, 0.5, POLICY)  # already out: no new deadline
+    assert not record_failure(e, 0.5, POLICY, True)  # already out: no new deadline
     reject_probe(e, 1.0, POLICY)  # the probe found it still dead: twice as long
     assert e.ejected_until == 3.0
     reinstate(e)
     assert e.in_rotation and e.failures == 0
     for _ in range(3):
-        record_failure(e, 10.0, POLICY)
+        record_failure(e, 10.0, POLICY, True)
     assert e.ejected_until == 10.0 + 4.0  # third ejection in a row
     for _ in range(5):
         reject_probe(e, 20.0, POLICY)
     assert e.ejected_until == 20.0 + 8.0  # capped at max_s
+
+
+def test_the_last_endpoint_in_rotation_is_never_ejected():
+    (e,) = eps(0)
+    assert not any(record_failure(e, 0.0, POLICY, others_up=False) for _ in range(10))
+    assert e.in_rotation and e.failures == 10
 
 
 def test_due_for_probe_skips_restarting_servers_and_says_when_next():
