@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP backend (hosted APIs, `vllm serve`, llama.cpp's server, the mock).
 
 One aiohttp session per base URL (keep-alive, connector limit = the in-flight cap); requests go
-to the endpoint with the fewest outstanding requests. Library errors are mapped to gristmill's
+to the endpoint with the most room, and failing endpoints leave the rotation (`endpoints.py`). Library errors are mapped to gristmill's
 exception hierarchy here, at the edge, with the phase a timeout happened in."""
 
 from __future__ import annotations
@@ -19,20 +19,12 @@ from engine.errors import (BackendError, BadRequest, ConnectionReset, ConnectTim
                            FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
 from engine.permits import ON_SENT
 
+from .endpoints import Endpoint, EndpointSet
 from .protocol import Completion, Delta, Request, Usage
 from .ratelimit_headers import RateHints, parse_rate_headers, parse_retry_after
 from .sse import DONE, SSEDecoder
 
 HintsCallback = Callable[[RateHints], None]
-
-
-class Endpoint:
-    __slots__ = ("url", "session", "outstanding")
-
-    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
-        self.url = url
-        self.session = session
-        self.outstanding = 0
 
 
 def build_body(request: Request) -> bytes:
@@ -77,13 +69,16 @@ def usage_of(data: dict[str, Any] | None) -> Usage:
 
 
 class Failures:
-    """Around one request: counts it against its endpoint, and maps library errors to
-    gristmill's exceptions, with the phase a timeout happened in."""
+    """Around one request: counts it against its endpoint, maps library errors to gristmill's
+    exceptions (with the phase a timeout happened in), and tells the endpoint set about
+    connection failures (which may eject the endpoint)."""
 
-    __slots__ = ("endpoint", "timeouts", "deadline")
+    __slots__ = ("endpoints", "endpoint", "timeouts", "deadline")
 
-    def __init__(self, endpoint: Endpoint, config: BackendConfig, deadline: float) -> None:
-        self.endpoint, self.timeouts, self.deadline = endpoint, config.timeouts, deadline
+    def __init__(self, endpoints: EndpointSet, endpoint: Endpoint, config: BackendConfig,
+                 deadline: float) -> None:
+        self.endpoints, self.endpoint = endpoints, endpoint
+        self.timeouts, self.deadline = config.timeouts, deadline
 
     def __enter__(self) -> None:
         self.endpoint.outstanding += 1
@@ -94,6 +89,7 @@ class Failures:
         if kind is None:
             return False
         if issubclass(kind, aiohttp.ConnectionTimeoutError):
+            self.endpoints.failed(self.endpoint)
             raise ConnectTimeout(f"no connection within {self.timeouts.connect}s") from None
         if issubclass(kind, TimeoutError):
             if asyncio.get_running_loop().time() < self.deadline - 0.001:  # before the total
@@ -101,6 +97,7 @@ class Failures:
                     from None
             raise TotalTimeout(f"request took over {self.timeouts.total}s") from None
         if issubclass(kind, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+            self.endpoints.failed(self.endpoint)
             raise ConnectionReset(f"{kind.__name__}: {exc}") from None
         return False
 
@@ -117,40 +114,41 @@ class OpenAIHTTPBackend:
             key = os.environ.get(config.api_key_env)
             if key:
                 self._headers["Authorization"] = f"Bearer {key}"
-        self._endpoints: list[Endpoint] | None = None
+        self.endpoints = EndpointSet([Endpoint(url, cap=config.max_in_flight)
+                                      for url in config.base_urls])
         # Rate windows count a request from its send, which only aiohttp's tracing sees; it
         # costs a little per request, so only backends with configured limits pay for it.
         self.reports_sends = bool(config.rpm or config.tpm)
 
     # -- sessions -------------------------------------------------------------------------
-    def _open(self) -> list[Endpoint]:
-        if self._endpoints is None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeouts.connect)
-            self._endpoints = [
-                Endpoint(url, aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=self.config.max_in_flight,
-                                                   limit_per_host=0, keepalive_timeout=60),
-                    timeout=timeout, headers={**self._headers, "Content-Type": "application/json"},
-                    skip_auto_headers=("User-Agent",),
-                    trace_configs=[send_tracing()] if self.reports_sends else None,
-                    json_serialize=lambda o: orjson.dumps(o).decode()))
-                for url in self.config.base_urls]
-        return self._endpoints
+    def _session(self) -> aiohttp.ClientSession:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeouts.connect)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_in_flight,
+                                           limit_per_host=0, keepalive_timeout=60),
+            timeout=timeout, headers={**self._headers, "Content-Type": "application/json"},
+            skip_auto_headers=("User-Agent",),
+            trace_configs=[send_tracing()] if self.reports_sends else None,
+            json_serialize=lambda o: orjson.dumps(o).decode())
 
     @property
     def in_flight(self) -> int:
-        return sum(e.outstanding for e in self._endpoints or ())
+        return sum(e.outstanding for e in self.endpoints.endpoints)
 
     def outstanding(self, url: str) -> int:
-        return sum(e.outstanding for e in self._endpoints or () if e.url == url)
+        return self.endpoints.by_url(url).outstanding
 
-    def pick_endpoint(self) -> Endpoint:
-        return min(self._open(), key=lambda e: e.outstanding)
+    async def pick_endpoint(self) -> Endpoint:
+        endpoint = await self.endpoints.pick()
+        if endpoint.session is None:
+            endpoint.session = self._session()
+        return endpoint
 
     async def aclose(self) -> None:
-        endpoints, self._endpoints = self._endpoints, None
-        for endpoint in endpoints or ():
-            await endpoint.session.close()
+        for endpoint in self.endpoints.endpoints:
+            session, endpoint.session = endpoint.session, None
+            if session is not None:
+                await session.close()
 
     # -- requests -------------------------------------------------------------------------
     def _deadlines(self, stream: bool) -> tuple[float, float]:
@@ -168,12 +166,12 @@ class OpenAIHTTPBackend:
     @asynccontextmanager
     async def _post(self, request: Request) -> AsyncIterator[tuple[aiohttp.ClientResponse, asyncio.Timeout, float]]:
         """POST a streamed request and yield the 200 response inside its deadline."""
-        endpoint = self.pick_endpoint()
+        endpoint = await self.pick_endpoint()
         first, deadline = self._deadlines(True)
-        with Failures(endpoint, self.config, deadline):
+        with Failures(self.endpoints, endpoint, self.config, deadline):
             async with asyncio.timeout_at(first) as cm:
                 async with self._send(endpoint, request) as resp:
-                    if not self._accept(resp):
+                    if not self._accept(endpoint, resp):
                         raise await self._refusal(resp)
                     try:
                         yield resp, cm, deadline
@@ -181,10 +179,16 @@ class OpenAIHTTPBackend:
                         resp.close()  # never reuse a half-read connection; the server stops
                         raise
 
-    def _accept(self, resp: aiohttp.ClientResponse) -> bool:
-        """True for a 200; the server's rate hints are learned from every answer."""
+    def _accept(self, endpoint: Endpoint, resp: aiohttp.ClientResponse) -> bool:
+        """True for a 200; the server's rate hints are learned from every answer, and a
+        broken server (500/502/504, not 429/503's "slow down") counts towards ejection."""
         self._hints(resp.headers)
-        return resp.status == 200
+        if resp.status == 200:
+            self.endpoints.succeeded(endpoint)
+            return True
+        if resp.status in (500, 502, 504):
+            self.endpoints.failed(endpoint)
+        return False
 
     @staticmethod
     async def _refusal(resp: aiohttp.ClientResponse) -> BackendError:
@@ -198,12 +202,12 @@ class OpenAIHTTPBackend:
 
     async def complete_body(self, request: Request) -> dict[str, Any]:
         """The parsed JSON answer (several choices when `request.prompt` is a list)."""
-        endpoint = self.pick_endpoint()
+        endpoint = await self.pick_endpoint()
         _, deadline = self._deadlines(False)
-        with Failures(endpoint, self.config, deadline):  # a class, not a generator: cheaper
+        with Failures(self.endpoints, endpoint, self.config, deadline):  # a class: cheaper
             async with asyncio.timeout_at(deadline):
                 async with self._send(endpoint, request) as resp:
-                    if not self._accept(resp):
+                    if not self._accept(endpoint, resp):
                         raise await self._refusal(resp)
                     raw = await resp.read()
         try:

@@ -92,6 +92,7 @@ class VLLMServer:
         self.startup_timeout_s = startup_timeout_s
         self.proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
+        self._stopped = False  # the group is gone: never signal its (reusable) id again
 
     @property
     def url(self) -> str:
@@ -109,6 +110,8 @@ class VLLMServer:
         return [*self.runtime.vllm, *serve_args(self.spec, self.host, self.port)]
 
     async def start(self) -> "VLLMServer":
+        """Start the process (again, after it died or was stopped) and wait until healthy."""
+        self._stopped = False
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
@@ -161,7 +164,9 @@ class VLLMServer:
         proc = self.proc
         if proc is None:
             return None
-        await asyncio.shield(self._terminate(proc, timeout_s))
+        if not self._stopped:
+            await asyncio.shield(self._terminate(proc, timeout_s))
+            self._stopped = True
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -31,6 +31,13 @@ def _run_args(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
                    "fields that change answers")
 
 
+def _gpu_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give GPU ids like 0,1,2,3") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gristmill", description="Mill seed documents into "
                                      "instruction-tuning data.")
@@ -44,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(ending in /v1)")
     p.add_argument("--dry-run", action="store_true", help="show the first seeds' prompts and "
                    "estimate requests and tokens; call no model")
+    p.add_argument("--vllm-model", metavar="NAME", help="start `vllm serve NAME` (a Hugging "
+                   "Face id or a local folder) for every stage, and stop it at the end")
+    p.add_argument("--gpus", type=_gpu_list, metavar="0,1,...", help="with --vllm-model: "
+                   "the GPUs to use, one server per GPU (or per --gpus-per-server group)")
+    p.add_argument("--gpus-per-server", type=int, metavar="N", help="tensor-parallel size: "
+                   "each server spans N of the --gpus")
 
     p = sub.add_parser("demo", help="the main job: the AgentInstruct demo on a small model "
                        "served by vLLM on this machine's CPU (set up on first use)")
@@ -272,7 +285,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config_load import load_config, with_cli_overrides
 
     config = load_config(args.config, args.overrides)
-    config = with_cli_overrides(config, seeds=args.seeds, backend_url=args.backend_url)
+    config = with_cli_overrides(config, seeds=args.seeds, backend_url=args.backend_url,
+                                vllm_model=args.vllm_model, gpus=args.gpus,
+                                gpus_per_server=args.gpus_per_server)
     if args.dry_run:
         return print_dry_run(config, args.limit)
     return _execute(config, args)

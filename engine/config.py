@@ -11,6 +11,7 @@ from pydantic import (ConfigDict, Field, PrivateAttr, ValidationInfo, field_vali
                       model_validator)
 
 from .config_base import NAME_PATTERN, RelPath, Strict  # noqa: F401  (re-exported)
+from .config_fleet import FleetConfig
 from .seeds.config import SeedsConfig  # noqa: E402
 
 
@@ -36,23 +37,25 @@ class BatchConfig(Strict):
 
 
 class BackendConfig(Strict):
-    kind: Literal["openai", "vllm-inproc"] = Field(
+    kind: Literal["openai", "vllm", "vllm-inproc"] = Field(
         "openai", description="'openai': any OpenAI-compatible HTTP server (hosted APIs, vllm "
-        "serve, llama.cpp server). 'vllm-inproc': vLLM's engine inside this process (needs "
+        "serve, llama.cpp server) at `base_urls`. 'vllm': gristmill starts the `vllm serve` "
+        "processes of `fleet`. 'vllm-inproc': vLLM's engine inside this process (needs "
         "`import vllm` to work here; no HTTP, no SSE).")
     base_urls: list[str] = Field(default_factory=list, description="Base URLs, e.g. "
                                  "'https://api.openai.com/v1'; several are balanced by least "
                                  "outstanding requests. Required for kind 'openai'.")
+    fleet: FleetConfig | None = Field(None, description="The servers to start (kind: vllm).")
     model: str = Field(min_length=1, description="Model name sent with every request; for "
-                       "vLLM backends the model path or Hugging Face name to load.")
-    dtype: str = Field("auto", description="vLLM: weight dtype ('auto', 'bfloat16', "
-                       "'float16', 'float32').")
-    max_model_len: int | None = Field(None, ge=16, description="vLLM: context length "
+                       "vllm-inproc the model path or Hugging Face name to load.")
+    dtype: str = Field("auto", description="vllm-inproc: weight dtype ('auto', 'bfloat16', "
+                       "'float16', 'float32'); a fleet sets it in `fleet`.")
+    max_model_len: int | None = Field(None, ge=16, description="vllm-inproc: context length "
                                       "(prompt + answer); default: the model's.")
-    max_num_seqs: int | None = Field(None, ge=1, description="vLLM: most sequences in one "
-                                     "batch; default: vLLM's.")
-    prefix_caching: bool | None = Field(None, description="vLLM: reuse the KV cache of shared "
-                                        "prompt prefixes; default: vLLM's.")
+    max_num_seqs: int | None = Field(None, ge=1, description="vllm-inproc: most sequences in "
+                                     "one batch; default: vLLM's.")
+    prefix_caching: bool | None = Field(None, description="vllm-inproc: reuse the KV cache of "
+                                        "shared prompt prefixes; default: vLLM's.")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm-inproc: "
                                         "further AsyncEngineArgs fields, e.g. "
                                         "{'enforce_eager': true, 'gpu_memory_utilization': 0.8}.")
@@ -72,8 +75,9 @@ class BackendConfig(Strict):
     adaptive: bool = Field(True, description="Halve the in-flight cap on 429/503 and regrow it "
                            "by AIMD.")
     metrics: bool = Field(False, description="Scrape each endpoint's /metrics (vLLM names) "
-                          "and set the in-flight cap so the running batch stays full and the "
-                          "waiting queue short; max_in_flight is then only the ceiling.")
+                          "and set its in-flight cap so the running batch stays full and the "
+                          "waiting queue short; max_in_flight is then only the ceiling "
+                          "(default: on for kind: vllm).")
     metrics_interval_s: float = Field(0.5, gt=0, description="Seconds between scrapes.")
     tokenizer: RelPath | None = Field(None, description="A local tokenizer.json for exact token "
                                       "counts; without it, 4 characters per token.")
@@ -89,21 +93,29 @@ class BackendConfig(Strict):
             data = dict(data)
             url = data.pop("base_url")
             data.setdefault("base_urls", [url] if isinstance(url, str) else url)
+        if isinstance(data, dict) and data.get("kind") == "vllm":
+            data = {"metrics": True, "fleet": {}, **data}
         return data
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "BackendConfig":
         if self.kind == "openai" and not self.base_urls:
-            raise ValueError("base_urls: kind 'openai' needs at least one URL, e.g. "
-                             "base_url: 'http://127.0.0.1:8000/v1'")
+            raise ValueError("base_urls: give at least one URL, e.g. "
+                             "base_url: 'http://127.0.0.1:8000/v1' (or kind: vllm with a fleet)")
+        if self.kind == "vllm" and self.base_urls:
+            raise ValueError("base_urls: a kind: vllm backend is reached at the servers it "
+                             "starts; remove base_urls, or use kind: openai for running servers")
         if self.kind == "vllm-inproc" and self.base_urls:
             raise ValueError("base_urls: kind 'vllm-inproc' runs the model in this process; "
                              "remove base_urls (or use kind 'openai' for a server)")
+        if self.fleet is not None and self.kind != "vllm":
+            raise ValueError("fleet: only a kind: vllm backend starts servers; add "
+                             "kind: vllm or remove fleet")
         if self.kind == "vllm-inproc" and self.metrics:
             raise ValueError("metrics: kind 'vllm-inproc' has no /metrics endpoint to scrape; "
                              "set metrics: false")
-        if self.batch is not None and (self.kind != "openai" or self.api != "completions"):
-            raise ValueError("batch: batching needs kind 'openai' with api 'completions' "
+        if self.batch is not None and (self.kind == "vllm-inproc" or self.api != "completions"):
+            raise ValueError("batch: batching needs an HTTP backend with api 'completions' "
                              "(several prompts in one /v1/completions request)")
         return self
 

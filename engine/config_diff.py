@@ -10,6 +10,9 @@ OPERATIONAL = frozenset({
     "max_in_flight", "rpm", "tpm", "rate_window_s", "adaptive", "metrics", "metrics_interval_s",
     "timeouts", "retry", "workers", "queue_size", "grace_s", "headers", "query", "base_urls",
     "api_key_env", "default_max_tokens", "tokenizer", "stream",
+    # where and how a fleet runs the model (its model, dtype, max_model_len, extra_args count)
+    "kind", "gpus", "gpus_per_server", "servers", "max_num_seqs", "max_num_batched_tokens",
+    "prefix_caching", "enforce_eager", "env", "startup_timeout_s", "max_restarts",
 })
 
 

@@ -124,14 +124,41 @@ def _list_index(node: list[Any], part: str, where: str) -> int:
 
 
 def with_cli_overrides(config: PipelineConfig, *, seeds: Path | None = None,
-                       backend_url: str | None = None) -> PipelineConfig:
-    """`--seeds` and `--backend-url`: a new seed source, or every backend at one endpoint."""
+                       backend_url: str | None = None, vllm_model: str | None = None,
+                       gpus: list[int] | None = None,
+                       gpus_per_server: int | None = None) -> PipelineConfig:
+    """`--seeds`, `--backend-url`, `--vllm-model/--gpus/--gpus-per-server`: a new seed source,
+    every backend at one endpoint, or every backend on a `vllm serve` fleet gristmill starts."""
     data = config.model_dump(mode="python")
     if seeds is not None:
         data["seeds"] = {**data["seeds"], "path": Path(seeds).resolve(), "format": "auto"}
     if backend_url is not None:
         for backend in data["backends"].values():
-            backend["base_urls"] = [backend_url]
-    if seeds is None and backend_url is None:
+            backend.update(kind="openai", fleet=None, base_urls=[backend_url])
+    fleet = {k: v for k, v in (("gpus", gpus), ("gpus_per_server", gpus_per_server))
+             if v is not None}
+    if vllm_model is not None or fleet:
+        for name, backend in data["backends"].items():
+            on_fleet(backend, name, vllm_model, fleet)
+    if seeds is None and backend_url is None and vllm_model is None and not fleet:
         return config
     return validate_config(data, source="command line")
+
+
+SEQS_PER_SERVER = 256  # the in-flight ceiling per server; /metrics sets the actual caps
+
+
+def on_fleet(backend: dict[str, Any], name: str, model: str | None,
+             fleet: dict[str, Any]) -> None:
+    """Turn a backend (dumped config) into a `kind: vllm` one serving `model`."""
+    if model is None and backend["kind"] != "vllm":
+        raise ConfigError(f"--gpus/--gpus-per-server: backend {name!r} starts no servers; "
+                          "add --vllm-model NAME (a Hugging Face id or a local folder)")
+    if model is not None:
+        backend.update(kind="vllm", model=model, base_urls=[], metrics=True)
+        backend["fleet"] = {**(backend.get("fleet") or {}), "model": None}
+    backend["fleet"] = {**backend["fleet"], **fleet}
+    placed = backend["fleet"]
+    servers = (len(placed["gpus"]) // placed.get("gpus_per_server", 1) if placed.get("gpus")
+               else placed.get("servers") or 1)
+    backend["max_in_flight"] = SEQS_PER_SERVER * max(1, servers)

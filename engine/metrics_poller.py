@@ -1,19 +1,20 @@
-"""Scraping each endpoint's `/metrics` (vLLM's Prometheus names) and setting the backend's
-in-flight cap from them. A remote server cannot push its load, so this is a periodic scrape,
-like Prometheus itself does; it stops the moment the run ends."""
+"""Scraping each endpoint's `/metrics` (vLLM's Prometheus names) and setting each endpoint's
+in-flight cap from them; the backend's cap is their sum. A remote server cannot push its load,
+so this is a periodic scrape, like Prometheus itself does; it stops the moment the run ends."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import aiohttp
 
+from backends.endpoints import Endpoint, EndpointSet
 from backends.prometheus import parse_metrics
 
 from .client import ModelClient
 from .saturation import MetricsController, ServerLoad
+from .waiting import wait_for_event
 
 log = logging.getLogger("gristmill.metrics")
 
@@ -34,22 +35,28 @@ async def _scrape(session: aiohttp.ClientSession, url: str) -> ServerLoad | None
         return None
 
 
-async def poll_metrics(client: ModelClient, base_urls: list[str], interval_s: float,
+def fleet_cap(endpoints: list[Endpoint]) -> int:
+    """The backend's cap: the sum of the caps of the endpoints in rotation."""
+    return max(1, sum(e.cap for e in endpoints if e.in_rotation))
+
+
+async def poll_metrics(client: ModelClient, endpoints: EndpointSet, interval_s: float,
                        ceiling: int, done: asyncio.Event) -> None:
-    """Until `done`: scrape, decide each endpoint's cap, set their sum on the client."""
-    per_endpoint = max(1, ceiling // len(base_urls))
-    controllers = {url: MetricsController(per_endpoint) for url in base_urls}
+    """Until `done`: scrape each endpoint, decide its own cap (endpoint choice fills each up
+    to its cap), and set the sum over the endpoints in rotation as the backend's cap."""
+    members = endpoints.endpoints
+    per_endpoint = max(1, ceiling // len(members))
+    controllers = {e.url: MetricsController(per_endpoint) for e in members}
+    for e in members:
+        e.cap = controllers[e.url].cap
     timeout = aiohttp.ClientTimeout(total=max(1.0, interval_s))
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        client.set_cap("metrics", sum(c.cap for c in controllers.values()))
+        client.set_cap("metrics", fleet_cap(members))
         while not done.is_set():
-            loads = await asyncio.gather(*(_scrape(session, metrics_url(u)) for u in base_urls))
-            for url, load in zip(base_urls, loads):
-                if load is not None:
-                    outstanding = client.backend.outstanding(url)
-                    controllers[url].next_cap(load, outstanding)
-                    client.server_load[url] = load
-            client.set_cap("metrics", sum(c.cap for c in controllers.values()))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await done.wait()
+            loads = await asyncio.gather(*(_scrape(session, metrics_url(e.url)) for e in members))
+            for e, load in zip(members, loads):
+                if load is not None and e.in_rotation:
+                    e.cap = controllers[e.url].next_cap(load, e.outstanding)
+                client.server_load[e.url] = load
+            client.set_cap("metrics", fleet_cap(members))
+            await wait_for_event(done, interval_s)

@@ -5,14 +5,15 @@ A display refresh is periodic by nature; it reads counters and never touches the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from .waiting import wait_for_event
 
 if TYPE_CHECKING:
     from .runner import Run
@@ -46,17 +47,28 @@ class Rates:
 
 
 def backend_lines(run: "Run") -> list[str]:
-    """In flight against the cap, and what each server says about its own batch."""
+    """In flight against the cap, and per endpoint: its share, its own cap, its state and
+    what its server says about its batch."""
     lines = []
     for name, client in run.clients.items():
         line = f"{name}: in flight {client.pool.in_flight}/{client.pool.cap}"
         if client.pool.waiting:
             line += f" · waiting for permits {client.pool.waiting}"
-        for url, load in client.server_load.items():
-            line += (f" · {url}: running {load.running:.0f} waiting {load.waiting:.0f} "
-                     f"KV {100 * load.kv_usage:.0f}%")
         lines.append(line)
+        endpoints = getattr(client.backend, "endpoints", None)
+        if endpoints is not None and (len(endpoints.endpoints) > 1 or client.server_load):
+            lines += [endpoint_line(e, client.server_load.get(e.url))
+                      for e in endpoints.endpoints]
     return lines
+
+
+def endpoint_line(endpoint: Any, load: Any) -> str:
+    cap = f"/{endpoint.cap}" if endpoint.cap < 1 << 30 else ""
+    line = f"  {endpoint.url}: {endpoint.state} · in flight {endpoint.outstanding}{cap}"
+    if load is not None:
+        line += (f" · running {load.running:.0f} waiting {load.waiting:.0f} "
+                 f"KV {100 * load.kv_usage:.0f}%")
+    return line
 
 
 def validation_line(run: "Run") -> str:
@@ -93,13 +105,11 @@ def plain_line(run: "Run", rates: Rates) -> str:
         for i, (s, (rps, tps)) in enumerate(zip(stats.stages, rates.current)))
     return (f"[{_fmt_s(stats.elapsed)}] seeds {stats.seeds_admitted} records {stats.records} "
             f"rejects {sum(stats.rejects.values())} ETA {_fmt_s(stats.eta_s())} :: {stages}"
-            f" :: {' | '.join(filter(None, [*backend_lines(run), validation_line(run)]))}")
+            f" :: {' | '.join(l.strip() for l in filter(None, [*backend_lines(run), validation_line(run)]))}")
 
 
 async def _tick(done: asyncio.Event, interval: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(interval):
-            await done.wait()
+    await wait_for_event(done, interval)
 
 
 async def show_progress(run: "Run", done: asyncio.Event, live: bool | None,

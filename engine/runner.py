@@ -79,6 +79,16 @@ def make_client(name: str, config: BackendConfig) -> ModelClient:
     return client
 
 
+def make_fleets(config: PipelineConfig, log_dir: Path) -> dict[str, Any]:
+    """The (not yet started) `vllm serve` fleets of the kind: vllm backends."""
+    if not any(b.kind == "vllm" for b in config.backends.values()):
+        return {}
+    from backends.vllm_fleet import VLLMFleet
+
+    return {name: VLLMFleet.from_config(name, b, log_dir=log_dir)
+            for name, b in config.backends.items() if b.kind == "vllm"}
+
+
 class Run:
     """One run of a pipeline; `stats`, `pipeline` and `clients` are live while it runs."""
 
@@ -91,7 +101,11 @@ class Run:
         self.store: Store | None = None  # opened by execute()
         self.session_started = time.time()  # tells resumed sessions apart in timeline.jsonl
         self.dedup: dict[str, int] | None = None  # dataset.jsonl stats, at the end
-        self.clients = {name: make_client(name, b) for name, b in config.backends.items()}
+        self.fleets = make_fleets(config, self.dir.path / "logs")
+        self.backend_configs = {  # a fleet's URLs are known now: its ports are picked
+            name: b.model_copy(update={"base_urls": self.fleets[name].base_urls})
+            if name in self.fleets else b for name, b in config.backends.items()}
+        self.clients = {name: make_client(name, b) for name, b in self.backend_configs.items()}
         first = next(iter(config.backends.values()))
         self.source = SeedSource(config.seeds, count=counter_for(
             str(first.tokenizer) if first.tokenizer else None))
@@ -219,7 +233,6 @@ class Run:
                     await done.wait()
 
     async def execute(self) -> dict[str, Any]:
-        from .metrics_poller import poll_metrics
         from .progress import show_progress
 
         if not self.dir.resuming or self.options.force:
@@ -228,15 +241,13 @@ class Run:
         done = asyncio.Event()
         status = "interrupted"
         try:
-            async with asyncio.TaskGroup() as group:
+            async with contextlib.AsyncExitStack() as fleets, asyncio.TaskGroup() as group:
+                for fleet in self.fleets.values():  # stopped after the pipeline, or on error
+                    await fleets.enter_async_context(fleet)
                 group.create_task(self._keep_state(done))
                 group.create_task(show_progress(self, done, self.options.progress,
                                                 self.options.progress_interval_s))
-                for name, backend in self.config.backends.items():
-                    if backend.metrics:
-                        group.create_task(poll_metrics(
-                            self.clients[name], backend.base_urls, backend.metrics_interval_s,
-                            backend.max_in_flight, done))
+                self._watch_backends(group, done)
                 try:
                     await self.pipeline.run(self.seeds(), self._admit)
                     await self.store.flush()
@@ -251,6 +262,24 @@ class Run:
         finally:
             await self._close(status)
         return self.summary()
+
+    def _watch_backends(self, group: asyncio.TaskGroup, done: asyncio.Event) -> None:
+        """Per backend, until `done`: probe ejected endpoints, restart dead fleet servers,
+        set per-endpoint caps from /metrics."""
+        from .metrics_poller import poll_metrics
+
+        for name, backend in self.backend_configs.items():
+            endpoints = getattr(self.clients[name].backend, "endpoints", None)
+            if endpoints is None:
+                continue  # a backend without HTTP endpoints
+            group.create_task(endpoints.probe_ejected(done))
+            if name in self.fleets:
+                endpoints.down_wait_s = self.fleets[name].startup_timeout_s
+                group.create_task(self.fleets[name].supervise(endpoints, done))
+            if backend.metrics:
+                group.create_task(poll_metrics(self.clients[name], endpoints,
+                                               backend.metrics_interval_s,
+                                               backend.max_in_flight, done))
 
     async def _close(self, status: str) -> None:
         """Flush and close everything, also after an error or a cancel (shielded: a second
@@ -279,6 +308,10 @@ class Run:
                    "prompt_tokens": c.usage.prompt_tokens,
                    "completion_tokens": c.usage.completion_tokens}
             for name, c in self.clients.items()}
+        for name, fleet in self.fleets.items():
+            summary["backends"][name]["servers"] = {
+                "urls": fleet.base_urls, "restarts": sum(fleet.restarts),
+                "given_up": sorted(fleet.given_up)}
         return summary
 
 

@@ -12,8 +12,6 @@ import pytest
 import uvloop
 
 from backends.mock_process import MockServerProcess
-from backends.smollm2 import ensure_smollm2
-from backends.vllm_runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.vllm_fixtures"]
@@ -44,12 +42,6 @@ def mock_server_factory() -> Iterator[Callable[..., MockServerProcess]]:
     yield start
     for server in started:
         assert server.stop() == 0, "mock server did not exit cleanly"
-
-
-@pytest.fixture(scope="session")
-def smollm2(vllm_runtime: Runtime) -> Path:
-    """The demo's model, converted into the model cache on first use."""
-    return ensure_smollm2(vllm_runtime, say=lambda line: print(f"[smollm2] {line}"))
 
 
 @pytest.fixture(scope="module")

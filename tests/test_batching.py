@@ -49,9 +49,10 @@ def test_split_answer_fails_only_the_member_without_a_choice():
     assert isinstance(missing, ServerError) and "index 1" in str(missing)
 
 
-def config(url: str, **batch) -> BackendConfig:
+def config(url: str, max_attempts: int = 6, **batch) -> BackendConfig:
     return BackendConfig(base_url=url, model="mock", api="completions", max_in_flight=64,
-                         batch=BatchConfig(**batch), retry={"base_s": 0.01, "max_s": 0.05})
+                         batch=BatchConfig(**batch),
+                         retry={"base_s": 0.01, "max_s": 0.05, "max_attempts": max_attempts})
 
 
 def prompt(i: int, **params) -> Request:
@@ -89,7 +90,9 @@ async def test_batched_answers_equal_single_answers(mock_server):
 
 async def test_failed_batches_are_retried_per_member(mock_server_factory):
     server = mock_server_factory("--rate-500", "0.5", "--seed", "3")
-    client = make_client("b", config(server.base_url, max_prompts=4, window_ms=5))
+    # half the requests fail: enough attempts that no member runs out (0.5**30)
+    client = make_client("b", config(server.base_url, max_attempts=30, max_prompts=4,
+                                     window_ms=5))
     try:
         got = await asyncio.gather(*(client.call(prompt(i)) for i in range(16)))
         assert all(c.text for c in got)

@@ -13,7 +13,7 @@ from backends.openai_http import OpenAIHTTPBackend
 from backends.protocol import Request
 from backends.vllm_server import ServerSpec, VLLMServer
 from engine.config import BackendConfig, BatchConfig
-from tests.vllm_fixtures import tiny_model, vllm_runtime  # noqa: F401  (fixtures)
+
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
@@ -24,7 +24,7 @@ def prompt(i: int) -> Request:
     return Request("tiny", prompt=f"Mill number {i} grinds", params=PARAMS)
 
 
-async def test_batched_answers_match_one_request_per_prompt(vllm_runtime, tiny_model,  # noqa: F811
+async def test_batched_answers_match_one_request_per_prompt(vllm_runtime, tiny_model,
                                                             tmp_path):
     spec = ServerSpec(model=str(tiny_model), served_model_name="tiny", max_model_len=512,
                       enforce_eager=True)

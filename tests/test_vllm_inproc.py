@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.vllm_fixtures import ROOT, tiny_model, vllm_runtime  # noqa: F401  (fixtures)
+from tests.vllm_fixtures import ROOT
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def checks(vllm_runtime, tiny_model: Path, tmp_path_factory) -> dict[str, Any]:  # noqa: F811
+def checks(vllm_runtime, tiny_model: Path, tmp_path_factory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("inproc")
     env = {**vllm_runtime.env(), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([str(vllm_runtime.python), "-m", "tests.vllm_drivers.inproc_checks",

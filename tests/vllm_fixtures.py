@@ -10,14 +10,34 @@ from typing import Iterator
 
 import pytest
 
+from backends.smollm2 import ensure_smollm2
 from backends.vllm_runtime import Runtime, ensure_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Provision before the first test runs, outside every test's timeout: on a new machine
+    the runtime takes minutes to install and the demo model to convert."""
+    items = session.items
+    if session.config.option.collectonly or not any(i.get_closest_marker("vllm") for i in items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    say = (lambda line: reporter.write_line(f"[vllm] {line}")) if reporter else print
+    runtime = ensure_runtime(say=say)
+    if any("smollm2" in getattr(i, "fixturenames", ()) for i in items):
+        ensure_smollm2(runtime, say=say)
+
+
 @pytest.fixture(scope="session")
 def vllm_runtime() -> Runtime:
     return ensure_runtime(say=lambda line: print(f"[vllm runtime] {line}"))
+
+
+@pytest.fixture(scope="session")
+def smollm2(vllm_runtime: Runtime) -> Path:
+    """The demo's model, converted into the model cache on first use."""
+    return ensure_smollm2(vllm_runtime, say=lambda line: print(f"[smollm2] {line}"))
 
 
 @pytest.fixture(scope="session")
