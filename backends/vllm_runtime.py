@@ -46,12 +46,17 @@ class RuntimeProvisionError(RuntimeError):
     """Provisioning failed; the message names the step and the log to read."""
 
 
-def runtime_home() -> Path:
-    home = os.environ.get("GRISTMILL_VLLM_HOME")
+def cache_dir(override_env: str, name: str) -> Path:
+    """$<override_env>, else <XDG cache or ~/.cache>/gristmill/<name>."""
+    home = os.environ.get(override_env)
     if home:
         return Path(home)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "gristmill" / "vllm-cpu"
+    return cache / "gristmill" / name
+
+
+def runtime_home() -> Path:
+    return cache_dir("GRISTMILL_VLLM_HOME", "vllm-cpu")
 
 
 @dataclass(frozen=True)
