@@ -36,13 +36,25 @@ MAX_MODEL_LEN = 2048
 MAX_NUM_SEQS = 32
 
 
+def cpu_dtype(cpuinfo: str | None = None) -> str:
+    """bfloat16 where the CPU computes it natively (AVX512-BF16, AMX); float32 elsewhere: on
+    an AVX2 CPU bfloat16 is emulated and served SmolLM2 at half float32's speed here."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags = set(cpuinfo.split())
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
 def demo_spec(folder: Path) -> ServerSpec:
     """vLLM's CPU default batch budget (2,048 tokens a step) stays: a budget that never splits
     a prompt (max-num-seqs x max-model-len) makes every step, and the start-up profile run, a
     64k-token forward pass on a CPU. So long prompts are split across steps, and requests must
     not carry `seed` (see `seeded_fields`). Eager mode: compiling the model graph costs minutes
     of CPU at the first start of each runtime, more than a whole demo run."""
-    return ServerSpec(model=str(folder), served_model_name=SERVED_NAME, dtype="bfloat16",
+    return ServerSpec(model=str(folder), served_model_name=SERVED_NAME, dtype=cpu_dtype(),
                       max_model_len=MAX_MODEL_LEN, max_num_seqs=MAX_NUM_SEQS,
                       enforce_eager=True)
 

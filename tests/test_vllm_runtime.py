@@ -160,3 +160,11 @@ def test_smollm2_is_converted_once_with_its_chat_template(smollm2, vllm_runtime)
     assert not (smollm2 / "download").exists()  # the wheel is removed after conversion
     said: list[str] = []
     assert ensure_smollm2(vllm_runtime, said.append) == smollm2 and said == []
+
+
+def test_the_demo_serves_bfloat16_only_where_the_cpu_computes_it():
+    from backends.smollm2 import cpu_dtype
+
+    assert cpu_dtype("flags : fpu sse avx2 avx512f avx512_bf16") == "bfloat16"
+    assert cpu_dtype("flags : fpu sse avx2 amx_bf16 amx_tile") == "bfloat16"
+    assert cpu_dtype("flags : fpu sse avx2 fma") == "float32"
