@@ -20,6 +20,7 @@ from engine.validators import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamChe
                                Rejection, build, build_all, build_final, build_stream,
                                merge_specs, run_final, run_stream_on_text, start_checks)
 from engine.validators import final, jsonschema_lite, language
+from engine.validators.base import quote
 from engine.validators.final import PLACEHOLDER_PATTERNS, LeftmostSearch
 
 pytestmark = pytest.mark.timeout(60)
@@ -186,6 +187,54 @@ def test_streaming_verdict_does_not_depend_on_chunking(name, data):
                      .map("\n".join))
     cuts = data.draw(cuts_for(text))
     assert verdict(validator, text, cuts) == verdict(validator, text)
+
+
+def reference_ngram_verdict(text: str, n: int, repeats: int, window: int) -> str | None:
+    """The n-gram rule written plainly over the whole text: the first n-gram of counted words
+    (with a letter or digit, lowered, capped at 100 characters) that occurs `repeats` times
+    among the last `window` n-grams, as the check's reason."""
+    words = [w.lower()[:100] for w in text.split() if re.search(r"\w", w)]
+    grams = [tuple(words[j:j + n]) for j in range(len(words) - n + 1)]
+    for j, gram in enumerate(grams):
+        count = grams[max(0, j - window + 1):j + 1].count(gram)
+        if count >= repeats:
+            return (f"{n}-word sequence repeated {count} times in the last {window} words: "
+                    + quote(" ".join(gram)))
+    return None
+
+
+@PROPERTY
+@given(words=st.lists(st.sampled_from(["mill", "wheel", "the", "—", "Wheel", "x" * 120]) |
+                      st.integers(0, 3).map(lambda i: f"unique{i}") |
+                      st.integers(0, 10**9).map(lambda i: f"u{i}"), max_size=300),
+       n=st.integers(2, 4), repeats=st.integers(2, 5), window=st.integers(10, 60),
+       data=st.data())
+def test_repetition_ngrams_agree_with_the_plain_rule(words, n, repeats, window, data):
+    """A small vocabulary among words that never repeat: triggers, near misses, copies just
+    beyond the window and feeds that only look like they may trigger are all exercised, fed
+    in random chunks."""
+    text = " ".join(words)
+    validator = one({"name": "repetition", "ngram": n, "max_ngram_repeats": repeats,
+                     "window_words": window})
+    got = verdict(validator, text, data.draw(cuts_for(text)))
+    expected = reference_ngram_verdict(text, n, repeats, window)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and got.reason == expected
+
+
+@pytest.mark.parametrize("distance", [8, 9, 10, 11])
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_repetition_copies_at_the_window_edge(distance, chunk):
+    """Copies of an n-gram 9 n-grams apart share a window of 10; 10 apart they do not."""
+    validator = one({"name": "repetition", "ngram": 2, "max_ngram_repeats": 2,
+                     "window_words": 10})
+    text = " ".join(["a", "b", *(f"u{i}" for i in range(distance - 2)), "a", "b", "tail"])
+    expected = reference_ngram_verdict(text, 2, 2, 10)
+    assert (expected is not None) == (distance <= 9)
+    got = verdict(validator, text, range(0, len(text), chunk))
+    assert (got and got.reason) == expected
 
 
 @PROPERTY

@@ -242,19 +242,20 @@ def counted_words(tokens: list[str], ascii_only: bool) -> list[str]:
     stripping punctuation (all C-level calls); others by the regex."""
     cap = Repetition.MAX_WORD
     if ascii_only:  # lower() keeps ASCII lengths: capping after lowering is the same
-        kept = compress(tokens, map(str.strip, tokens, repeat(_ASCII_PUNCT)))
-        return [w[:cap] for w in map(str.lower, kept)]
+        words = list(map(str.lower, compress(tokens, map(str.strip, tokens,
+                                                         repeat(_ASCII_PUNCT)))))
+        return [w[:cap] for w in words] if words and max(map(len, words)) > cap else words
     return [w[:cap].lower() for w in filter(_HAS_WORD_CHAR.search, tokens)]
 
 
 class _RepetitionCheck(Check):
     """Per feed, the new words are found, filtered and lowered in one pass each (C-level
     split, filter and map), their n-grams built by zip and identified by their hash; only
-    the window bookkeeping runs per n-gram in Python. Positions are only worked out when a
-    check rejects (the earlier of a line and an n-gram trigger is the verdict)."""
+    a feed without a repeated n-gram is settled by C-level set operations (see `_count`). Positions are only worked
+    out when a check rejects (the earlier of a line and an n-gram trigger is the verdict)."""
 
     __slots__ = ("p", "offset", "line", "in_code", "lines", "line_counts", "word", "recent",
-                 "grams", "gram_counts")
+                 "grams", "seen")
 
     def __init__(self, params: Repetition.Params) -> None:
         super().__init__()
@@ -265,8 +266,8 @@ class _RepetitionCheck(Check):
         self.line_counts: Counter[str] = Counter()
         self.word = ""  # the unfinished word (capped)
         self.recent: list[str] = []  # the last n - 1 counted words
-        self.grams: deque[int] = deque()  # hashes of the last `window_words` n-grams
-        self.gram_counts: dict[int, int] = {}
+        self.grams: list[int] = []  # hashes of the last `window_words` n-grams
+        self.seen: set[int] = set()  # a superset of the window's n-grams
 
     def _feed(self, new_text: str) -> Rejection | None:
         if "\n" in new_text:
@@ -335,25 +336,47 @@ class _RepetitionCheck(Check):
         self.recent = seq[-(n - 1):]
         if len(seq) < n:
             return (INF, 1), None
-        counts, window = self.gram_counts, self.grams
-        get, limit, repeats = counts.get, self.p.window_words, self.p.max_ngram_repeats
-        for j, gram in enumerate(map(hash, zip(*[seq[i:] for i in range(n)]))):
-            counts[gram] = get(gram, 0) + 1
+        grams = list(map(hash, zip(*[seq[i:] for i in range(n)])))
+        found = self._count(grams)
+        if found is None:
+            return (INF, 1), None
+        j, count = found
+        last = j + n - 1 - (len(seq) - len(words))  # its last word, in `words`
+        rejection = Rejection(
+            "repetition", f"{n}-word sequence repeated {count} times in the last "
+            f"{self.p.window_words} words: {quote(' '.join(seq[j:j + n]))}")
+        return (self._word_ends(text, carried, joined)[last], 1), rejection
+
+    def _count(self, grams: list[int]) -> tuple[int, int] | None:
+        """Adds a feed's n-grams to the window; the first that reaches the limit within its
+        window, with its count, or None. Reaching it takes a repeat (the limit is at least 2):
+        an n-gram seen earlier (`seen` holds every n-gram of the window, and some that left
+        it) or twice in this feed. Without one, C-level set operations settle the feed; the
+        exact per-n-gram walk runs only with one: rarely outside a loop."""
+        window = self.grams
+        repeats = not self.seen.isdisjoint(grams) or len(set(grams)) < len(grams)
+        if repeats and (found := self._first_trigger(grams)):
+            return found
+        self.seen.update(grams)
+        window.extend(grams)
+        if (excess := len(window) - self.p.window_words) > 0:
+            del window[:excess]
+        if len(self.seen) > 4 * self.p.window_words:  # keep memory bounded by the window
+            self.seen = set(window)
+        return None
+
+    def _first_trigger(self, grams: list[int]) -> tuple[int, int] | None:
+        """The exact walk: each n-gram counted among the last `window_words` at its place."""
+        window, limit, repeats = deque(self.grams), self.p.window_words, self.p.max_ngram_repeats
+        counts = Counter(window)
+        for j, gram in enumerate(grams):
+            counts[gram] += 1
             window.append(gram)
             if len(window) > limit:
-                old = window.popleft()
-                left = counts[old] - 1
-                if left:
-                    counts[old] = left
-                else:
-                    del counts[old]
+                counts[window.popleft()] -= 1
             if counts[gram] >= repeats:
-                last = j + n - 1 - (len(seq) - len(words))  # its last word, in `words`
-                rejection = Rejection(
-                    "repetition", f"{n}-word sequence repeated {counts[gram]} times in the "
-                    f"last {limit} words: {quote(' '.join(seq[j:j + n]))}")
-                return (self._word_ends(text, carried, joined)[last], 1), rejection
-        return (INF, 1), None
+                return j, counts[gram]
+        return None
 
     def _word_ends(self, text: str, carried: str, joined: bool) -> list[int]:
         """Where each counted word of this feed ends, as `_words` split them (a carried word
