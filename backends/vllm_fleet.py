@@ -20,6 +20,7 @@ import asyncio
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -61,6 +62,25 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def split_cpu_binding(specs: list[ServerSpec], runtime: Runtime) -> list[ServerSpec]:
+    """CPU servers of one fleet bound to the same cores would spin against each other: when
+    the runtime binds vLLM's threads to cores, each server gets its own share of them (a
+    server whose spec sets its own binding keeps it)."""
+    bound = runtime.env().get(BIND)
+    if bound is None or len(specs) < 2:
+        return specs
+    cpus = bound.split(",")
+    if len(cpus) < len(specs) or not all(cpu.isdigit() for cpu in cpus):  # ranges: the user's
+        return specs
+    share = len(cpus) // len(specs)
+    return [spec if BIND in spec.env else
+            replace(spec, env={**spec.env, BIND: ",".join(cpus[i * share:(i + 1) * share])})
+            for i, spec in enumerate(specs)]
+
+
+BIND = "VLLM_CPU_OMP_THREADS_BIND"
+
+
 class VLLMFleet:
     def __init__(self, name: str, specs: list[ServerSpec], *, log_dir: Path | None = None,
                  startup_timeout_s: float = 900.0, max_restarts: int = 3,
@@ -97,10 +117,11 @@ class VLLMFleet:
     # -- start and stop ------------------------------------------------------------------
     async def start(self) -> "VLLMFleet":
         runtime = await asyncio.to_thread(self._runtime)
+        specs = split_cpu_binding(self.specs, runtime)
         self.servers = [
             VLLMServer(spec, runtime, port=port, startup_timeout_s=self.startup_timeout_s,
                        log_path=self.log_dir / log_name(self.name, i) if self.log_dir else None)
-            for i, (spec, port) in enumerate(zip(self.specs, self.ports))]
+            for i, (spec, port) in enumerate(zip(specs, self.ports))]
         self.say(f"{self.name}: starting {len(self.servers)} × vllm serve {self.specs[0].model}"
                  + (f" (logs in {self.log_dir})" if self.log_dir else ""))
         started = time.monotonic()

@@ -78,16 +78,35 @@ def cpu_defaults(cpus: Sequence[int] | None = None,
     """Defaults for vLLM's CPU workers (the user's environment overrides each). vLLM's
     automatic OpenMP binding keeps one core for its scheduler and uses one thread per physical
     core: on a small idle machine that leaves most of it unused (binding every core: ~1.6x the
-    output tokens/s on 2 cores). On a busy one (load average at half the cores or more) the
-    bound threads wait on each other behind other processes (measured ~9x slower than vLLM's
-    binding), so it keeps vLLM's binding, as large machines do."""
+    output tokens/s on 2 cores). On a busy one (half the cores or more in use) the bound
+    threads wait on each other behind other processes (measured ~9x slower than vLLM's
+    binding), so it keeps vLLM's binding, as large machines do. `load` defaults to the cores
+    in use now (`busy_cpus`), not the load average, which still counts work that just ended."""
     cpus = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
-    load = os.getloadavg()[0] if load is None else load
     kv = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB; enough for a small model's batch
-    if len(cpus) > SMALL_MACHINE_CPUS or load >= len(cpus) / 2:
+    if len(cpus) > SMALL_MACHINE_CPUS:
+        return kv
+    load = busy_cpus() if load is None else load
+    if load >= len(cpus) / 2:
         return kv
     return {**kv, "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cpus)),
             "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def busy_cpus(sample_s: float = 0.5, stat: Path = Path("/proc/stat")) -> float:
+    """Cores in use over the next `sample_s` seconds (Linux's CPU counters; elsewhere the
+    1-minute load average)."""
+    def counters() -> tuple[int, int]:
+        fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])  # guest time is already in user
+    try:
+        busy0, total0 = counters()
+        time.sleep(sample_s)
+        busy1, total1 = counters()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    return (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
 
 
 SMALL_MACHINE_CPUS = 8

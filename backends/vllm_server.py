@@ -22,6 +22,7 @@ from typing import IO
 
 import aiohttp
 
+from .die_with_parent import die_with_parent
 from .vllm_runtime import Runtime
 
 
@@ -116,7 +117,8 @@ class VLLMServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            *self.command(), env=serve_env(self.spec, self.runtime.env()),
+            *die_with_parent(self.command(), str(self.runtime.python)),
+            env=serve_env(self.spec, self.runtime.env()),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log or asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True)

@@ -226,6 +226,9 @@ class AgentInstructConfig(Strict):
                                         "that accept a seed; default: every one.")
     agents_per_seed: int = Field(2, ge=1, le=50, description="Transformation agents per seed "
                                  "and skill.")
+    agents: list[str] | None = Field(None, min_length=1, description="Only these "
+                                     "transformation agents (by name, e.g. poem, identity) "
+                                     "in each skill; default: all of the skill's agents.")
     refine_rounds: int = Field(2, ge=0, le=10, description="Suggester-editor rounds.")
     json_schema: bool = Field(True, description="Request structured outputs with a JSON-schema "
                               "response_format; off: a tolerant parser reads prose.")

@@ -118,6 +118,26 @@ def test_ctrl_c_during_the_run_drains_and_stops_the_server(smollm2, tmp_path):
 
 @pytest.mark.vllm
 @pytest.mark.timeout(600)
+def test_a_killed_demo_takes_its_server_with_it(smollm2, tmp_path):
+    """kill -9 leaves gristmill no chance to stop the server: the parent-death signal does."""
+    demo = start_demo(tmp_path / "demo")
+    try:
+        read_until(demo, "model server healthy")
+        pgid = server_group(demo)
+        assert group_members(pgid)
+        demo.kill()
+        demo.communicate()
+        deadline = time.monotonic() + 120
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        demo.kill()
+        demo.communicate()
+    assert group_members(pgid) == []
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(600)
 def test_sigterm_while_the_server_starts_stops_it(smollm2, tmp_path):
     demo = start_demo(tmp_path / "demo")
     try:

@@ -12,6 +12,7 @@ import pytest
 
 from engine.config import AgentInstructConfig
 from engine.config_load import load_config, with_cli_overrides
+from engine.errors import ConfigError
 from engine.flows.agentinstruct import Flow, stage_names
 from engine.runner import RunOptions, run
 
@@ -92,6 +93,18 @@ def test_agents_and_types_are_balanced_and_reproducible():
     assert [a.name for _, a, _ in again.assignments("prose", 7)] == \
         [a.name for _, a, _ in flow.assignments("prose", 7)]
     assert flow.assignments("code", 0) == []  # reading comprehension takes prose only
+
+
+def test_only_the_named_transformation_agents_are_used():
+    flow = Flow(AgentInstructConfig(skills=["reading_comprehension", "open_domain_qa"],
+                                    agents=["poem", "identity"]))
+    used = {(skill.name, agent.name) for i in range(20)
+            for skill, agent, _ in flow.assignments("prose", i)}
+    assert {name for _, name in used} <= {"poem", "identity"}
+    assert {("reading_comprehension", "poem"), ("reading_comprehension", "identity")} <= used
+    with pytest.raises(ConfigError, match=r"agentinstruct.agents: skill 'reading_comprehension' "
+                       r"has none of sonnet; its agents are: argument_passage, debate"):
+        Flow(AgentInstructConfig(skills=["reading_comprehension"], agents=["sonnet"]))
 
 
 async def test_unparseable_answers_are_counted_rejects(mock_server, tmp_path):

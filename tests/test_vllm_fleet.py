@@ -3,11 +3,13 @@ a GPU box would get (one server per GPU, tensor-parallel groups, extra args, env
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from backends.vllm_fleet import VLLMFleet, log_name, server_specs
+from backends.vllm_fleet import (BIND, VLLMFleet, log_name, server_specs,
+                                 split_cpu_binding)
 from backends.vllm_runtime import Runtime
 from backends.vllm_server import VLLMServer, serve_env
 from engine.config import BackendConfig
@@ -70,6 +72,22 @@ def test_without_gpus_servers_see_the_inherited_devices():
     assert [s.devices for s in specs] == [(), ()]
     assert "CUDA_VISIBLE_DEVICES" not in serve_env(specs[0], {"PATH": "/bin"})
     assert specs[0].model == "tiny"  # no fleet.model: the backend's model is loaded
+
+
+def test_cpu_servers_of_a_fleet_share_the_bound_cores_out(monkeypatch):
+    monkeypatch.delenv(BIND, raising=False)
+    specs = server_specs(vllm_backend(servers=2).fleet, "m")
+    bound = Runtime(Path("/py"), {}, {BIND: "0,1,2,3", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})
+    split = split_cpu_binding(specs, bound)
+    assert [s.env[BIND] for s in split] == ["0,1", "2,3"]
+    assert [serve_env(s, bound.env())[BIND] for s in split] == ["0,1", "2,3"]
+    own = [specs[0], replace(specs[1], env={BIND: "3"})]
+    assert [s.env[BIND] for s in split_cpu_binding(own, bound)] == ["0,1", "3"]
+    # nothing to share: one server, no binding (a busy machine, a GPU box), a range, too few
+    assert split_cpu_binding(specs[:1], bound) == specs[:1]
+    assert split_cpu_binding(specs, Runtime(Path("/py"))) == specs
+    assert split_cpu_binding(specs, Runtime(Path("/py"), {}, {BIND: "0-3"})) == specs
+    assert split_cpu_binding(specs * 3, bound) == specs * 3  # 6 servers, 4 cores
 
 
 def test_a_vllm_backend_scrapes_metrics_and_names_logs_per_server(tmp_path):

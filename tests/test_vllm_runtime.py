@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from backends import vllm_runtime as rt
-from backends.vllm_runtime import (CPU_ENV, Runtime, RuntimeProvisionError, cpu_defaults,
-                                   gristmill_requirements, provision)
+from backends.vllm_runtime import (CPU_ENV, Runtime, RuntimeProvisionError, busy_cpus,
+                                   cpu_defaults, gristmill_requirements, provision)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,6 +93,13 @@ def test_a_failed_step_names_its_log_and_leaves_no_marker(tmp_path):
     assert str(log) in str(info.value) and "exit 3" in str(info.value)
     assert "no matching distribution" in log.read_text()
     assert not (home / ".ready").exists()
+
+
+def test_busy_cpus_samples_the_counters_now(tmp_path):
+    import os
+    busy = busy_cpus(0.2)
+    assert 0 <= busy <= os.cpu_count() + 0.01
+    assert busy_cpus(0.0, stat=tmp_path / "missing") == os.getloadavg()[0]
 
 
 def test_cpu_defaults_bind_every_core_of_a_small_idle_machine():

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from ..client import ModelClient
 from ..config import AgentInstructConfig, KindSettings, OutputConfig, PipelineConfig
+from ..errors import ConfigError
 from ..items import Item
 from ..outputs import response_format
 from ..skills import Skill, load_skill
@@ -26,7 +27,7 @@ class Flow:
     def __init__(self, config: AgentInstructConfig) -> None:
         self.config = config
         self.skills = {name: load_skill(name, config.skills_dir) for name in config.skills}
-        self.agent_cycles = {n: shuffled(s.transform.agents, f"{n}:agents")
+        self.agent_cycles = {n: shuffled(chosen_agents(s, config.agents), f"{n}:agents")
                              for n, s in self.skills.items()}
         self.type_cycles = {n: shuffled(s.types(), f"{n}:types") for n, s in self.skills.items()}
 
@@ -45,6 +46,18 @@ class Flow:
     def types_for(self, skill: Skill, generation_index: int) -> list[dict[str, str]]:
         return window(self.type_cycles[skill.name], generation_index,
                       skill.generate.types_per_request)
+
+
+def chosen_agents(skill: Skill, names: list[str] | None) -> list[Any]:
+    """The skill's transformation agents, only those named when `names` is given."""
+    if names is None:
+        return list(skill.transform.agents)
+    agents = [a for a in skill.transform.agents if a.name in names]
+    if not agents:
+        available = ", ".join(a.name for a in skill.transform.agents)
+        raise ConfigError(f"agentinstruct.agents: skill {skill.name!r} has none of "
+                          f"{', '.join(names)}; its agents are: {available}")
+    return agents
 
 
 def variables(item: Item, **extra: Any) -> dict[str, Any]:
