@@ -6,10 +6,12 @@ what it needs."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+from . import cli_flywheel
+from .errors import ConfigError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -93,60 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "else RUN/output.jsonl)")
     p.add_argument("--license", help="license id for the dataset card (hf)")
 
-    _add_flywheel_commands(sub)
-    _review_parser(sub)
-    _report_parser(sub)
+    cli_flywheel.add_parsers(sub)
 
     sub.add_parser("mock-server", help="serve the mock OpenAI-compatible API "
                    "(see `gristmill mock-server --help`)", add_help=False)
     return parser
-
-
-# -- judge and flywheel (implementations in engine/flywheel/) ------------------------------
-def _add_flywheel_commands(sub: Any) -> None:
-    judge = sub.add_parser("judge", help="the LLM judge of a run: `judge align RUN`")
-    actions = judge.add_subparsers(dest="judge_action", required=True, metavar="ACTION")
-    p = actions.add_parser("align", help="measure judge-human agreement, choose the few-shot "
-                           "set that raises it, write RUN/judge/judge-v<N>.yaml")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--backend-url", help="send judge calls to this OpenAI-style base URL")
-    p.add_argument("--ffr-bound", type=float, default=0.2, help="most false failures (human-"
-                   "passed records the judge fails) a chosen judge may have on dev (default 0.2)")
-    p = sub.add_parser("flywheel", help="re-judge a run with its newest aligned judge and write "
-                       "RUN/dataset.judge-v<N>.jsonl")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--backend-url", help="send judge calls to this OpenAI-style base URL")
-    p.add_argument("--judge", type=Path, help="a judge config (default: the newest "
-                   "RUN/judge/judge-v<N>.yaml)")
-
-
-def cmd_judge(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from .flywheel.align import align_run
-    from .loop import new_event_loop
-
-    if not 0 <= args.ffr_bound <= 1:
-        raise ConfigError(f"--ffr-bound {args.ffr_bound}: a fraction between 0 and 1")
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(align_run(args.run_dir, backend_url=args.backend_url,
-                             ffr_bound=args.ffr_bound))
-    return 0
-
-
-def cmd_flywheel(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from .flywheel.loop import flywheel_run
-    from .loop import new_event_loop
-
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(flywheel_run(args.run_dir, backend_url=args.backend_url,
-                                judge_path=args.judge))
-    return 0
-
-
-from .errors import ConfigError  # noqa: E402  (tiny module; needed by the handlers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,66 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
                 "export": cmd_export, "resume": cmd_resume, "status": cmd_status,
                 "cache": cmd_cache, "dedup": cmd_dedup,
-                "judge": cmd_judge, "flywheel": cmd_flywheel,
-                "review": cmd_review, "report": cmd_report}[args.command](args)
+                **cli_flywheel.COMMANDS}[args.command](args)
     except ConfigError as exc:
         print(f"gristmill: config error: {exc}", file=sys.stderr)
         return 2
-
-
-def _review_parser(sub: Any) -> None:
-    p = sub.add_parser("review", help="label a run's records on a local web page")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free one)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host; "
-                   "requests then need the token printed in the URL")
-    p.add_argument("--records", type=Path, help="records to review (default RUN/output.jsonl)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling order")
-    p.add_argument("--reviewer", default=os.environ.get("USER", ""),
-                   help="name stored with each label (default $USER)")
-
-
-def cmd_review(args: argparse.Namespace) -> int:
-    import asyncio
-    import signal
-
-    from .flywheel.review_server import ReviewApp, binding_token, serve
-
-    _require_run_dir(args.run_dir)
-    token = binding_token(args.host, args.allow_remote)
-    app = ReviewApp(args.run_dir, token=token, records=args.records, seed=args.seed,
-                    reviewer=args.reviewer)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await serve(app, args.host, args.port, stop,
-                    lambda url: print(f"review page: {url}  (Ctrl-C to stop)", flush=True))
-
-    asyncio.run(main())
-    return 0
-
-
-def _report_parser(sub: Any) -> None:
-    p = sub.add_parser("report", help="write RUN/report.html: a run's health at a glance")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--out", type=Path, help="output path (default RUN/report.html)")
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .flywheel.report import write_report
-
-    _require_run_dir(args.run_dir)
-    print(write_report(args.run_dir, args.out))
-    return 0
-
-
-def _require_run_dir(run_dir: Path) -> None:
-    if not (run_dir / "output.jsonl").is_file():
-        raise ConfigError(f"{run_dir}: no output.jsonl; is this a run directory?")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -252,8 +149,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_dedup(args: argparse.Namespace) -> int:
     from .dedup import dedup_run
 
-    if not (args.run_dir / "output.jsonl").is_file():
-        raise ConfigError(f"{args.run_dir}: no output.jsonl; is this a run directory?")
+    cli_flywheel.require_run_dir(args.run_dir)
     stats = dedup_run(args.run_dir, args.threshold)
     print(" · ".join(f"{k} {v:,}" for k, v in stats.items()))
     print(f"wrote {args.run_dir / 'dataset.jsonl'}")
