@@ -23,8 +23,9 @@ import orjson
 from aiohttp import web
 
 from backends.mock_answers import Answer, BadRequest, build_answer
-from backends.mock_faults import (BadDrawer, FaultDrawer, RateLimiter, Stats, add_arguments,
-                                  bad_answer, check_args, retry_after_value)
+from backends.mock_bad import BadDrawer, bad_answer
+from backends.mock_faults import (FaultDrawer, RateLimiter, Stats, add_arguments, check_args,
+                                  retry_after_value)
 from backends.mock_gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq, add_gpu_arguments,
                                check_gpu_args, metric_values, render_metrics, wait_tokens)
 from backends.mock_judge import add_judge_arguments, is_judge_request, judge_answer

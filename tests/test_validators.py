@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends.mock_answers import build_answer, prose_tokens
-from backends.mock_faults import bad_tokens
+from backends.mock_bad import bad_tokens
 from engine.errors import ConfigError, InvalidOutput
 from engine.validators import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamCheck, Context,
                                Rejection, build, build_all, build_final, build_stream,
