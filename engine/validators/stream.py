@@ -32,6 +32,11 @@ REFUSAL_PATTERNS = (
     r"unfortunately,? i (?:cannot|can ?not|can['’]t|am unable|['’]m unable|am not able)",
     r"i (?:do not|don['’]t) feel comfortable",
 )
+# Every built-in pattern contains one of these (lowered): a head without any cannot match
+# them, which `in` tells far faster than the regex (only used with the built-in patterns, on
+# ASCII text only, so "can['’]t" needs only "can't").
+REFUSAL_KEYWORDS = ("sorry", "apolog", "cannot", "can not", "can't", "won't", "will not",
+                    "unable", "not able", "decline", "as an ai", "unfortunately", "comfortable")
 # A refusal opens the answer or one of its first sentences; markdown may precede it, an
 # opening quote may not (a story that opens with "I'm sorry," she said).
 _SENTENCE_START = r"(?:^|[.!?:\n])[\s*_>#-]*"
@@ -67,6 +72,17 @@ class Refusal:
         phrases = "|".join(f"(?:{p})" for p in (*params.patterns, *params.extra_patterns))
         self.regex = re.compile(f"{_SENTENCE_START}(?P<refusal>{phrases})", re.IGNORECASE)
         self.cap = params.window + params.lookahead
+        self.keywords = (REFUSAL_KEYWORDS if tuple(params.patterns) == REFUSAL_PATTERNS
+                         and not params.extra_patterns else None)
+
+    def may_match(self, head: str) -> bool:
+        """False when the regex cannot match `head`: the built-in patterns, none of their
+        keywords. Lowering keeps ASCII text aligned with the regex's ASCII case folding;
+        other text always goes to the regex."""
+        if self.keywords is None or not head.isascii():
+            return True
+        lowered = head.lower()
+        return any(k in lowered for k in self.keywords)
 
     def start(self, context: Context) -> StreamCheck:
         return _RefusalCheck(self) if self.params.patterns or self.params.extra_patterns else PASS
@@ -90,6 +106,8 @@ class _RefusalCheck(Check):
 
     def _decide(self) -> Rejection | None:
         self.decided = True
+        if not self.v.may_match(self.head):
+            return None
         for match in self.v.regex.finditer(self.head):
             if match.start("refusal") >= self.v.params.window:
                 break
@@ -233,19 +251,25 @@ class Repetition:
 _HAS_WORD_CHAR = re.compile(r"\w")
 _WORD = re.compile(r"\S+")  # the words of str.split(): both split at str.isspace()
 # An ASCII word without a letter, digit or underscore is made of these only.
-_ASCII_PUNCT = "".join(c for c in map(chr, range(33, 127)) if not re.match(r"\w", c))
+_ASCII_NON_WORD = "".join(c for c in map(chr, range(128))
+                          if not c.isspace() and not re.match(r"\w", c))
+_ASCII_NON_WORD_BYTES = _ASCII_NON_WORD.encode()
 INF = float("inf")
 
 
 def counted_words(tokens: list[str], ascii_only: bool) -> list[str]:
-    """The tokens with a letter or digit, lowered and capped. ASCII tokens are filtered by
-    stripping punctuation (all C-level calls); others by the regex."""
+    """The tokens with a letter or digit, lowered and capped. ASCII tokens come lowered
+    (the feed is lowered whole) and are filtered with C-level calls: when deleting the
+    non-word characters loses no token, all count (the common case); else each token is
+    stripped of them. Others are filtered by the regex."""
     cap = Repetition.MAX_WORD
-    if ascii_only:  # lower() keeps ASCII lengths: capping after lowering is the same
-        words = list(map(str.lower, compress(tokens, map(str.strip, tokens,
-                                                         repeat(_ASCII_PUNCT)))))
-        return [w[:cap] for w in words] if words and max(map(len, words)) > cap else words
-    return [w[:cap].lower() for w in filter(_HAS_WORD_CHAR.search, tokens)]
+    if not ascii_only:
+        return [w[:cap].lower() for w in filter(_HAS_WORD_CHAR.search, tokens)]
+    joined = " ".join(tokens)
+    if len(joined.encode().translate(None, _ASCII_NON_WORD_BYTES).split()) < len(tokens):
+        tokens = list(compress(tokens, map(str.strip, tokens, repeat(_ASCII_NON_WORD))))
+    return [w[:cap] for w in tokens] if len(joined) > cap and max(map(len, tokens)) > cap \
+        else tokens
 
 
 class _RepetitionCheck(Check):
@@ -317,8 +341,9 @@ class _RepetitionCheck(Check):
 
     def _words(self, text: str, final: bool) -> tuple[tuple[float, int], Rejection | None]:
         """Words end at whitespace; the position of a completed word is that whitespace."""
-        tokens = text.split()
-        carried = self.word  # the unfinished word of the last feed
+        carried = self.word  # the unfinished word of the last feed (lowered if ASCII)
+        ascii_only = text.isascii() and carried.isascii()
+        tokens = (text.lower() if ascii_only else text).split()  # ASCII lower() keeps lengths
         joined = bool(tokens) and not text[0].isspace()
         if carried:
             if joined:
@@ -328,7 +353,7 @@ class _RepetitionCheck(Check):
         self.word = ""
         if tokens and not final and not text[-1].isspace():
             self.word = tokens.pop()[: Repetition.MAX_WORD]  # may continue in the next feed
-        words = counted_words(tokens, text.isascii() and carried.isascii())
+        words = counted_words(tokens, ascii_only)
         if not words:
             return (INF, 1), None
         n = self.p.ngram
@@ -353,11 +378,11 @@ class _RepetitionCheck(Check):
         an n-gram seen earlier (`seen` holds every n-gram of the window, and some that left
         it) or twice in this feed. Without one, C-level set operations settle the feed; the
         exact per-n-gram walk runs only with one: rarely outside a loop."""
-        window = self.grams
-        repeats = not self.seen.isdisjoint(grams) or len(set(grams)) < len(grams)
-        if repeats and (found := self._first_trigger(grams)):
+        window, seen = self.grams, self.seen
+        before = len(seen)
+        seen.update(grams)  # early: if a trigger is found, the check is over anyway
+        if len(seen) - before < len(grams) and (found := self._first_trigger(grams)):
             return found
-        self.seen.update(grams)
         window.extend(grams)
         if (excess := len(window) - self.p.window_words) > 0:
             del window[:excess]
