@@ -262,11 +262,15 @@ def counted_words(tokens: list[str], ascii_only: bool) -> list[str]:
     (the feed is lowered whole) and are filtered with C-level calls: when deleting the
     non-word characters loses no token, all count (the common case); else each token is
     stripped of them. Others are filtered by the regex."""
+    if not tokens:
+        return tokens
     cap = Repetition.MAX_WORD
     if not ascii_only:
         return [w[:cap].lower() for w in filter(_HAS_WORD_CHAR.search, tokens)]
     joined = " ".join(tokens)
-    if len(joined.encode().translate(None, _ASCII_NON_WORD_BYTES).split()) < len(tokens):
+    # A token of non-word characters only leaves a doubled, leading or trailing space.
+    left = joined.encode().translate(None, _ASCII_NON_WORD_BYTES)
+    if not left or left[0] == 32 or left[-1] == 32 or b"  " in left:
         tokens = list(compress(tokens, map(str.strip, tokens, repeat(_ASCII_NON_WORD))))
     return [w[:cap] for w in tokens] if len(joined) > cap and max(map(len, tokens)) > cap \
         else tokens
@@ -391,16 +395,17 @@ class _RepetitionCheck(Check):
         return None
 
     def _first_trigger(self, grams: list[int]) -> tuple[int, int] | None:
-        """The exact walk: each n-gram counted among the last `window_words` at its place."""
-        window, limit, repeats = deque(self.grams), self.p.window_words, self.p.max_ngram_repeats
-        counts = Counter(window)
+        """The exact rule: each n-gram counted among the last `window_words` at its place.
+        Only n-grams with enough copies in the window and feed together can reach the
+        limit; those are counted at their place (C-level counts)."""
+        limit, repeats = self.p.window_words, self.p.max_ngram_repeats
+        combined = self.grams + grams  # the window's n-grams, then the feed's
+        base, totals = len(self.grams), Counter(combined)
         for j, gram in enumerate(grams):
-            counts[gram] += 1
-            window.append(gram)
-            if len(window) > limit:
-                counts[window.popleft()] -= 1
-            if counts[gram] >= repeats:
-                return j, counts[gram]
+            if totals[gram] >= repeats:
+                end = base + j + 1
+                if (count := combined[max(0, end - limit):end].count(gram)) >= repeats:
+                    return j, count
         return None
 
     def _word_ends(self, text: str, carried: str, joined: bool) -> list[int]:
