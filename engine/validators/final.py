@@ -324,7 +324,7 @@ class Truncated:
         self.p = params
 
     def check(self, text: str, context: Context) -> Rejection | None:
-        if not text.strip():
+        if not text or text.isspace():  # `not text.strip()` without copying the answer
             return Rejection("truncated", "empty answer")
         if self.p.reject_length and context.finish_reason == "length":
             return Rejection("truncated", "cut at max_tokens (finish_reason 'length'), ends "

@@ -133,6 +133,7 @@ class Language:
 
 class _LanguageCheck(Check):
     __slots__ = ("p", "language", "scripts", "stopwords", "head")
+    settles = True
 
     def __init__(self, params: Language.Params, language: str,
                  scripts: frozenset[str] | None, stopwords: bool) -> None:
@@ -144,7 +145,10 @@ class _LanguageCheck(Check):
         if len(self.head) >= self.p.min_chars:
             return None  # decided already
         self.head += new_text[: self.p.min_chars - len(self.head)]
-        return self._decide() if len(self.head) >= self.p.min_chars else None
+        if len(self.head) < self.p.min_chars:
+            return None
+        self.settled = True  # a rejection stands anyway
+        return self._decide()
 
     def _decide(self) -> Rejection | None:
         text = self.head

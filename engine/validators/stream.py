@@ -90,6 +90,7 @@ class Refusal:
 
 class _RefusalCheck(Check):
     __slots__ = ("v", "head", "decided")
+    settles = True
 
     def __init__(self, validator: Refusal) -> None:
         super().__init__()
@@ -105,7 +106,7 @@ class _RefusalCheck(Check):
         return None if self.decided else self._decide()
 
     def _decide(self) -> Rejection | None:
-        self.decided = True
+        self.decided = self.settled = True  # a rejection stands anyway
         if not self.v.may_match(self.head):
             return None
         for match in self.v.regex.finditer(self.head):
@@ -154,9 +155,12 @@ class _MaxLengthCheck(Check):
         super().__init__()
         self.v, self.chars = validator, 0
 
-    def _feed(self, new_text: str) -> Rejection | None:
+    def feed(self, new_text: str) -> Rejection | None:
+        """`Check.feed` in one call: this one is made for every piece of every answer."""
         self.chars += len(new_text)
-        return Rejection("max_length", self.v.reason) if self.chars > self.v.limit else None
+        if self.verdict is None and self.chars > self.v.limit:
+            self.verdict = Rejection("max_length", self.v.reason)
+        return self.verdict
 
 
 # -- forbidden ----------------------------------------------------------------------------
