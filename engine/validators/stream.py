@@ -258,26 +258,30 @@ _WORD = re.compile(r"\S+")  # the words of str.split(): both split at str.isspac
 _ASCII_NON_WORD = "".join(c for c in map(chr, range(128))
                           if not c.isspace() and not re.match(r"\w", c))
 _ASCII_NON_WORD_BYTES = _ASCII_NON_WORD.encode()
+_SPACE_OR_X = bytes(32 if i == 32 else 120 for i in range(256))  # b" " stays, the rest b"x"
+_LONG_WORD = b"x" * (Repetition.MAX_WORD + 1)
 INF = float("inf")
 
 
 def counted_words(tokens: list[str], ascii_only: bool) -> list[str]:
     """The tokens with a letter or digit, lowered and capped. ASCII tokens come lowered
-    (the feed is lowered whole) and are filtered with C-level calls: when deleting the
-    non-word characters loses no token, all count (the common case); else each token is
-    stripped of them. Others are filtered by the regex."""
+    (the feed is lowered whole) and are tested at once, joined, with C-level byte calls:
+    when deleting the non-word characters loses no token, all count (the common case),
+    else each is stripped of them; a run of more than `MAX_WORD` non-spaces is a token to
+    cap. Others are filtered by the regex."""
     if not tokens:
         return tokens
     cap = Repetition.MAX_WORD
     if not ascii_only:
         return [w[:cap].lower() for w in filter(_HAS_WORD_CHAR.search, tokens)]
-    joined = " ".join(tokens)
+    joined = " ".join(tokens).encode()
     # A token of non-word characters only leaves a doubled, leading or trailing space.
-    left = joined.encode().translate(None, _ASCII_NON_WORD_BYTES)
+    left = joined.translate(None, _ASCII_NON_WORD_BYTES)
     if not left or left[0] == 32 or left[-1] == 32 or b"  " in left:
         tokens = list(compress(tokens, map(str.strip, tokens, repeat(_ASCII_NON_WORD))))
-    return [w[:cap] for w in tokens] if len(joined) > cap and max(map(len, tokens)) > cap \
-        else tokens
+    if len(joined) > cap and _LONG_WORD in joined.translate(_SPACE_OR_X):
+        return [w[:cap] for w in tokens]
+    return tokens
 
 
 class _RepetitionCheck(Check):
