@@ -175,8 +175,8 @@ class ValidatorsConfig(Strict):
                                               "the whole answer.")
     abort_early: bool = Field(True, description="Stop a streamed answer the moment a streaming "
                               "check rejects it; off: the same checks judge it once complete.")
-    check_every_chars: int = Field(256, ge=1, description="Streaming checks run when this much "
-                                   "new text has arrived (~64 tokens): a bad answer is stopped "
+    check_every_chars: int = Field(512, ge=1, description="Streaming checks run when this much "
+                                   "new text has arrived (~128 tokens): a bad answer is stopped "
                                    "at most that much later, for a fraction of the CPU.")
     max_regenerations: int = Field(2, ge=0, le=20, description="New requests (with their "
                                    "attempt number) after a rejected answer, before the item "

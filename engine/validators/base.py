@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, ClassVar, Iterable, Protocol, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -86,14 +86,17 @@ PASS = PassCheck()
 
 class CompositeStreamCheck:
     """Runs several checks on the same stream; the first rejection is the verdict and is
-    returned again by every later call (the checks are not fed after it)."""
+    returned again by every later call (the checks are not fed after it). A check that has
+    `settled` (it has passed and no more text can change that) is no longer called: most
+    of an answer then costs only the checks that look at all of it."""
 
-    __slots__ = ("checks", "rejection", "chars")
+    __slots__ = ("checks", "rejection", "chars", "settling")
 
     def __init__(self, checks: Iterable[StreamCheck]) -> None:
         self.checks = [c for c in checks if c is not PASS]
         self.rejection: Rejection | None = None
         self.chars = 0  # text fed so far: where a stream was cut, for the stats
+        self.settling = any(getattr(c, "settles", False) for c in self.checks)
 
     def feed(self, new_text: str) -> Rejection | None:
         if self.rejection is None and new_text:
@@ -102,7 +105,14 @@ class CompositeStreamCheck:
                 if (rejection := check.feed(new_text)) is not None:
                     self.rejection = rejection
                     break
+            else:
+                if self.settling:
+                    self._drop_settled()
         return self.rejection
+
+    def _drop_settled(self) -> None:
+        self.checks = [c for c in self.checks if not getattr(c, "settled", False)]
+        self.settling = any(getattr(c, "settles", False) for c in self.checks)
 
     def finish(self) -> Rejection | None:
         if self.rejection is None:
@@ -152,10 +162,12 @@ class Check:
     """Base of the built-in stream checks: once a check has rejected, the verdict stands and
     later calls return it again without looking at more text."""
 
-    __slots__ = ("verdict",)
+    __slots__ = ("verdict", "settled")
+    settles: ClassVar[bool] = False  # a check that decides on the opening sets `settled`
 
     def __init__(self) -> None:
         self.verdict: Rejection | None = None
+        self.settled = False  # passed for good: later text (and the end) cannot reject
 
     def feed(self, new_text: str) -> Rejection | None:
         if self.verdict is None and new_text:

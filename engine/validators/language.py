@@ -60,6 +60,10 @@ your yours it's don't isn't can't won't i'm you're we're they're that's there's 
 """.split())
 
 _ENGLISH_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+# ASCII bytes that are not letters: deleted to count letters, or mapped to spaces to split
+# a text without apostrophes into the words of `_ENGLISH_WORD` (C speed, not the regex's).
+_ASCII_NON_LETTERS = bytes(i for i in range(128) if not chr(i).isalpha())
+_ASCII_LETTERS_ONLY = bytes(i if i >= 128 or chr(i).isalpha() else 32 for i in range(256))
 
 
 def script_of(char: str) -> str | None:
@@ -73,7 +77,7 @@ def script_of(char: str) -> str | None:
 def script_share(text: str, scripts: frozenset[str]) -> tuple[float, int]:
     """(share of letters in `scripts`, letter count)."""
     if text.isascii():  # ASCII letters are Latin
-        count = sum(map(str.isalpha, text))
+        count = len(text.encode().translate(None, _ASCII_NON_LETTERS))
         return (1.0 if "latin" in scripts or not count else 0.0), count
     letters = [c for c in text if c.isalpha()]
     if not letters:
@@ -84,7 +88,12 @@ def script_share(text: str, scripts: frozenset[str]) -> tuple[float, int]:
 
 def stopword_rate(text: str) -> tuple[float, int]:
     """(share of words that are English stop words, word count), code spans left out."""
-    words = _ENGLISH_WORD.findall(CODE_SPANS.sub(" ", text))
+    if "`" in text:
+        text = CODE_SPANS.sub(" ", text)
+    if text.isascii() and "'" not in text:
+        words = text.encode().translate(_ASCII_LETTERS_ONLY).decode().split()
+    else:
+        words = _ENGLISH_WORD.findall(text)
     if not words:
         return 0.0, 0
     lowered = map(str.lower, words)
@@ -124,6 +133,7 @@ class Language:
 
 class _LanguageCheck(Check):
     __slots__ = ("p", "language", "scripts", "stopwords", "head")
+    settles = True
 
     def __init__(self, params: Language.Params, language: str,
                  scripts: frozenset[str] | None, stopwords: bool) -> None:
@@ -135,7 +145,10 @@ class _LanguageCheck(Check):
         if len(self.head) >= self.p.min_chars:
             return None  # decided already
         self.head += new_text[: self.p.min_chars - len(self.head)]
-        return self._decide() if len(self.head) >= self.p.min_chars else None
+        if len(self.head) < self.p.min_chars:
+            return None
+        self.settled = True  # a rejection stands anyway
+        return self._decide()
 
     def _decide(self) -> Rejection | None:
         text = self.head

@@ -32,6 +32,11 @@ REFUSAL_PATTERNS = (
     r"unfortunately,? i (?:cannot|can ?not|can['’]t|am unable|['’]m unable|am not able)",
     r"i (?:do not|don['’]t) feel comfortable",
 )
+# Every built-in pattern contains one of these (lowered): a head without any cannot match
+# them, which `in` tells far faster than the regex (only used with the built-in patterns, on
+# ASCII text only, so "can['’]t" needs only "can't").
+REFUSAL_KEYWORDS = ("sorry", "apolog", "cannot", "can not", "can't", "won't", "will not",
+                    "unable", "not able", "decline", "as an ai", "unfortunately", "comfortable")
 # A refusal opens the answer or one of its first sentences; markdown may precede it, an
 # opening quote may not (a story that opens with "I'm sorry," she said).
 _SENTENCE_START = r"(?:^|[.!?:\n])[\s*_>#-]*"
@@ -67,6 +72,17 @@ class Refusal:
         phrases = "|".join(f"(?:{p})" for p in (*params.patterns, *params.extra_patterns))
         self.regex = re.compile(f"{_SENTENCE_START}(?P<refusal>{phrases})", re.IGNORECASE)
         self.cap = params.window + params.lookahead
+        self.keywords = (REFUSAL_KEYWORDS if tuple(params.patterns) == REFUSAL_PATTERNS
+                         and not params.extra_patterns else None)
+
+    def may_match(self, head: str) -> bool:
+        """False when the regex cannot match `head`: the built-in patterns, none of their
+        keywords. Lowering keeps ASCII text aligned with the regex's ASCII case folding;
+        other text always goes to the regex."""
+        if self.keywords is None or not head.isascii():
+            return True
+        lowered = head.lower()
+        return any(k in lowered for k in self.keywords)
 
     def start(self, context: Context) -> StreamCheck:
         return _RefusalCheck(self) if self.params.patterns or self.params.extra_patterns else PASS
@@ -74,6 +90,7 @@ class Refusal:
 
 class _RefusalCheck(Check):
     __slots__ = ("v", "head", "decided")
+    settles = True
 
     def __init__(self, validator: Refusal) -> None:
         super().__init__()
@@ -89,7 +106,9 @@ class _RefusalCheck(Check):
         return None if self.decided else self._decide()
 
     def _decide(self) -> Rejection | None:
-        self.decided = True
+        self.decided = self.settled = True  # a rejection stands anyway
+        if not self.v.may_match(self.head):
+            return None
         for match in self.v.regex.finditer(self.head):
             if match.start("refusal") >= self.v.params.window:
                 break
@@ -136,9 +155,12 @@ class _MaxLengthCheck(Check):
         super().__init__()
         self.v, self.chars = validator, 0
 
-    def _feed(self, new_text: str) -> Rejection | None:
+    def feed(self, new_text: str) -> Rejection | None:
+        """`Check.feed` in one call: this one is made for every piece of every answer."""
         self.chars += len(new_text)
-        return Rejection("max_length", self.v.reason) if self.chars > self.v.limit else None
+        if self.verdict is None and self.chars > self.v.limit:
+            self.verdict = Rejection("max_length", self.v.reason)
+        return self.verdict
 
 
 # -- forbidden ----------------------------------------------------------------------------
@@ -233,19 +255,33 @@ class Repetition:
 _HAS_WORD_CHAR = re.compile(r"\w")
 _WORD = re.compile(r"\S+")  # the words of str.split(): both split at str.isspace()
 # An ASCII word without a letter, digit or underscore is made of these only.
-_ASCII_PUNCT = "".join(c for c in map(chr, range(33, 127)) if not re.match(r"\w", c))
+_ASCII_NON_WORD = "".join(c for c in map(chr, range(128))
+                          if not c.isspace() and not re.match(r"\w", c))
+_ASCII_NON_WORD_BYTES = _ASCII_NON_WORD.encode()
+_SPACE_OR_X = bytes(32 if i == 32 else 120 for i in range(256))  # b" " stays, the rest b"x"
+_LONG_WORD = b"x" * (Repetition.MAX_WORD + 1)
 INF = float("inf")
 
 
 def counted_words(tokens: list[str], ascii_only: bool) -> list[str]:
-    """The tokens with a letter or digit, lowered and capped. ASCII tokens are filtered by
-    stripping punctuation (all C-level calls); others by the regex."""
+    """The tokens with a letter or digit, lowered and capped. ASCII tokens come lowered
+    (the feed is lowered whole) and are tested at once, joined, with C-level byte calls:
+    when deleting the non-word characters loses no token, all count (the common case),
+    else each is stripped of them; a run of more than `MAX_WORD` non-spaces is a token to
+    cap. Others are filtered by the regex."""
+    if not tokens:
+        return tokens
     cap = Repetition.MAX_WORD
-    if ascii_only:  # lower() keeps ASCII lengths: capping after lowering is the same
-        words = list(map(str.lower, compress(tokens, map(str.strip, tokens,
-                                                         repeat(_ASCII_PUNCT)))))
-        return [w[:cap] for w in words] if words and max(map(len, words)) > cap else words
-    return [w[:cap].lower() for w in filter(_HAS_WORD_CHAR.search, tokens)]
+    if not ascii_only:
+        return [w[:cap].lower() for w in filter(_HAS_WORD_CHAR.search, tokens)]
+    joined = " ".join(tokens).encode()
+    # A token of non-word characters only leaves a doubled, leading or trailing space.
+    left = joined.translate(None, _ASCII_NON_WORD_BYTES)
+    if not left or left[0] == 32 or left[-1] == 32 or b"  " in left:
+        tokens = list(compress(tokens, map(str.strip, tokens, repeat(_ASCII_NON_WORD))))
+    if len(joined) > cap and _LONG_WORD in joined.translate(_SPACE_OR_X):
+        return [w[:cap] for w in tokens]
+    return tokens
 
 
 class _RepetitionCheck(Check):
@@ -317,8 +353,9 @@ class _RepetitionCheck(Check):
 
     def _words(self, text: str, final: bool) -> tuple[tuple[float, int], Rejection | None]:
         """Words end at whitespace; the position of a completed word is that whitespace."""
-        tokens = text.split()
-        carried = self.word  # the unfinished word of the last feed
+        carried = self.word  # the unfinished word of the last feed (lowered if ASCII)
+        ascii_only = text.isascii() and carried.isascii()
+        tokens = (text.lower() if ascii_only else text).split()  # ASCII lower() keeps lengths
         joined = bool(tokens) and not text[0].isspace()
         if carried:
             if joined:
@@ -328,7 +365,7 @@ class _RepetitionCheck(Check):
         self.word = ""
         if tokens and not final and not text[-1].isspace():
             self.word = tokens.pop()[: Repetition.MAX_WORD]  # may continue in the next feed
-        words = counted_words(tokens, text.isascii() and carried.isascii())
+        words = counted_words(tokens, ascii_only)
         if not words:
             return (INF, 1), None
         n = self.p.ngram
@@ -353,11 +390,11 @@ class _RepetitionCheck(Check):
         an n-gram seen earlier (`seen` holds every n-gram of the window, and some that left
         it) or twice in this feed. Without one, C-level set operations settle the feed; the
         exact per-n-gram walk runs only with one: rarely outside a loop."""
-        window = self.grams
-        repeats = not self.seen.isdisjoint(grams) or len(set(grams)) < len(grams)
-        if repeats and (found := self._first_trigger(grams)):
+        window, seen = self.grams, self.seen
+        before = len(seen)
+        seen.update(grams)  # early: if a trigger is found, the check is over anyway
+        if len(seen) - before < len(grams) and (found := self._first_trigger(grams)):
             return found
-        self.seen.update(grams)
         window.extend(grams)
         if (excess := len(window) - self.p.window_words) > 0:
             del window[:excess]
@@ -366,16 +403,17 @@ class _RepetitionCheck(Check):
         return None
 
     def _first_trigger(self, grams: list[int]) -> tuple[int, int] | None:
-        """The exact walk: each n-gram counted among the last `window_words` at its place."""
-        window, limit, repeats = deque(self.grams), self.p.window_words, self.p.max_ngram_repeats
-        counts = Counter(window)
+        """The exact rule: each n-gram counted among the last `window_words` at its place.
+        Only n-grams with enough copies in the window and feed together can reach the
+        limit; those are counted at their place (C-level counts)."""
+        limit, repeats = self.p.window_words, self.p.max_ngram_repeats
+        combined = self.grams + grams  # the window's n-grams, then the feed's
+        base, totals = len(self.grams), Counter(combined)
         for j, gram in enumerate(grams):
-            counts[gram] += 1
-            window.append(gram)
-            if len(window) > limit:
-                counts[window.popleft()] -= 1
-            if counts[gram] >= repeats:
-                return j, counts[gram]
+            if totals[gram] >= repeats:
+                end = base + j + 1
+                if (count := combined[max(0, end - limit):end].count(gram)) >= repeats:
+                    return j, count
         return None
 
     def _word_ends(self, text: str, carried: str, joined: bool) -> list[int]:
