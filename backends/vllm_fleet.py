@@ -62,6 +62,9 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+BIND = "VLLM_CPU_OMP_THREADS_BIND"
+
+
 def split_cpu_binding(specs: list[ServerSpec], runtime: Runtime) -> list[ServerSpec]:
     """CPU servers of one fleet bound to the same cores would spin against each other: when
     the runtime binds vLLM's threads to cores, each server gets its own share of them (a
@@ -76,9 +79,6 @@ def split_cpu_binding(specs: list[ServerSpec], runtime: Runtime) -> list[ServerS
     return [spec if BIND in spec.env else
             replace(spec, env={**spec.env, BIND: ",".join(cpus[i * share:(i + 1) * share])})
             for i, spec in enumerate(specs)]
-
-
-BIND = "VLLM_CPU_OMP_THREADS_BIND"
 
 
 class VLLMFleet:

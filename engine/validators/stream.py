@@ -286,9 +286,10 @@ def counted_words(tokens: list[str], ascii_only: bool) -> list[str]:
 
 class _RepetitionCheck(Check):
     """Per feed, the new words are found, filtered and lowered in one pass each (C-level
-    split, filter and map), their n-grams built by zip and identified by their hash; only
-    a feed without a repeated n-gram is settled by C-level set operations (see `_count`). Positions are only worked
-    out when a check rejects (the earlier of a line and an n-gram trigger is the verdict)."""
+    split, filter and map), their n-grams built by zip and identified by their hash; a feed
+    without a repeated n-gram is settled by C-level set operations (see `_count`). Positions
+    are only worked out when a check rejects (the earlier of a line and an n-gram trigger is
+    the verdict)."""
 
     __slots__ = ("p", "offset", "line", "in_code", "lines", "line_counts", "word", "recent",
                  "grams", "seen")
@@ -398,7 +399,7 @@ class _RepetitionCheck(Check):
         window.extend(grams)
         if (excess := len(window) - self.p.window_words) > 0:
             del window[:excess]
-        if len(self.seen) > 4 * self.p.window_words:  # keep memory bounded by the window
+        if len(seen) > 4 * self.p.window_words:  # keep memory bounded by the window
             self.seen = set(window)
         return None
 
