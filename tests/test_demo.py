@@ -66,6 +66,22 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def signal_demo(tmp_path: Path, after: str, signum: int,
+                timeout_s: float) -> tuple[int, str, int]:
+    """Start the demo, send `signum` once it prints `after`, and wait for it to exit: its
+    return code, its output and its server's process group."""
+    demo = start_demo(tmp_path / "demo")
+    try:
+        read_until(demo, after)
+        pgid = server_group(demo)
+        demo.send_signal(signum)
+        out = demo.communicate(timeout=timeout_s)[0]
+    finally:
+        demo.kill()
+        demo.communicate()
+    return demo.returncode, out, pgid
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
@@ -103,16 +119,8 @@ def test_demo_on_smollm2_writes_records_and_stops_its_server(smollm2, tmp_path):
 @pytest.mark.vllm
 @pytest.mark.timeout(600)
 def test_ctrl_c_during_the_run_drains_and_stops_the_server(smollm2, tmp_path):
-    demo = start_demo(tmp_path / "demo")
-    try:
-        read_until(demo, "model server healthy")
-        pgid = server_group(demo)
-        demo.send_signal(signal.SIGINT)
-        out = demo.communicate(timeout=300)[0]
-    finally:
-        demo.kill()
-        demo.communicate()
-    assert demo.returncode == 130, out
+    returncode, out, pgid = signal_demo(tmp_path, "model server healthy", signal.SIGINT, 300)
+    assert returncode == 130, out
     assert "gristmill resume" in out
     assert group_members(pgid) == []
 
@@ -142,16 +150,8 @@ def test_a_killed_demo_takes_its_server_with_it(smollm2, tmp_path):
 @pytest.mark.vllm
 @pytest.mark.timeout(600)
 def test_sigterm_while_the_server_starts_stops_it(smollm2, tmp_path):
-    demo = start_demo(tmp_path / "demo")
-    try:
-        read_until(demo, "starting vllm serve")
-        pgid = server_group(demo)
-        demo.send_signal(signal.SIGTERM)
-        out = demo.communicate(timeout=120)[0]
-    finally:
-        demo.kill()
-        demo.communicate()
-    assert demo.returncode == 143, out
+    returncode, out, pgid = signal_demo(tmp_path, "starting vllm serve", signal.SIGTERM, 120)
+    assert returncode == 143, out
     assert "stopped while the model server was starting" in out
     assert group_members(pgid) == []
 
