@@ -6,6 +6,7 @@ requests, completion tokens and errors. Clients:
              sink (validators and the end-of-run dedup off: measured on their own)
   openai     the official AsyncOpenAI client, default transport, asyncio.Semaphore
   raw        aiohttp + orjson in a bare loop (no features: the floor)
+  gristmill-default-gc  the engine with Python's default GC thresholds (for the A/B)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ def prompts(n: int, pad: int = 0) -> list[str]:
             for i in range(n)]
 
 
-async def run_gristmill(args: argparse.Namespace) -> dict[str, Any]:
+async def run_gristmill(args: argparse.Namespace, tune_gc: bool = True) -> dict[str, Any]:
     from engine.config_load import validate_config
     from engine.runner import RunOptions, run
 
@@ -52,7 +54,7 @@ async def run_gristmill(args: argparse.Namespace) -> dict[str, Any]:
     })
     with Meter() as meter:
         summary = await run(config, RunOptions(run_dir=tmp / "run", progress=False,
-                                               cache=not args.no_cache))
+                                               cache=not args.no_cache, tune_gc=tune_gc))
     stage = summary["stages"][0]
     return {"wall_s": meter.wall, "cpu_s": meter.cpu, "requests": stage["done"],
             "ok": summary["records"], "tokens": stage["completion_tokens"],
@@ -129,7 +131,9 @@ async def run_raw(args: argparse.Namespace) -> dict[str, Any]:
             "ok": args.n - errors, "tokens": tokens, "errors": errors}
 
 
-CLIENTS = {"gristmill": run_gristmill, "openai": run_openai, "raw": run_raw}
+CLIENTS = {"gristmill": run_gristmill, "openai": run_openai, "raw": run_raw,
+           # the engine with Python's default collector thresholds (engine/gc_tuning.py off)
+           "gristmill-default-gc": partial(run_gristmill, tune_gc=False)}
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from .aimd import AIMD
 from .cache import AnswerCache
 from .client import ModelClient
 from .config import BackendConfig, PipelineConfig
+from .gc_tuning import tuned_gc
 from .items import Item
 from .permits import PermitPool
 from .pipeline import Pipeline
@@ -48,6 +49,7 @@ class RunOptions:
     cache: bool = True  # replay answers already paid for; off: ask again
     force: bool = False  # resume even if the config changed answers
     state_interval_s: float = 2.0
+    tune_gc: bool = True  # fewer collector passes while the run lasts (engine/gc_tuning.py)
 
 
 def make_backend(name: str, config: BackendConfig) -> Backend:
@@ -233,6 +235,10 @@ class Run:
                     await done.wait()
 
     async def execute(self) -> dict[str, Any]:
+        with tuned_gc() if self.options.tune_gc else contextlib.nullcontext():
+            return await self._execute()
+
+    async def _execute(self) -> dict[str, Any]:
         from .progress import show_progress
 
         if not self.dir.resuming or self.options.force:

@@ -4,20 +4,24 @@ waiter queued, no task left pending. And memory stays bounded while seeds stream
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
 from engine.config_load import validate_config
 from engine.items import Item
 from engine.pipeline import Pipeline
+from engine.gc_tuning import YOUNG_THRESHOLD, tuned_gc
 from engine.runner import Run, RunOptions
 from engine.stats import StageStats
 from tests.conftest import pipeline_config
 
 pytestmark = pytest.mark.both_loops
+DEFAULT_YOUNG = gc.get_threshold()[0]
 
 
 def assert_nothing_leaked(run: Run) -> None:
+    assert gc.get_threshold()[0] == DEFAULT_YOUNG and gc.get_freeze_count() == 0, "GC tuning"
     for client in run.clients.values():
         assert client.pool.in_flight == 0, "borrowed permit"
         assert client.pool.waiting == 0, "queued waiter"
@@ -35,8 +39,17 @@ def make_run(base_url, tmp_path, **backend) -> Run:
 async def test_success_leaves_nothing_behind(mock_server_factory, tmp_path):
     server = mock_server_factory("--latency-ms", "0-5")
     run = make_run(server.base_url, tmp_path, max_in_flight=8)
+    seen, emit = [], run.pipeline.emit
+
+    def emit_and_look(item):
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+        emit(item)
+    run.pipeline.emit = emit_and_look
     summary = await run.execute()
     assert summary["records"] == 80
+    # while it ran, the collector's young threshold was raised and start-up's objects frozen
+    assert len(seen) == 80
+    assert all(young == YOUNG_THRESHOLD and frozen > 0 for young, frozen in seen)
     assert_nothing_leaked(run)
 
 
@@ -124,3 +137,13 @@ async def test_live_items_stay_bounded_while_100k_seeds_stream_through():
     # bound: every channel full, every worker holding its item and its unsent children
     bound = sum(s.queue_size + s.workers * max(s.fan, 1) for s in stages) + 1
     assert live[1] <= bound, (live[1], bound)
+
+
+async def test_gc_tuning_nests_and_is_restored_after_an_error():
+    with pytest.raises(RuntimeError):
+        with tuned_gc():
+            with tuned_gc():  # a second run in the same process
+                pass
+            assert gc.get_threshold()[0] == YOUNG_THRESHOLD, "the first run is still going"
+            raise RuntimeError
+    assert gc.get_threshold()[0] == DEFAULT_YOUNG and gc.get_freeze_count() == 0
