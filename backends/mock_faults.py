@@ -151,6 +151,7 @@ class Stats:
     def __init__(self, window: float, record_arrivals: bool = False) -> None:
         self.window = WindowMax(window)
         self.record_arrivals = record_arrivals
+        self.arrivals_origin = 0.0  # the server loop's clock (monotonic) at arrival 0.0
         self.reset()
 
     def reset(self) -> None:
@@ -185,6 +186,7 @@ class Stats:
         out["max_tokens_in_window"] = self.window.max_tokens
         if self.record_arrivals:
             out["arrivals"] = self.arrivals
+            out["arrivals_origin"] = self.arrivals_origin
         return out
 
 

@@ -48,6 +48,7 @@ class MockApp:
         self.config, self.loop = config, loop
         self.t0 = loop.time()
         self.stats = Stats(config.rate_window_s, config.record_arrivals)
+        self.stats.arrivals_origin = self.t0
         self.limiter = RateLimiter(config.rpm, config.tpm, config.rate_window_s)
         self.gpu = GpuRunner(GpuScheduler.from_args(config), loop) if config.gpu else None
         self.reset()

@@ -33,11 +33,14 @@ def pipeline(seeds: Path, url: str) -> dict:
               {"name": "instruction", "prompt": "Ask about: {{ transform }}"},
               {"name": "refined", "prompt": "Make harder: {{ instruction }}"},
               {"name": "answer", "prompt": "{{ transform }}\n\nQ: {{ refined }}"}]
-    for stage in stages:
-        stage["sampling"] = {"max_tokens": 16}
+    for stage in stages:  # the mock answers 16 tokens, under the budget: no "truncated" rejects
+        stage["sampling"] = {"max_tokens": 64}
     return {"name": "memory", "seeds": {"path": str(seeds), "min_chars": 1},
             "backends": {"default": {"base_url": url, "model": "mock", "max_in_flight": 256}},
             "stages": stages,
+            # the end-of-run dedup is a batch step over every record (~1 KB each), measured on
+            # its own: `python -m engine.dedup --measure N`
+            "dedup": {"enabled": False},
             "record": [{"role": "user", "content": "{{ refined }}"},
                        {"role": "assistant", "content": "{{ answer }}"}]}
 
@@ -74,7 +77,7 @@ def main() -> None:
         return
     rows = []
     for n in map(int, args.sizes.split(",")):
-        with MockServerProcess() as server:
+        with MockServerProcess("--output-tokens", "16") as server:
             if (os.cpu_count() or 1) > 1 and server.proc is not None:
                 os.sched_setaffinity(server.proc.pid, {1})
             print(f"{n:,} seeds ...", flush=True)

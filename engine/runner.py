@@ -186,12 +186,13 @@ class Run:
             self.stats.rejects[f"{record['stage']}: {reason}"] += 1
 
     def _first_time(self, sink: str, record_id: str) -> bool:
-        """False for ids a resumed run already wrote: nothing is written twice."""
-        written, key = self.store.written(sink), id_key(record_id)
-        if key in written:
+        """False for ids an earlier session of the run wrote: nothing is written twice. Ids
+        written in this session are not remembered: an id is a hash of the seed's place and
+        the path that made the item, so a session makes each at most once, and memory stays
+        flat however many records a run writes."""
+        if id_key(record_id) in self.store.written(sink):
             self.stats.already_written += 1
             return False
-        written.add(key)
         return True
 
     def _open_store(self) -> None:

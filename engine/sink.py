@@ -1,8 +1,8 @@
 """Append-only JSONL files of a run (output, rejects): repaired and indexed on open.
 
 A `kill -9` can leave a torn last line; opening the file truncates it back to the last complete
-line. The ids already in the file are loaded (as 64-bit ints, ~50 bytes each in a set) so a
-resumed run skips them: nothing is written twice."""
+line. The ids already in the file are loaded (as 64-bit keys in a `DigestSet`, 12-24 bytes
+each) so a resumed run skips them: nothing is written twice."""
 
 from __future__ import annotations
 
@@ -12,18 +12,21 @@ from pathlib import Path
 
 import orjson
 
+from .digest_set import DigestSet
+
 log = logging.getLogger("gristmill.sink")
 _PREFIX = b'{"id":"'
 
 
 def id_key(record_id: str) -> int:
-    """A compact set key for an id: the id itself when it is 16 hex digits (gristmill's)."""
+    """A compact, non-zero set key for an id: the id itself when it is 16 hex digits
+    (gristmill's)."""
     if len(record_id) == 16:
         try:
-            return int(record_id, 16)
+            return int(record_id, 16) or 1
         except ValueError:
             pass
-    return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big") or 1
 
 
 def _line_id(line: bytes) -> str | None:
@@ -65,15 +68,15 @@ def repair_torn_tail(path: Path) -> int:
     return size - keep
 
 
-def read_ids(path: Path) -> set[int]:
-    ids: set[int] = set()
+def read_ids(path: Path) -> DigestSet:
+    ids = DigestSet()
     if not path.exists():
         return ids
     with path.open("rb") as fh:
         for line in fh:
             record_id = _line_id(line)
             if record_id is not None:
-                ids.add(id_key(record_id))
+                ids.add_digest(id_key(record_id))
     return ids
 
 

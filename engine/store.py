@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from .digest_set import DigestSet
 from .sink import JsonlFile
 
 SCHEMA = """
@@ -107,7 +108,7 @@ class Store:
         self._check()
         self._queue.put(("line", sink, orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)))
 
-    def written(self, sink: str) -> set[int]:
+    def written(self, sink: str) -> DigestSet:
         return self.files[sink].ids
 
     async def flush(self) -> None:

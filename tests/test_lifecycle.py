@@ -51,6 +51,8 @@ async def test_success_leaves_nothing_behind(mock_server_factory, tmp_path):
     assert len(seen) == 80
     assert all(young == YOUNG_THRESHOLD and frozen > 0 for young, frozen in seen)
     assert_nothing_leaked(run)
+    # no per-record state: a session remembers only the ids earlier sessions wrote
+    assert len(run.store.written("output")) == 0
 
 
 async def test_failures_leave_nothing_behind(mock_server_factory, tmp_path):

@@ -202,6 +202,7 @@ async def test_bad_requests_get_400(server, session):
 
 async def test_stats_count_concurrency_tokens_and_arrivals(server, session):
     server.reset()
+    sent = time.monotonic()
     outs = await asyncio.gather(*(post(session, server.url + CHAT, chat(f"q{i}"))
                                   for i in range(5)))
     async with session.post(server.url + CHAT + "?api-version=7", json=chat("q5"),
@@ -218,6 +219,9 @@ async def test_stats_count_concurrency_tokens_and_arrivals(server, session):
     assert stats["max_tokens_in_window"] == stats["prompt_tokens"] + stats["completion_tokens"]
     arrivals = stats["arrivals"]
     assert len(arrivals) == 6 and arrivals == sorted(arrivals) and arrivals[0] > 0
+    # on the monotonic clock every process shares: after the first send, before now
+    origin = stats["arrivals_origin"]
+    assert sent - 0.01 <= origin + arrivals[0] <= origin + arrivals[-1] <= time.monotonic()
     server.reset()
     zeroed = server.stats()
     assert zeroed["requests"] == zeroed["tokens_sent"] == zeroed["max_requests_in_window"] == 0

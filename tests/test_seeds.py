@@ -22,7 +22,7 @@ from engine.errors import ConfigError
 from engine.seeds import Seed, SeedReport, SeedSource, SeedsConfig
 from engine.seeds.chunk import REFINE, chunk_units, paragraphs
 from engine.seeds.clean import clean_code, clean_prose
-from engine.seeds.source import DigestSet
+from engine.digest_set import DigestSet, digest64
 from engine.tokens import estimate_tokens
 
 WORDS = ("river mill grain stone wheel water flour miller sack season harvest barley oats "
@@ -405,6 +405,9 @@ def test_digest_set_grows_and_remembers():
     assert all(digests.add(f"seed {i}") for i in range(5000))
     assert not any(digests.add(f"seed {i}") for i in range(5000))
     assert len(digests) == 5000 and digests.nbytes <= 24 * 5000
+    assert all(digests.add_digest(v) is False and v in digests for v in (
+        digest64(f"seed {i}") for i in range(5000)))
+    assert digest64("never added") not in digests
 
 
 # --- broken input -----------------------------------------------------------------------

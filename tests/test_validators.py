@@ -22,7 +22,7 @@ from engine.validators import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamChe
 from engine.validators import final, jsonschema_lite, language
 from engine.validators.base import CODE_SPANS, quote
 from engine.validators.final import PLACEHOLDER_PATTERNS, LeftmostSearch
-from engine.validators.stream import counted_words
+from engine.validators.repetition import counted_words
 
 pytestmark = pytest.mark.timeout(60)
 PROPERTY = settings(max_examples=100, deadline=None,

@@ -7,11 +7,10 @@ bytes per distinct chunk) and the capped problem list; everything else is one do
 
 from __future__ import annotations
 
-import hashlib
-from array import array
 from collections import Counter
 from typing import Iterable, Iterator
 
+from engine.digest_set import DigestSet, digest64
 from engine.errors import ConfigError
 from engine.items import seed_id
 from engine.tokens import Counter as TokenCounter
@@ -24,72 +23,6 @@ from .readers import Doc, read_docs
 from .report import Seed, SeedReport
 
 
-_INITIAL_SLOTS = 1 << 10
-
-
-def digest64(text: str) -> int:
-    value = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-    return value or 1  # 0 marks an empty slot
-
-
-class DigestSet:
-    """Exact-duplicate detection with a compact set of 8-byte content digests.
-
-    A Python `set` of digests costs ~70-90 bytes per entry (an object per digest plus the
-    table), which is 70-90 MB per million seeds. `DigestSet` stores the raw 64-bit digests in
-    an open-addressed `array('Q')` kept between 1/3 and 2/3 full: 12-24 bytes per distinct
-    chunk (measured: 16 MiB, 16.8 bytes each, at 1,000,000 chunks), and a resize briefly
-    holds old and new tables (3x the old one). A false "duplicate" needs a 64-bit collision:
-    about n^2 / 2^65, i.e. 3e-8 at a million chunks and 3% at a billion."""
-
-    def __init__(self) -> None:
-        self._table = array("Q", [0]) * _INITIAL_SLOTS
-        self._mask = _INITIAL_SLOTS - 1
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    @property
-    def nbytes(self) -> int:
-        return self._table.itemsize * len(self._table)
-
-    def add(self, text: str) -> bool:
-        """Record `text`; False if it was seen before."""
-        return self.add_digest(digest64(text))
-
-    def add_digest(self, value: int) -> bool:
-        table, mask = self._table, self._mask
-        i = value & mask
-        while True:
-            slot = table[i]
-            if slot == 0:
-                break
-            if slot == value:
-                return False
-            i = (i + 1) & mask  # linear probing: good locality; digests are uniform
-        table[i] = value
-        self._size += 1
-        if 3 * self._size > 2 * len(table):
-            self._grow()
-        return True
-
-    def _grow(self) -> None:
-        old = self._table
-        self._table = array("Q", [0]) * (2 * len(old))  # no temporary bytes copy
-        self._mask = len(self._table) - 1
-        self._size = 0
-        for value in old:
-            if value:
-                self._insert_new(value)
-
-    def _insert_new(self, value: int) -> None:
-        table, mask = self._table, self._mask
-        i = value & mask
-        while table[i]:
-            i = (i + 1) & mask
-        table[i] = value
-        self._size += 1
 
 
 class SeedSource:

@@ -25,7 +25,8 @@ from .decontam import Decontamination
 from .final import Custom, Length, Placeholders, RestatesQuestion, Schema, Truncated
 from .json_prefix import JsonPrefix
 from .language import Language
-from .stream import Forbidden, MaxLength, Refusal, Repetition
+from .repetition import Repetition
+from .stream import Forbidden, MaxLength, Refusal
 
 Spec = Union[str, Mapping[str, Any]]
 
