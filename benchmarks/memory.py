@@ -1,7 +1,7 @@
 """Memory at scale: peak RSS of a 4-stage pipeline run over 10k, 100k and 1M seeds against the
 instant mock server. Memory must not grow with the input.
 
-    python -m benchmarks.memory [--sizes 10000,100000,1000000]
+    python -m benchmarks.memory [--sizes 10000,100000,1000000] [--no-seed-dedup]
 
 Each size runs in its own process (so each peak is its own); seeds are read lazily from a
 JSONL file; every stage makes one request per item, so a run makes 4 x seeds requests.
@@ -28,14 +28,14 @@ def write_seeds(path: Path, n: int) -> None:
             fh.write(json.dumps({"text": f"Seed {i}: how a mill race feeds the wheel."}) + "\n")
 
 
-def pipeline(seeds: Path, url: str) -> dict:
+def pipeline(seeds: Path, url: str, seed_dedup: bool = True) -> dict:
     stages = [{"name": "transform", "prompt": "Rewrite: {{ seed }}"},
               {"name": "instruction", "prompt": "Ask about: {{ transform }}"},
               {"name": "refined", "prompt": "Make harder: {{ instruction }}"},
               {"name": "answer", "prompt": "{{ transform }}\n\nQ: {{ refined }}"}]
     for stage in stages:  # the mock answers 16 tokens, under the budget: no "truncated" rejects
         stage["sampling"] = {"max_tokens": 64}
-    return {"name": "memory", "seeds": {"path": str(seeds), "min_chars": 1},
+    return {"name": "memory", "seeds": {"path": str(seeds), "min_chars": 1, "dedup": seed_dedup},
             "backends": {"default": {"base_url": url, "model": "mock", "max_in_flight": 256}},
             "stages": stages,
             # the end-of-run dedup is a batch step over every record (~1 KB each), measured on
@@ -45,7 +45,7 @@ def pipeline(seeds: Path, url: str) -> dict:
                        {"role": "assistant", "content": "{{ answer }}"}]}
 
 
-async def worker(n: int, url: str) -> dict:
+async def worker(n: int, url: str, seed_dedup: bool) -> dict:
     from engine.config_load import validate_config
     from engine.runner import RunOptions, run
 
@@ -54,7 +54,7 @@ async def worker(n: int, url: str) -> dict:
     write_seeds(seeds, n)
     rss_before = peak_rss_mb()
     with Meter() as meter:
-        summary = await run(validate_config(pipeline(seeds, url)),
+        summary = await run(validate_config(pipeline(seeds, url, seed_dedup)),
                             RunOptions(run_dir=tmp / "run", progress=False))
     (tmp / "run" / "output.jsonl").unlink()  # a million records are not worth keeping
     return {"seeds": n, "records": summary["records"], "requests": 4 * n,
@@ -65,6 +65,8 @@ async def worker(n: int, url: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--no-seed-dedup", action="store_true", help="without the exact-"
+                        "duplicate seed filter (the one structure that grows with the seeds)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -73,7 +75,8 @@ def main() -> None:
         from engine.loop import new_event_loop
 
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            print(json.dumps(runner.run(worker(args.worker, args.url))))
+            print(json.dumps(runner.run(worker(args.worker, args.url,
+                                               not args.no_seed_dedup))))
         return
     rows = []
     for n in map(int, args.sizes.split(",")):
@@ -81,8 +84,9 @@ def main() -> None:
             if (os.cpu_count() or 1) > 1 and server.proc is not None:
                 os.sched_setaffinity(server.proc.pid, {1})
             print(f"{n:,} seeds ...", flush=True)
-            rows.append(run_worker("benchmarks.memory", ["--worker", str(n), "--url",
-                                                         server.base_url], timeout=7200))
+            rows.append(run_worker("benchmarks.memory", [
+                "--worker", str(n), "--url", server.base_url,
+                *(["--no-seed-dedup"] if args.no_seed_dedup else [])], timeout=7200))
     base = rows[0]["peak_rss_mb"]
     for row in rows:
         row["vs_smallest"] = row["peak_rss_mb"] / base
@@ -91,7 +95,8 @@ def main() -> None:
                        ("req_per_s", "req/s", "{:,.0f}".format),
                        ("peak_rss_mb", "peak RSS MB", "{:.1f}".format),
                        ("vs_smallest", "x smallest", "{:.2f}".format)])
-    print(f"wrote {write_json('memory', {'machine': machine(), 'rows': rows, 'time': time.strftime('%Y-%m-%d %H:%M:%S')})}")
+    name = "memory-no-seed-dedup" if args.no_seed_dedup else "memory"
+    print(f"wrote {write_json(name, {'machine': machine(), 'rows': rows, 'time': time.strftime('%Y-%m-%d %H:%M:%S')})}")
 
 
 if __name__ == "__main__":

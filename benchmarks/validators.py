@@ -1,6 +1,6 @@
 """Streaming validators against final-only validation, with 20% bad answers.
 
-    python -m benchmarks.validators [--n 300] [--bad-rate 0.2]
+    python -m benchmarks.validators [--n 300] [--bad-rate 0.2] [--repeats 3]
 
 The mock server paces each stream (--tokens-per-s) and makes a fraction of answers bad
 (refusals, loops, wrong language; 1000 tokens each, so stopping early shows). The same run is
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
 from contextlib import contextmanager
@@ -122,17 +123,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--bad-rate", type=float, default=0.2)
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of good-answer runs "
+                        "with and without validators, interleaved (the share is their median)")
     args = parser.parse_args()
     pin_to_cpu(0)
     tmp = Path(tempfile.mkdtemp(prefix="gm-validators-"))
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         rows = [runner.run(one_run(args.n, args.bad_rate, early, tmp)) for early in (True, False)]
         # the validators' CPU share, measured two ways: timed inside the run, and as the
-        # difference of the same good answers with and without them
-        with timing_validators() as spent:
-            rows.append(runner.run(one_run(args.n, 0.0, True, tmp)))
-        rows[-1]["validator_cpu_s"] = spent[0]
-        rows.append(runner.run(one_run(args.n, 0.0, True, tmp, validators=False)))
+        # difference of the same good answers with and without them (pairs interleaved, so
+        # a drift of the machine's speed hits both sides alike)
+        pairs = []
+        for _ in range(args.repeats):
+            with timing_validators() as spent:
+                checked = runner.run(one_run(args.n, 0.0, True, tmp))
+            checked["validator_cpu_s"] = spent[0]
+            pairs.append((checked, runner.run(one_run(args.n, 0.0, True, tmp, validators=False))))
+        rows += [row for pair in pairs for row in pair]
     print_table(rows, [("run", "run", str), ("requests", "requests", str),
                        ("bad_answers", "bad answers", str), ("rejected", "rejected", str),
                        ("tokens_sent", "tokens sent", "{:,}".format),
@@ -141,16 +148,19 @@ def main() -> None:
                        ("client_cpu_s", "client CPU s", "{:.2f}".format)])
     never = 1 - rows[0]["bad_tokens_sent"] / max(rows[1]["bad_tokens_sent"], 1)
     cpu = validator_cpu(Path(rows[0]["run_dir"]))
-    share = 1 - rows[3]["client_cpu_s"] / rows[2]["client_cpu_s"]
-    timed = rows[2]["validator_cpu_s"] / rows[2]["client_cpu_s"]
+    shares = [1 - bare["client_cpu_s"] / checked["client_cpu_s"] for checked, bare in pairs]
+    timeds = [checked["validator_cpu_s"] / checked["client_cpu_s"] for checked, _ in pairs]
+    share, timed = statistics.median(shares), statistics.median(timeds)
     print(f"bad streams' tokens never generated: {never:.1%} (target >= 80%)")
+    each = lambda values: ", ".join(f"{v:.1%}" for v in values)  # noqa: E731
     print(f"validator CPU: {cpu['cpu_ms_per_1k_tokens']:.2f} ms per 1k tokens fed 4 tokens at a "
-          f"time (worst case); in a run: {timed:.1%} of the client CPU timed inside the "
-          f"validators, {share:.1%} as the difference of the runs with and without them "
-          "(target <= 10%)")
+          f"time (worst case); in a run (median of {len(pairs)}): {timed:.1%} of the client CPU "
+          f"timed inside the validators ({each(timeds)}), {share:.1%} as the difference of the "
+          f"runs with and without them ({each(shares)}) (target <= 10%)")
     write_json("validators", {"machine": machine(), "rows": rows, "never_generated": never,
                               "validator_cpu": cpu, "validator_share_of_client_cpu": share,
-                              "validator_share_timed": timed,
+                              "validator_share_timed": timed, "shares": shares,
+                              "shares_timed": timeds,
                               "time": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 

@@ -13,9 +13,9 @@ from collections import Counter
 from contextlib import aclosing
 from contextvars import Token
 from functools import partial
-from typing import Callable
+from typing import Protocol
 
-from backends.protocol import Backend, Completion, Delta, Request, Usage
+from backends.protocol import Backend, Completion, Request, Usage
 from backends.ratelimit_headers import RateHints
 
 from .aimd import AIMD
@@ -26,7 +26,15 @@ from .retry import RetryPolicy, retry_delay
 from .tokens import Counter as TokenCounter, count_messages
 
 log = logging.getLogger("gristmill.client")
-DeltaObserver = Callable[[Delta], None]
+
+
+class StreamWatch(Protocol):
+    """What watches a streamed answer (the stage's streaming validators): fed the new text
+    every `every` characters, it raises to abort the stream."""
+
+    every: int
+
+    def feed(self, text: str) -> None: ...
 
 
 class ModelClient:
@@ -73,11 +81,11 @@ class ModelClient:
             pool.pause(hints.reset_tokens_s)
 
     async def call(self, request: Request, priority: int = 0,
-                   observe: DeltaObserver | None = None) -> Completion:
+                   watch: StreamWatch | None = None) -> Completion:
         """The completion, or the last error once retries are spent or the error is final.
-        `observe` sees each streamed delta and may raise to abort the request."""
+        `watch` is fed a streamed answer as it arrives and may raise to abort the request."""
         if self.cache is None:
-            return await self._request(request, priority, observe, None)
+            return await self._request(request, priority, watch, None)
         while True:
             key, cached = self.cache.get(request)
             if cached is not None:
@@ -91,12 +99,12 @@ class ModelClient:
         done = asyncio.get_running_loop().create_future()
         self._in_flight[key] = done
         try:
-            return await self._request(request, priority, observe, key)
+            return await self._request(request, priority, watch, key)
         finally:
             del self._in_flight[key]
             done.set_result(None)  # followers look in the cache again
 
-    async def _request(self, request: Request, priority: int, observe: DeltaObserver | None,
+    async def _request(self, request: Request, priority: int, watch: StreamWatch | None,
                        key: bytes | None) -> Completion:
         tokens = self.estimate_tokens(request)
         attempt = 0
@@ -107,7 +115,7 @@ class ModelClient:
             sending = self._sending(permit)
             try:
                 if request.stream:
-                    completion = await self._stream(request, observe)
+                    completion = await self._stream(request, watch)
                 else:  # one coroutine less per request on the common path
                     completion = await self.backend.complete(request)
             except BackendError as error:
@@ -140,15 +148,20 @@ class ModelClient:
             return None
         return ON_SENT.set(partial(self.pool.sent, permit))
 
-    async def _stream(self, request: Request, observe: DeltaObserver | None) -> Completion:
+    async def _stream(self, request: Request, watch: StreamWatch | None) -> Completion:
         parts: list[str] = []
         finish, usage = None, None
+        fed, unfed = 0, 0  # parts given to the watch; characters since
+        every = watch.every if watch is not None else 0
         async with aclosing(self.backend.stream(request)) as deltas:
             async for delta in deltas:
-                if delta.text:
-                    parts.append(delta.text)
-                if observe is not None:
-                    observe(delta)
+                if text := delta.text:
+                    parts.append(text)
+                    if watch is not None:
+                        unfed += len(text)
+                        if unfed >= every:  # coalesced here: one call per `every` characters
+                            watch.feed("".join(parts[fed:]))
+                            fed, unfed = len(parts), 0
                 finish = delta.finish_reason or finish
                 usage = delta.usage or usage
         return Completion("".join(parts), finish, usage or Usage(), request.model)

@@ -5,7 +5,8 @@ objects, so Python's young-generation threshold (700 net allocations) triggers a
 every few requests, and each one walks everything still alive. In the throughput benchmark
 that was 15–17% of the client's CPU (`benchmarks/RESULTS.md`). During a run the young
 threshold is raised and what start-up built (modules, config, compiled templates) is frozen
-out of the collector's sight; both are restored when the last concurrent run ends."""
+out of the collector's sight (unless the caller froze objects of its own already); both are
+restored when the last concurrent run ends."""
 
 from __future__ import annotations
 
@@ -19,15 +20,18 @@ YOUNG_THRESHOLD = 10_000  # measured: 2,000–20,000 all cut GC time ~10x; 100,0
 _lock = threading.Lock()
 _depth = 0
 _saved: tuple[int, int, int] | None = None
+_froze = False  # whether the outermost run froze (a caller's own freeze is left alone)
 
 
 @contextmanager
 def tuned_gc(young: int = YOUNG_THRESHOLD) -> Iterator[None]:
-    global _depth, _saved
+    global _depth, _saved, _froze
     with _lock:
         if _depth == 0:
             _saved = gc.get_threshold()
-            gc.freeze()
+            _froze = gc.get_freeze_count() == 0
+            if _froze:
+                gc.freeze()
             gc.set_threshold(max(young, _saved[0]), *_saved[1:])
         _depth += 1
     try:
@@ -37,4 +41,5 @@ def tuned_gc(young: int = YOUNG_THRESHOLD) -> Iterator[None]:
             _depth -= 1
             if _depth == 0 and _saved is not None:
                 gc.set_threshold(*_saved)
-                gc.unfreeze()
+                if _froze:
+                    gc.unfreeze()

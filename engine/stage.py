@@ -40,7 +40,7 @@ class ModelStage:
         self.workers = workers or client.pool.cap
         self.queue_size = queue_size or 2 * self.workers
         self.params = sampling.model_dump(exclude_none=True)
-        # no validators at all: skip the per-request context, observer and verdict
+        # no validators at all: skip the per-request context, stream watch and verdict
         has_checks = validation is not None and bool(validation.stream or validation.final)
         self.validation = validation if has_checks else None
 
@@ -63,14 +63,13 @@ class ModelStage:
         tries = 1 + (validation.max_regenerations if validation else 0)
         for attempt in range(tries):
             request.attempt = attempt
-            context = observe = check = None
+            context = watch = None
             if validation is not None:
                 context = validation.context(item.values, request)
-                observe, check = validation.observer(context, request)
+                if request.stream and validation.abort_early:
+                    watch = validation.watch(context, request)
             try:
-                watch = request.stream and validation is not None and validation.abort_early
-                completion = await self.client.call(request, self.depth,
-                                                    observe if watch else None)
+                completion = await self.client.call(request, self.depth, watch)
             except BackendError as error:
                 self.reject_item(item, variant, {"error": type(error).__name__}, str(error),
                                  error.attempts, "")
@@ -82,8 +81,8 @@ class ModelStage:
                 self.stats.completion_tokens += completion.usage.completion_tokens
                 if validation is None:
                     return completion
-                rejection = validation.verdict(completion, context, check,
-                                               watch and not completion.cached)
+                rejection = validation.verdict(completion, context,
+                                               None if completion.cached else watch)
                 if rejection is None:
                     return completion
                 text = completion.text

@@ -1,7 +1,7 @@
 """Validators at work in a stage: a check per request that watches the stream and can abort
 it, the final checks, and regeneration of rejected answers.
 
-Aborting is raising from the stream observer: the client's `aclosing` closes the HTTP stream
+Aborting is raising from the stream's watch: the client's `aclosing` closes the HTTP stream
 (so the server stops generating: vLLM aborts a request whose client went away) and its permit
 goes back to the scheduler before the next attempt is even queued."""
 
@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from backends.protocol import Completion, Delta, Request
+from backends.protocol import Completion, Request
 
 from .config import ValidatorsConfig
 from .errors import InvalidOutput
 from .tokens import estimate_tokens
-from .validators import (DEFAULT_FINAL, DEFAULT_STREAM, Context, Rejection, build_final,
-                         build_stream, merge_specs, run_final, run_stream_on_text, start_checks)
+from .validators import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamCheck, Context,
+                         Rejection, build_final, build_stream, merge_specs, run_final,
+                         run_stream_on_text, start_checks)
 
 
 @dataclass
@@ -61,19 +62,10 @@ class StageValidation:
         return Context(stage=self.stage, structured=fmt is not None, schema=schema,
                        prompt=prompt if isinstance(prompt, str) else "", record=values)
 
-    def observer(self, context: Context, request: Request) -> tuple[Callable[[Delta], None], Any]:
-        check = CoalescedCheck(start_checks(self.stream, context), self.check_every_chars)
-        parts: list[str] = []
-
-        def observe(delta: Delta) -> None:
-            if not delta.text:
-                return
-            parts.append(delta.text)
-            if (rejection := check.feed(delta.text)) is not None:
-                text = "".join(parts)
-                self._aborted(request, len(text))
-                raise rejection.error(text)
-        return observe, check
+    def watch(self, context: Context, request: Request) -> "StreamWatch":
+        """What watches one streamed attempt (the client feeds it coalesced text)."""
+        return StreamWatch(start_checks(self.stream, context), self.check_every_chars,
+                           lambda chars: self._aborted(request, chars))
 
     def _aborted(self, request: Request, chars: int) -> None:
         self.stats.aborted += 1
@@ -81,10 +73,13 @@ class StageValidation:
         self.stats.tokens_received_before_abort += got
         self.stats.tokens_saved += max(0, int(request.params.get("max_tokens") or 0) - got)
 
-    def verdict(self, completion: Completion, context: Context, check: Any,
-                streamed: bool) -> Rejection | None:
+    def verdict(self, completion: Completion, context: Context,
+                watch: "StreamWatch | None") -> Rejection | None:
+        """The streaming checks' verdict (from `watch` if it saw the stream, else on the whole
+        text), then the final checks'."""
         text = completion.text
-        rejection = check.finish() if streamed else run_stream_on_text(self.stream, text, context)
+        rejection = (watch.finish(text) if watch is not None
+                     else run_stream_on_text(self.stream, text, context))
         if rejection is None:
             final_context = dataclasses.replace(context, finish_reason=completion.finish_reason)
             rejection = run_final(self.final, text, final_context)
@@ -94,32 +89,34 @@ class StageValidation:
         self.stats.rejected[validator or "unknown"] += 1
 
 
-class CoalescedCheck:
-    """Feeds the checks every `every` characters instead of on every network read: the same
-    verdict (the checks are incremental), a fraction of the calls; an abort comes at most
-    `every` characters later."""
+class StreamWatch:
+    """The streaming checks of one attempt, as the client drives them: `feed` every `every`
+    characters (the client coalesces network reads: the same verdict, since the checks are
+    incremental, for a fraction of the calls; an abort comes at most `every` characters
+    later), raising to abort the stream; `finish` with the whole text once it has ended."""
 
-    def __init__(self, check: Any, every: int) -> None:
+    __slots__ = ("check", "every", "fed", "chunks", "on_abort")
+
+    def __init__(self, check: CompositeStreamCheck, every: int,
+                 on_abort: Callable[[int], None]) -> None:
         self.check = check
         self.every = every
-        self._pending: list[str] = []
-        self._size = 0
+        self.fed = 0  # characters fed so far
+        self.chunks: list[str] = []  # the text fed, for the reject record of an abort
+        self.on_abort = on_abort
 
-    def feed(self, text: str) -> Rejection | None:
-        self._pending.append(text)
-        self._size += len(text)
-        if self._size < self.every:
-            return None
-        return self._flush()
+    def feed(self, text: str) -> None:
+        self.fed += len(text)
+        self.chunks.append(text)
+        if (rejection := self.check.feed(text)) is not None:
+            whole = "".join(self.chunks)
+            self.on_abort(len(whole))
+            raise rejection.error(whole)
 
-    def _flush(self) -> Rejection | None:
-        text = "".join(self._pending)
-        self._pending.clear()
-        self._size = 0
-        return self.check.feed(text) if text else None
-
-    def finish(self) -> Rejection | None:
-        return self._flush() or self.check.finish()
+    def finish(self, text: str) -> Rejection | None:
+        """The verdict on the whole `text`, of which the first `fed` characters were fed."""
+        rest = text[self.fed:]
+        return (self.check.feed(rest) if rest else None) or self.check.finish()
 
 
 def rejection_of(error: InvalidOutput) -> Rejection:

@@ -149,3 +149,15 @@ async def test_gc_tuning_nests_and_is_restored_after_an_error():
             assert gc.get_threshold()[0] == YOUNG_THRESHOLD, "the first run is still going"
             raise RuntimeError
     assert gc.get_threshold()[0] == DEFAULT_YOUNG and gc.get_freeze_count() == 0
+
+
+async def test_gc_tuning_leaves_a_callers_own_freeze_alone():
+    gc.freeze()  # e.g. a pre-fork server's
+    try:
+        frozen = gc.get_freeze_count()
+        with tuned_gc():
+            assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+        assert 0 < gc.get_freeze_count() <= frozen, "the caller's frozen objects stay frozen"
+        assert gc.get_threshold()[0] == DEFAULT_YOUNG
+    finally:
+        gc.unfreeze()

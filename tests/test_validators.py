@@ -523,3 +523,35 @@ def test_composite_drops_settled_checks_without_changing_the_verdict(text, data)
     assert got == run_stream_on_text(stream, text, Context())
     if got is None:  # past the opening, refusal and language are no longer called
         assert {type(c).__name__ for c in check.checks} == {"_RepetitionCheck", "_MaxLengthCheck"}
+
+
+# --- the stream watch (what the client feeds while an answer streams) -------------------
+
+def watch_of(specs):
+    from engine.validation import StreamWatch
+
+    aborted = []
+    return StreamWatch(start_checks(build_stream(specs), Context(stage="answer")), 512,
+                       aborted.append), aborted
+
+
+def test_the_watch_checks_the_unfed_rest_once_at_the_end():
+    watch, aborted = watch_of([{"name": "forbidden", "patterns": ["XYZ"]}])
+    watch.feed("abc ")
+    rejection = watch.finish("abc XYZ")  # the client fed only the first part
+    assert rejection is not None and rejection.validator == "forbidden" and not aborted
+    # what was fed is not fed again: one copy of a line is not a repeat
+    watch, _ = watch_of([{"name": "repetition", "max_line_repeats": 2}])
+    line = "a line long enough to be counted\n"
+    watch.feed(line)
+    assert watch.finish(line) is None
+    assert watch_of([{"name": "repetition", "max_line_repeats": 2}])[0].finish(2 * line)
+
+
+def test_a_rejecting_feed_aborts_with_the_text_so_far():
+    watch, aborted = watch_of([{"name": "forbidden", "patterns": ["XYZ"]}])
+    watch.feed("first part, ")
+    with pytest.raises(InvalidOutput) as caught:
+        watch.feed("then XYZ and more")
+    assert caught.value.text == "first part, then XYZ and more"
+    assert aborted == [len(caught.value.text)]
