@@ -29,10 +29,13 @@ log = logging.getLogger("gristmill.client")
 
 
 class StreamWatch(Protocol):
-    """What watches a streamed answer (the stage's streaming validators): fed the new text
-    every `every` characters, it raises to abort the stream."""
+    """What watches a streamed answer (the stage's streaming validators): started as each
+    stream begins (a retry starts over), fed the new text every `every` characters, it raises
+    to abort the stream."""
 
     every: int
+
+    def start(self) -> None: ...
 
     def feed(self, text: str) -> None: ...
 
@@ -152,7 +155,10 @@ class ModelClient:
         parts: list[str] = []
         finish, usage = None, None
         fed, unfed = 0, 0  # parts given to the watch; characters since
-        every = watch.every if watch is not None else 0
+        every = 0
+        if watch is not None:
+            watch.start()
+            every = watch.every
         async with aclosing(self.backend.stream(request)) as deltas:
             async for delta in deltas:
                 if text := delta.text:

@@ -64,7 +64,7 @@ class StageValidation:
 
     def watch(self, context: Context, request: Request) -> "StreamWatch":
         """What watches one streamed attempt (the client feeds it coalesced text)."""
-        return StreamWatch(start_checks(self.stream, context), self.check_every_chars,
+        return StreamWatch(lambda: start_checks(self.stream, context), self.check_every_chars,
                            lambda chars: self._aborted(request, chars))
 
     def _aborted(self, request: Request, chars: int) -> None:
@@ -90,20 +90,25 @@ class StageValidation:
 
 
 class StreamWatch:
-    """The streaming checks of one attempt, as the client drives them: `feed` every `every`
-    characters (the client coalesces network reads: the same verdict, since the checks are
-    incremental, for a fraction of the calls; an abort comes at most `every` characters
-    later), raising to abort the stream; `finish` with the whole text once it has ended."""
+    """The streaming checks of one attempt, as the client drives them: `start` as each stream
+    begins (a retried stream starts over), `feed` every `every` characters (the client
+    coalesces network reads: the same verdict, since the checks are incremental, for a
+    fraction of the calls; an abort comes at most `every` characters later), raising to abort
+    the stream; `finish` with the whole text once it has ended."""
 
-    __slots__ = ("check", "every", "fed", "chunks", "on_abort")
+    __slots__ = ("make_check", "check", "every", "fed", "chunks", "on_abort")
 
-    def __init__(self, check: CompositeStreamCheck, every: int,
+    def __init__(self, make_check: Callable[[], CompositeStreamCheck], every: int,
                  on_abort: Callable[[int], None]) -> None:
-        self.check = check
+        self.make_check = make_check
         self.every = every
+        self.on_abort = on_abort
+        self.start()
+
+    def start(self) -> None:
+        self.check = self.make_check()
         self.fed = 0  # characters fed so far
         self.chunks: list[str] = []  # the text fed, for the reject record of an abort
-        self.on_abort = on_abort
 
     def feed(self, text: str) -> None:
         self.fed += len(text)

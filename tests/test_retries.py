@@ -73,6 +73,42 @@ async def test_cut_stream_is_a_retryable_reset(mock_server_factory):
     assert server.stats()["requests"] == 3
 
 
+class RecordingWatch:
+    """The client's side of a stream watch, recorded: what each attempt was fed."""
+
+    every = 8
+
+    def __init__(self):
+        self.attempts = []
+
+    def start(self):
+        self.attempts.append([])
+
+    def feed(self, text):
+        self.attempts[-1].append(text)
+
+
+async def test_a_retried_stream_is_watched_from_its_own_start(mock_server_factory):
+    server = mock_server_factory("--rate-cut", "0.5", "--seed", "2", "--output-tokens", "60")
+    client = client_for(server.base_url, retry={"max_attempts": 5, "base_s": 0.01,
+                                                "max_s": 0.02})
+    try:
+        for i in range(20):  # until one answer needed a retry
+            watch = RecordingWatch()
+            completion = await client.call(
+                Request("mock", messages=[{"role": "user", "content": f"q{i}"}], stream=True),
+                watch=watch)
+            if len(watch.attempts) > 1:
+                break
+        else:
+            pytest.fail("no request was cut and retried")
+    finally:
+        await client.aclose()
+    assert sum(map(len, watch.attempts[:-1])) > 0, "the cut attempt fed its text"
+    fed = "".join(watch.attempts[-1])  # the answer's own stream, from its start
+    assert completion.text.startswith(fed) and len(completion.text) - len(fed) < watch.every
+
+
 @pytest.mark.parametrize("path, status", [("/nope/v1", 404), ("/v1", 400)])
 async def test_client_errors_are_never_retried(mock_server_factory, path, status):
     server = mock_server_factory()

@@ -531,7 +531,7 @@ def watch_of(specs):
     from engine.validation import StreamWatch
 
     aborted = []
-    return StreamWatch(start_checks(build_stream(specs), Context(stage="answer")), 512,
+    return StreamWatch(lambda: start_checks(build_stream(specs), Context(stage="answer")), 512,
                        aborted.append), aborted
 
 
@@ -546,6 +546,12 @@ def test_the_watch_checks_the_unfed_rest_once_at_the_end():
     watch.feed(line)
     assert watch.finish(line) is None
     assert watch_of([{"name": "repetition", "max_line_repeats": 2}])[0].finish(2 * line)
+    # a retried stream starts over: what the failed attempt fed is forgotten
+    watch, _ = watch_of([{"name": "repetition", "max_line_repeats": 2}])
+    watch.feed(line + "and half of a second")
+    watch.start()
+    watch.feed(line)
+    assert watch.finish(line) is None
 
 
 def test_a_rejecting_feed_aborts_with_the_text_so_far():
