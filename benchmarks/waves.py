@@ -42,13 +42,14 @@ def one_run(client: str, waves: int) -> dict:
             ended = time.monotonic()
         stats = server.stats()
     # the client's own measured span (its set-up, e.g. writing the seeds file, left out)
-    started = ended - result["wall_s"]
+    wall = result["wall_s"]
+    started = ended - wall
     origin = stats["arrivals_origin"]
     arrivals = sorted(origin + a for a in stats["arrivals"])
     spreads = [arrivals[i + CONCURRENCY - 1] - arrivals[i] for i in range(0, n, CONCURRENCY)]
     starts = [arrivals[i] for i in range(0, n, CONCURRENCY)]
-    return {"client": client, "requests": n, "wall_s": ended - started,
-            "share_of_ideal": waves * LATENCY_S / (ended - started),
+    return {"client": client, "requests": n, "wall_s": wall,
+            "share_of_ideal": waves * LATENCY_S / wall,
             "start_s": arrivals[0] - started, "end_s": ended - (arrivals[-1] + LATENCY_S),
             "wave_period_s": (starts[-1] - starts[0]) / max(1, waves - 1),
             "first_spread_s": spreads[0], "last_spread_s": spreads[-1], "spreads_s": spreads}

@@ -42,29 +42,25 @@ class DigestSet:
 
     def __contains__(self, value: int) -> bool:
         """Whether the digest `value` (non-zero) was added."""
-        table, mask = self._table, self._mask
-        i = value & mask
-        while slot := table[i]:
-            if slot == value:
-                return True
-            i = (i + 1) & mask
-        return False
+        return self._table[self._slot(value)] == value
 
     def add_digest(self, value: int) -> bool:
-        table, mask = self._table, self._mask
-        i = value & mask
-        while True:
-            slot = table[i]
-            if slot == 0:
-                break
-            if slot == value:
-                return False
-            i = (i + 1) & mask  # linear probing: good locality; digests are uniform
-        table[i] = value
+        i = self._slot(value)
+        if self._table[i] == value:
+            return False
+        self._table[i] = value
         self._size += 1
-        if 3 * self._size > 2 * len(table):
+        if 3 * self._size > 2 * len(self._table):
             self._grow()
         return True
+
+    def _slot(self, value: int) -> int:
+        """Where `value` is, or the empty slot where it would go."""
+        table, mask = self._table, self._mask
+        i = value & mask
+        while (slot := table[i]) and slot != value:
+            i = (i + 1) & mask  # linear probing: good locality; digests are uniform
+        return i
 
     def _grow(self) -> None:
         old = self._table

@@ -96,22 +96,19 @@ class StreamWatch:
     fraction of the calls; an abort comes at most `every` characters later), raising to abort
     the stream; `finish` with the whole text once it has ended."""
 
-    __slots__ = ("make_check", "check", "every", "fed", "chunks", "on_abort")
+    __slots__ = ("make_check", "check", "every", "chunks", "on_abort")
 
     def __init__(self, make_check: Callable[[], CompositeStreamCheck], every: int,
                  on_abort: Callable[[int], None]) -> None:
         self.make_check = make_check
         self.every = every
-        self.on_abort = on_abort
-        self.start()
+        self.on_abort = on_abort  # the client calls `start` before the first feed
 
     def start(self) -> None:
         self.check = self.make_check()
-        self.fed = 0  # characters fed so far
         self.chunks: list[str] = []  # the text fed, for the reject record of an abort
 
     def feed(self, text: str) -> None:
-        self.fed += len(text)
         self.chunks.append(text)
         if (rejection := self.check.feed(text)) is not None:
             whole = "".join(self.chunks)
@@ -119,8 +116,9 @@ class StreamWatch:
             raise rejection.error(whole)
 
     def finish(self, text: str) -> Rejection | None:
-        """The verdict on the whole `text`, of which the first `fed` characters were fed."""
-        rest = text[self.fed:]
+        """The verdict on the whole `text`, of which the checks have seen the first
+        `check.chars` characters."""
+        rest = text[self.check.chars:]
         return (self.check.feed(rest) if rest else None) or self.check.finish()
 
 

@@ -531,8 +531,10 @@ def watch_of(specs):
     from engine.validation import StreamWatch
 
     aborted = []
-    return StreamWatch(lambda: start_checks(build_stream(specs), Context(stage="answer")), 512,
-                       aborted.append), aborted
+    watch = StreamWatch(lambda: start_checks(build_stream(specs), Context(stage="answer")),
+                        512, aborted.append)
+    watch.start()  # as the client does when a stream begins
+    return watch, aborted
 
 
 def test_the_watch_checks_the_unfed_rest_once_at_the_end():
