@@ -4,29 +4,32 @@ ids (what earlier sessions of a run wrote)."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from array import array
+from bisect import bisect_left
 
-_INITIAL_SLOTS = 1 << 10
+_SHARDS = 256  # by the digest's top byte; a merge touches one shard: 1/256 of the set
+_MERGE_AT = 32  # a shard's recent digests are merged past 32 + 1/32 of its sorted run
 
 
 def digest64(text: str) -> int:
-    value = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-    return value or 1  # 0 marks an empty slot
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 class DigestSet:
-    """A compact exact set of non-zero 64-bit digests.
+    """A compact exact set of 64-bit digests (uniform ones: they pick the shard).
 
     A Python `set` of digests costs ~70-90 bytes per entry (an object per digest plus the
-    table), which is 70-90 MB per million seeds. `DigestSet` stores the raw 64-bit digests in
-    an open-addressed `array('Q')` kept between 1/3 and 2/3 full: 12-24 bytes per entry
-    (measured: 16 MiB, 16.8 bytes each, at 1,000,000 entries), and a resize briefly
-    holds old and new tables (3x the old one). A false "duplicate" needs a 64-bit collision:
+    table): 70-90 MB per million seeds. Here each of 256 shards keeps a sorted `array('Q')`
+    (8 bytes per digest, found by bisection) and a small `set` of recent digests, merged into
+    the array once it passes 1/32 of it: ~10 bytes per entry in all, and a merge holds one
+    shard twice, so memory grows smoothly, with no moment of old and new table. Merging costs
+    ~32 element copies per digest, amortized. A false "duplicate" needs a 64-bit collision:
     about n^2 / 2^65, i.e. 3e-8 at a million entries and 3% at a billion."""
 
     def __init__(self) -> None:
-        self._table = array("Q", [0]) * _INITIAL_SLOTS
-        self._mask = _INITIAL_SLOTS - 1
+        self._runs = [array("Q") for _ in range(_SHARDS)]
+        self._recent: list[set[int]] = [set() for _ in range(_SHARDS)]
         self._size = 0
 
     def __len__(self) -> int:
@@ -34,47 +37,33 @@ class DigestSet:
 
     @property
     def nbytes(self) -> int:
-        return self._table.itemsize * len(self._table)
+        """Bytes held: the sorted arrays, and the recent sets with their int objects."""
+        ints = sys.getsizeof(1 << 63)
+        return (sum(map(sys.getsizeof, self._runs)) + sum(map(sys.getsizeof, self._recent))
+                + ints * sum(map(len, self._recent)))
 
     def add(self, text: str) -> bool:
         """Record `text`; False if it was seen before."""
         return self.add_digest(digest64(text))
 
     def __contains__(self, value: int) -> bool:
-        """Whether the digest `value` (non-zero) was added."""
-        return self._table[self._slot(value)] == value
+        shard = value >> 56
+        if value in self._recent[shard]:
+            return True
+        run = self._runs[shard]
+        i = bisect_left(run, value)
+        return i < len(run) and run[i] == value
 
     def add_digest(self, value: int) -> bool:
-        i = self._slot(value)
-        if self._table[i] == value:
+        """Record the digest `value`; False if it was there."""
+        if value in self:
             return False
-        self._table[i] = value
+        shard = value >> 56
+        recent = self._recent[shard]
+        recent.add(value)
         self._size += 1
-        if 3 * self._size > 2 * len(self._table):
-            self._grow()
+        if len(recent) > _MERGE_AT + (len(self._runs[shard]) >> 5):
+            # Timsort finds the sorted run as it is and merges the sorted tail into it.
+            self._runs[shard] = array("Q", sorted(self._runs[shard] + array("Q", recent)))
+            recent.clear()
         return True
-
-    def _slot(self, value: int) -> int:
-        """Where `value` is, or the empty slot where it would go."""
-        table, mask = self._table, self._mask
-        i = value & mask
-        while (slot := table[i]) and slot != value:
-            i = (i + 1) & mask  # linear probing: good locality; digests are uniform
-        return i
-
-    def _grow(self) -> None:
-        old = self._table
-        self._table = array("Q", [0]) * (2 * len(old))  # no temporary bytes copy
-        self._mask = len(self._table) - 1
-        self._size = 0
-        for value in old:
-            if value:
-                self._insert_new(value)
-
-    def _insert_new(self, value: int) -> None:
-        table, mask = self._table, self._mask
-        i = value & mask
-        while table[i]:
-            i = (i + 1) & mask
-        table[i] = value
-        self._size += 1

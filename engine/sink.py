@@ -1,7 +1,7 @@
 """Append-only JSONL files of a run (output, rejects): repaired and indexed on open.
 
 A `kill -9` can leave a torn last line; opening the file truncates it back to the last complete
-line. The ids already in the file are loaded (as 64-bit keys in a `DigestSet`, 12-24 bytes
+line. The ids already in the file are loaded (as 64-bit keys in a `DigestSet`, ~10 bytes
 each) so a resumed run skips them: nothing is written twice."""
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ _PREFIX = b'{"id":"'
 
 
 def id_key(record_id: str) -> int:
-    """A compact, non-zero set key for an id: the id itself when it is 16 hex digits
-    (gristmill's)."""
+    """A 64-bit set key for an id: the id itself when it is 16 hex digits (gristmill's)."""
     if len(record_id) == 16:
         try:
-            return int(record_id, 16) or 1
+            value = int(record_id, 16)
         except ValueError:
-            pass
-    return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big") or 1
+            value = -1
+        if value >= 0:  # "-abc..." parses too, and would not fit 64 unsigned bits
+            return value
+    return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big")
 
 
 def _line_id(line: bytes) -> str | None:

@@ -18,7 +18,7 @@ import yaml
 
 from backends.protocol import Completion, Request, Usage
 from engine.cache import AnswerCache, answer_key
-from engine.sink import repair_torn_tail
+from engine.sink import id_key, read_ids, repair_torn_tail
 from engine.store import Store
 from tests.conftest import pipeline_config
 
@@ -91,6 +91,16 @@ def test_torn_last_line_is_repaired(tmp_path):
     assert repair_torn_tail(path) == len(b'{"id":"c", "mes')
     assert path.read_bytes() == b'{"id":"a"}\n{"id":"b"}\n'
     assert repair_torn_tail(path) == 0
+
+
+def test_written_ids_of_any_form_are_known_on_reopen(tmp_path):
+    path = tmp_path / "output.jsonl"
+    ids = ["0123456789abcdef", "ffffffffffffffff", "-123456789abcdef", "0x123456789abcde",
+           "not hex at all!!", "a-user's-own-id"]
+    path.write_bytes(b"".join(orjson.dumps({"id": i}) + b"\n" for i in ids))
+    written = read_ids(path)
+    assert len(written) == len(ids) and all(id_key(i) in written for i in ids)
+    assert id_key("0123456789abcdee") not in written
 
 
 def write_config(tmp_path: Path, base_url: str, seeds: int, cap: int) -> Path:

@@ -404,10 +404,21 @@ def test_digest_set_grows_and_remembers():
     digests = DigestSet()
     assert all(digests.add(f"seed {i}") for i in range(5000))
     assert not any(digests.add(f"seed {i}") for i in range(5000))
-    assert len(digests) == 5000 and digests.nbytes <= 24 * 5000
+    assert len(digests) == 5000
     assert all(digests.add_digest(v) is False and v in digests for v in (
         digest64(f"seed {i}") for i in range(5000)))
     assert digest64("never added") not in digests
+
+
+def test_digest_set_stays_compact_and_exact_through_merges():
+    rng = random.Random(7)
+    values = [rng.getrandbits(64) for _ in range(200_000)]
+    digests = DigestSet()
+    assert all(digests.add_digest(v) for v in values)  # each shard merges ~25 times
+    assert not any(digests.add_digest(v) for v in values[::7])
+    assert len(digests) == len(values) and all(v in digests for v in values)
+    assert not any(rng.getrandbits(64) in digests for _ in range(10_000))
+    assert digests.nbytes <= 12 * len(values)  # a `set` of the same ints: ~60 B each
 
 
 # --- broken input -----------------------------------------------------------------------
