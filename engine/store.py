@@ -71,6 +71,7 @@ class Store:
         self._known: KeyFilter | None = KeyFilter() if empty else None
         self._pending: dict[bytes, bytes] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._hurry = threading.Event()  # a flush or close is waiting: commit now
         self._error: BaseException | None = None
         self.commits = 0
         self._last_commit = 0.0
@@ -116,6 +117,7 @@ class Store:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._queue.put(("barrier", loop, done))
+        self._hurry.set()
         await done
         self._check()
 
@@ -123,6 +125,7 @@ class Store:
         """Write what is queued, then stop the writer (blocking: call at the very end)."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
+            self._hurry.set()
             self._thread.join()
         self._reader.close()
         for file in self.files.values():
@@ -156,12 +159,14 @@ class Store:
                 op[1].call_soon_threadsafe(_resolve, op[2])
 
     def _next_batch(self) -> list[Any]:
-        """Wait for work, let more gather for the rest of the commit interval (sleeping, so
-        the event loop keeps the GIL), then take everything queued: one commit per batch."""
+        """Wait for work, let more gather for the rest of the commit interval (asleep, so the
+        event loop keeps the GIL) unless a flush or close is waiting, then take everything
+        queued: one commit per batch."""
         batch = [self._queue.get()]
         rest = self._last_commit + self.commit_interval_s - time.monotonic()
-        if rest > 0 and batch[0] is not _STOP and batch[0][0] != "barrier":
-            time.sleep(rest)
+        if rest > 0:
+            self._hurry.wait(rest)
+        self._hurry.clear()  # before the drain: a later flush's barrier sets it again
         while batch[-1] is not _STOP:
             try:
                 batch.append(self._queue.get_nowait())

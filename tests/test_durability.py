@@ -3,6 +3,7 @@ against a real mock server)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -83,6 +84,21 @@ async def test_a_fresh_store_answers_misses_without_a_query_and_still_finds_its_
         assert [q for q in queries if q.startswith("SELECT")]
     finally:
         store.close()
+
+
+async def test_flush_and_close_do_not_wait_out_the_commit_interval(tmp_path):
+    store = Store(tmp_path / "db.sqlite", {"output": tmp_path / "output.jsonl"},
+                  commit_interval_s=3600)  # only a flush or close may end a batch early
+    try:
+        store.put_answer(b"k" * 16, b"v")
+        store.append("output", {"id": "a"})
+        await asyncio.wait_for(store.flush(), 30)
+        assert store.commits == 1 and (tmp_path / "output.jsonl").read_bytes() == b'{"id":"a"}\n'
+        store.put_answer(b"j" * 16, b"w")
+    finally:
+        closing = asyncio.create_task(asyncio.to_thread(store.close))
+        await asyncio.wait_for(closing, 30)
+    assert store.commits == 2
 
 
 def test_torn_last_line_is_repaired(tmp_path):

@@ -410,15 +410,15 @@ def test_digest_set_grows_and_remembers():
     assert digest64("never added") not in digests
 
 
-def test_digest_set_stays_compact_and_exact_through_merges():
+def test_digest_set_stays_compact_and_exact():
     rng = random.Random(7)
     values = [rng.getrandbits(64) for _ in range(200_000)]
     digests = DigestSet()
-    assert all(digests.add_digest(v) for v in values)  # each shard merges ~25 times
+    assert all(digests.add_digest(v) for v in values)
     assert not any(digests.add_digest(v) for v in values[::7])
     assert len(digests) == len(values) and all(v in digests for v in values)
     assert not any(rng.getrandbits(64) in digests for _ in range(10_000))
-    assert digests.nbytes <= 12 * len(values)  # a `set` of the same ints: ~60 B each
+    assert digests.nbytes <= 11 * len(values)  # a `set` of the same ints: ~60 B each
 
 
 # --- broken input -----------------------------------------------------------------------
@@ -543,7 +543,7 @@ def test_a_million_jsonl_seeds_stream_in_flat_memory(tmp_path):
     elapsed = time.perf_counter() - began
     assert warm + rest == n and src.report.seeds == n
     assert grown_blocks < 1000, f"{grown_blocks} more live blocks after {rest} seeds"
-    assert grown_rss < 50 * 2**20, f"RSS grew {grown_rss / 2**20:.1f} MB"  # dedup: ~16 MB
+    assert grown_rss < 50 * 2**20, f"RSS grew {grown_rss / 2**20:.1f} MB"  # dedup: ~8.5 MB
     print(f"\n{rest / elapsed:,.0f} JSONL seeds/s; RSS +{grown_rss / 2**20:.1f} MB, "
           f"{grown_blocks:+} blocks over {rest:,} seeds")
 
@@ -558,6 +558,6 @@ def test_tracemalloc_peak_while_streaming_jsonl(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # Everything traced: the dedup table (~16 bytes/seed, x3 while it doubles) and one
-    # document at a time, so ~50 bytes per seed at most.
+    # Everything traced: the dedup filter (~8.5 bytes per seed) and one document at a
+    # time, so ~50 bytes per seed at most.
     assert peak < 5 * 2**20, f"peak {peak / 2**20:.1f} MB"
