@@ -114,9 +114,6 @@ async def _tick(done: asyncio.Event, interval: float) -> None:
 
 async def show_progress(run: "Run", done: asyncio.Event, live: bool | None,
                         interval_s: float) -> None:
-    if live is False:
-        await done.wait()
-        return
     rates = Rates(run)
     if live is None and not sys.stdout.isatty():
         while not done.is_set():

@@ -240,8 +240,6 @@ class Run:
             return await self._execute()
 
     async def _execute(self) -> dict[str, Any]:
-        from .progress import show_progress
-
         if not self.dir.resuming or self.options.force:
             self.dir.write_start(self.config)
         self._open_store()
@@ -252,8 +250,11 @@ class Run:
                 for fleet in self.fleets.values():  # stopped after the pipeline, or on error
                     await fleets.enter_async_context(fleet)
                 group.create_task(self._keep_state(done))
-                group.create_task(show_progress(self, done, self.options.progress,
-                                                self.options.progress_interval_s))
+                if self.options.progress is not False:
+                    from .progress import show_progress  # rich: only for a display
+
+                    group.create_task(show_progress(self, done, self.options.progress,
+                                                    self.options.progress_interval_s))
                 self._watch_backends(group, done)
                 try:
                     await self.pipeline.run(self.seeds(), self._admit)
@@ -273,8 +274,6 @@ class Run:
     def _watch_backends(self, group: asyncio.TaskGroup, done: asyncio.Event) -> None:
         """Per backend, until `done`: probe ejected endpoints, restart dead fleet servers,
         set per-endpoint caps from /metrics."""
-        from .metrics_poller import poll_metrics
-
         for name, backend in self.backend_configs.items():
             endpoints = getattr(self.clients[name].backend, "endpoints", None)
             if endpoints is None:
@@ -284,6 +283,8 @@ class Run:
                 endpoints.down_wait_s = self.fleets[name].startup_timeout_s
                 group.create_task(self.fleets[name].supervise(endpoints, done))
             if backend.metrics:
+                from .metrics_poller import poll_metrics
+
                 group.create_task(poll_metrics(self.clients[name], endpoints,
                                                backend.metrics_interval_s,
                                                backend.max_in_flight, done))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-
+import json
+import subprocess
+import sys
 
 from engine.config_load import validate_config
 from engine.progress import Rates, plain_line, render_table
@@ -20,6 +22,23 @@ async def test_await_run_and_run_sync_inside_a_running_loop(mock_server, tmp_pat
     # a notebook cell calling the sync wrapper while its own loop runs
     summary = engine.run_sync(config, engine.RunOptions(run_dir=tmp_path / "b", progress=False))
     assert summary["records"] == 6
+
+
+def test_a_run_without_a_display_starts_none(mock_server, tmp_path):
+    # rich costs ~20 ms to import, inside the run's time: only a display pays for it
+    config = json.dumps(pipeline_config(mock_server.base_url, tmp_path, seeds=2))
+    script = f"""
+import json, pathlib, sys, engine
+from engine.config_load import validate_config
+config = validate_config(json.loads({config!r}))
+summary = engine.run_sync(config, engine.RunOptions(run_dir=pathlib.Path({str(tmp_path / "r")!r}),
+                                                    progress=False))
+print(json.dumps([summary["records"], "rich" in sys.modules]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [4, False]
 
 
 def test_run_sync_without_a_loop(mock_server, tmp_path):
