@@ -1,5 +1,5 @@
-"""The `fleet:` section of a `kind: vllm` backend: which `vllm serve` processes gristmill
-starts, on which GPUs, with which engine settings."""
+"""vLLM's engine settings, and the `fleet:` section of a `kind: vllm` backend: which `vllm
+serve` processes gristmill starts, on which GPUs, with which engine settings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,22 @@ from .config_base import Strict
 MANAGED_FLAGS = ("--host", "--port", "--tensor-parallel-size", "-tp", "--served-model-name")
 
 
-class FleetConfig(Strict):
+class EngineSettings(Strict):
+    """vLLM engine settings of both kinds: in `fleet` for the `vllm serve` servers of kind
+    vllm, on the backend itself for kind vllm-inproc."""
+
+    dtype: str = Field("auto", description="Weight dtype: auto, bfloat16, float16, float32 "
+                       "(--dtype).")
+    max_model_len: int | None = Field(None, ge=16, description="Prompt + answer tokens per "
+                                      "sequence (--max-model-len); default: the model's.")
+    max_num_seqs: int | None = Field(None, ge=1, description="The largest running batch of "
+                                     "one engine (--max-num-seqs); default: vLLM's.")
+    prefix_caching: bool | None = Field(None, description="Reuse the KV cache of shared "
+                                        "prompt prefixes: --enable-prefix-caching (true) or "
+                                        "--no-enable-prefix-caching (false); default: vLLM's.")
+
+
+class FleetConfig(EngineSettings):
     model: str | None = Field(None, description="What `vllm serve` loads: a Hugging Face id "
                               "or a local folder; default: the backend's `model`.")
     gpus: list[int] = Field(default_factory=list, description="GPU ids to use, e.g. [0, 1, 2, "
@@ -22,15 +37,8 @@ class FleetConfig(Strict):
                                  "parallel group (--tensor-parallel-size).")
     servers: int | None = Field(None, ge=1, le=256, description="Number of servers; default: "
                                 "len(gpus) / gpus_per_server, or 1 without gpus.")
-    dtype: str = Field("auto", description="--dtype: auto, bfloat16, float16, float32.")
-    max_model_len: int | None = Field(None, ge=16, description="--max-model-len: prompt + "
-                                      "answer tokens per sequence.")
-    max_num_seqs: int | None = Field(None, ge=1, description="--max-num-seqs: the largest "
-                                     "running batch per server.")
     max_num_batched_tokens: int | None = Field(None, ge=1, description="--max-num-batched-"
                                                "tokens per scheduler step.")
-    prefix_caching: bool | None = Field(None, description="--enable-prefix-caching (true) or "
-                                        "--no-enable-prefix-caching (false); default: vLLM's.")
     enforce_eager: bool = Field(False, description="--enforce-eager: no CUDA graphs (faster "
                                 "start, slower decode).")
     extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` "

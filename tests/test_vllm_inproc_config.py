@@ -55,6 +55,8 @@ def test_engine_kwargs_from_config():
     ({"kind": "vllm-inproc", "model": "m", "metrics": True}, "metrics"),
     ({"model": "m", "base_url": "http://h/v1", "batch": {}}, "batch"),
     ({"kind": "vllm-inproc", "model": "m", "api": "completions", "batch": {}}, "batch"),
+    ({"kind": "vllm", "model": "m", "dtype": "float16"}, "dtype: .* in `fleet`"),
+    ({"model": "m", "base_url": "http://h/v1", "max_num_seqs": 8}, "max_num_seqs: .* remove"),
 ])
 def test_config_errors_name_the_field(data, field):
     with pytest.raises(ValidationError, match=field):
