@@ -43,16 +43,19 @@ class DigestSet:
         return self.add_digest(digest64(text))
 
     def __contains__(self, value: int) -> bool:
-        shard = self._shards[value >> _SHIFT]
-        i = bisect_left(shard, value)
-        return i < len(shard) and shard[i] == value
+        return self._place(value)[2]
 
     def add_digest(self, value: int) -> bool:
         """Record the digest `value`; False if it was there."""
-        shard = self._shards[value >> _SHIFT]
-        i = bisect_left(shard, value)
-        if i < len(shard) and shard[i] == value:
+        shard, i, found = self._place(value)
+        if found:
             return False
         shard.insert(i, value)
         self._size += 1
         return True
+
+    def _place(self, value: int) -> tuple[array, int, bool]:
+        """The shard of `value`, its index there (or where it would go), whether it is there."""
+        shard = self._shards[value >> _SHIFT]
+        i = bisect_left(shard, value)
+        return shard, i, i < len(shard) and shard[i] == value

@@ -190,7 +190,8 @@ class Run:
         written in this session are not remembered: an id is a hash of the seed's place and
         the path that made the item, so a session makes each at most once, and memory stays
         flat however many records a run writes."""
-        if id_key(record_id) in self.store.written(sink):
+        written = self.store.written(sink)
+        if written and id_key(record_id) in written:  # a fresh run has none: no key to make
             self.stats.already_written += 1
             return False
         return True

@@ -96,9 +96,8 @@ async def test_flush_and_close_do_not_wait_out_the_commit_interval(tmp_path):
         assert store.commits == 1 and (tmp_path / "output.jsonl").read_bytes() == b'{"id":"a"}\n'
         store.put_answer(b"j" * 16, b"w")
     finally:
-        closing = asyncio.create_task(asyncio.to_thread(store.close))
-        await asyncio.wait_for(closing, 30)
-    assert store.commits == 2
+        await asyncio.wait_for(asyncio.to_thread(store.close), 30)
+    assert store.commits == 2 and not store._thread.is_alive()
 
 
 def test_torn_last_line_is_repaired(tmp_path):
