@@ -1,5 +1,6 @@
 """Validators: each on good and bad answers, chunking-invariance of the streaming checks
-(hypothesis), the registry's errors, custom callables, and the mock's answers."""
+(hypothesis), the registry's errors, custom callables, and the mock's answers (their fast
+paths: test_validator_fast_paths.py; the client's stream watch: test_stream_watch.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import types
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from backends.mock_answers import build_answer, prose_tokens
@@ -19,50 +20,12 @@ from engine.errors import ConfigError, InvalidOutput
 from engine.validators import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamCheck, Context,
                                Rejection, build, build_all, build_final, build_stream,
                                merge_specs, run_final, run_stream_on_text, start_checks)
-from engine.validators import final, jsonschema_lite, language
-from engine.validators.base import CODE_SPANS, quote
-from engine.validators.final import PLACEHOLDER_PATTERNS, LeftmostSearch
-from engine.validators.repetition import counted_words
+from engine.validators import jsonschema_lite
+from engine.validators.base import quote
+from tests.validator_support import (DE, EN, LINES, LOOP, PROPERTY, RU, SCHEMA, cuts_for, one,
+                                     verdict)
 
 pytestmark = pytest.mark.timeout(60)
-PROPERTY = settings(max_examples=100, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-EN = ("Water mills turned the energy of a river into useful work. The wheel was set in the "
-      "stream, and the current pushed its paddles; a shaft carried the motion to the stones "
-      "that ground the grain. Millers had to watch the level of the water, because a dry "
-      "summer could stop the wheel for weeks. In many villages the mill was also the place "
-      "where people met, traded news and settled small debts.")
-DE = ("Die Wassermühle nutzte die Kraft des Flusses für nützliche Arbeit. Das Rad stand im "
-      "Bach, und die Strömung drückte gegen seine Schaufeln; eine Welle trug die Bewegung zu "
-      "den Steinen, welche das Getreide mahlten. Müller mussten den Wasserstand beobachten, "
-      "denn ein trockener Sommer konnte das Rad wochenlang anhalten.")
-RU = ("Водяная мельница превращала силу реки в полезную работу. Колесо стояло в потоке, и "
-      "течение толкало его лопасти; вал передавал движение жерновам, которые мололи зерно. "
-      "Мельник следил за уровнем воды, потому что сухое лето могло остановить колесо.")
-LOOP = EN[:120] + " " + "The wheel turns and the grain is ground again. " * 12
-LINES = "Intro line that is long enough to count.\n" + "- Repeat this exact list item here\n" * 6
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["items"],
-          "properties": {"items": {"type": "array", "minItems": 1, "maxItems": 3,
-                                   "items": {"type": "string", "minLength": 1}}}}
-
-
-def one(spec):
-    return build(spec)
-
-
-def verdict(validator, text: str, cuts=(), context: Context | None = None) -> Rejection | None:
-    """Feed `text` in pieces split at `cuts`; the first rejection, or finish()'s."""
-    check = validator.start(context or Context())
-    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(text))), len(text)]
-    for a, b in zip(bounds, bounds[1:]):
-        if (rejection := check.feed(text[a:b])) is not None:
-            return rejection
-    return check.finish()
-
-
-def cuts_for(text: str):
-    return st.lists(st.integers(0, max(len(text), 1)), max_size=40)
 
 
 # -- streaming validators on examples -----------------------------------------------------
@@ -418,148 +381,3 @@ def test_mock_answers_pass_the_defaults_and_bad_ones_are_caught_early():
             check = start_checks(stream, Context(structured=kind == "json", schema=SCHEMA))
             fed = next(n for n, tok in enumerate(tokens, 1) if check.feed(tok) is not None)
             assert check.rejection.validator == validator and fed < 120, (kind, seed, fed)
-
-
-# -- fast paths agree with the plain regexes they replace (hypothesis) ------------------------
-_TRICKY = ["as an AI language model", "LOREM IPSUM", "TODO:", "todo:", "{{ x }}", "[Insert name]",
-           "<placeholder a>", "{% if %}", "ſ", "İ", "K", "Σ", "é", "’", " ", "\n", "_", "a1", "--"]
-_TRICKY_TEXT = st.lists(st.sampled_from(_TRICKY), max_size=30).map("".join) | st.text(max_size=100)
-
-
-@PROPERTY
-@given(text=_TRICKY_TEXT)
-def test_placeholder_search_matches_the_alternation(text):
-    patterns = [*PLACEHOLDER_PATTERNS, r"\bFOO bar\b", r"(?-i:\bXy)"]
-    alternation = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
-    want, got = alternation.search(text), LeftmostSearch(patterns).search(text)
-    assert (want and (want.span(), want.group())) == (got and (got.span(), got.group()))
-
-
-@PROPERTY
-@given(text=_TRICKY_TEXT)
-def test_word_and_script_fast_paths_match_the_regexes(text):
-    assert final._words(text) == re.findall(r"\w+", text.casefold())
-    letters = [c for c in text if c.isalpha()]
-    for scripts in (language.SCRIPTS["en"], language.SCRIPTS["ru"]):
-        inside = sum(1 for c in letters if language.script_of(c) in scripts)
-        want = (inside / len(letters), len(letters)) if letters else (1.0, 0)
-        assert language.script_share(text, scripts) == want
-
-
-@PROPERTY
-@given(text=_TRICKY_TEXT | st.text(st.characters(max_codepoint=127), max_size=200))
-def test_stopword_rate_fast_path_matches_the_regex(text):
-    words = re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)?", CODE_SPANS.sub(" ", text))
-    hits = sum(w.lower().replace("’", "'") in language.ENGLISH_STOPWORDS for w in words)
-    assert language.stopword_rate(text) == ((hits / len(words), len(words)) if words else (0.0, 0))
-
-
-_WORDISH = ["mill", "MILL", "--", "*", "—", "x" * 120, "X" * 101, "\x00", "\x1f", "a_b", "1.", "é",
-            "İ", " ", "\n", "\t", "\x1c"]
-
-
-@PROPERTY
-@given(text=st.lists(st.sampled_from(_WORDISH), max_size=40).map("".join) |
-       st.text(st.characters(max_codepoint=127), max_size=200) | st.text(max_size=100))
-def test_counted_words_match_the_plain_filter(text):
-    """ASCII feeds are lowered whole and filtered by a bytes table; others by the regex."""
-    want = [w[:100].lower() for w in text.split() if re.search(r"\w", w)]
-    ascii_only = text.isascii()
-    assert counted_words((text.lower() if ascii_only else text).split(), ascii_only) == want
-
-
-_REFUSALISH = ["I'm sorry", "i AM so sorry", "Sorry, I", "apologies", "I apologise", "I can't help",
-               "I CANNOT do", "I can not write", "I won't", "i will not assist", "I'm unable to",
-               "I am not able to", "I must decline", "As an AI", "Unfortunately, I can't",
-               "I don't feel comfortable", "can", "I", "won", "sorr", ". ", "\n", "*", "’", "ſ",
-               "K", " ", "the mill", "x"]
-
-
-@PROPERTY
-@given(text=st.lists(st.sampled_from(_REFUSALISH), max_size=30).map("".join) |
-       st.lists(st.sampled_from(_REFUSALISH[:16]), min_size=1, max_size=1).map(
-           lambda phrase: "The mill. " + phrase[0] + " with that.") |
-       st.text(max_size=100))
-def test_refusal_keywords_never_skip_a_match(text):
-    """With the built-in patterns the regex is skipped when no keyword is in the head: it
-    must then find nothing, and the verdict equals the regex-only one."""
-    refusal = one("refusal")
-    plain = one({"name": "refusal", "extra_patterns": ["(?!)"]})  # no keyword skipping
-    assert refusal.keywords is not None and plain.keywords is None
-    if not refusal.may_match(text):
-        assert refusal.regex.search(text) is None
-    assert verdict(refusal, text) == verdict(plain, text)
-
-
-@PROPERTY
-@given(question=st.lists(st.sampled_from(["mill", "wheel", "the", "grain", "Water", "a"]) |
-                         st.integers(0, 40).map(lambda i: f"q{i}"), max_size=30).map(" ".join),
-       answer=st.lists(st.sampled_from(["mill", "wheel", "the", "grain", "water", "river", "."]) |
-                       st.integers(0, 60).map(lambda i: f"q{i}"), max_size=60).map(" ".join),
-       copy=st.integers(3, 6), overlap=st.sampled_from([0.5, 0.8, 0.9, 1.0]),
-       prefix=st.booleans())
-def test_restates_question_opening_bound_agrees_with_the_whole_check(question, answer, copy,
-                                                                      overlap, prefix):
-    """Settling on the answer's opening gives the verdict of splitting the whole answer."""
-    spec = {"name": "restates_question", "copy_words": copy, "max_overlap": overlap}
-    fast, plain = one(spec), one(spec)
-    plain._cannot_restate = lambda text, question: False
-    text = f"{question} {answer}" if prefix else answer
-    ctx = Context(prompt=question)
-    assert fast.check(text, ctx) == plain.check(text, ctx)
-
-
-@PROPERTY
-@given(text=st.sampled_from([EN, DE, "I'm sorry, but I can't help. " + EN, LOOP]), data=st.data())
-def test_composite_drops_settled_checks_without_changing_the_verdict(text, data):
-    stream = build_stream(DEFAULT_STREAM)
-    check = start_checks(stream, Context())
-    bounds = [0, *sorted(set(data.draw(cuts_for(text)))), len(text)]
-    got = None
-    for a, b in zip(bounds, bounds[1:]):
-        if (got := check.feed(text[a:b])) is not None:
-            break
-    got = got or check.finish()
-    assert got == run_stream_on_text(stream, text, Context())
-    if got is None:  # past the opening, refusal and language are no longer called
-        assert {type(c).__name__ for c in check.checks} == {"_RepetitionCheck", "_MaxLengthCheck"}
-
-
-# --- the stream watch (what the client feeds while an answer streams) -------------------
-
-def watch_of(specs):
-    from engine.validation import StreamWatch
-
-    aborted = []
-    watch = StreamWatch(lambda: start_checks(build_stream(specs), Context(stage="answer")),
-                        512, aborted.append)
-    watch.start()  # as the client does when a stream begins
-    return watch, aborted
-
-
-def test_the_watch_checks_the_unfed_rest_once_at_the_end():
-    watch, aborted = watch_of([{"name": "forbidden", "patterns": ["XYZ"]}])
-    watch.feed("abc ")
-    rejection = watch.finish("abc XYZ")  # the client fed only the first part
-    assert rejection is not None and rejection.validator == "forbidden" and not aborted
-    # what was fed is not fed again: one copy of a line is not a repeat
-    watch, _ = watch_of([{"name": "repetition", "max_line_repeats": 2}])
-    line = "a line long enough to be counted\n"
-    watch.feed(line)
-    assert watch.finish(line) is None
-    assert watch_of([{"name": "repetition", "max_line_repeats": 2}])[0].finish(2 * line)
-    # a retried stream starts over: what the failed attempt fed is forgotten
-    watch, _ = watch_of([{"name": "repetition", "max_line_repeats": 2}])
-    watch.feed(line + "and half of a second")
-    watch.start()
-    watch.feed(line)
-    assert watch.finish(line) is None
-
-
-def test_a_rejecting_feed_aborts_with_the_text_so_far():
-    watch, aborted = watch_of([{"name": "forbidden", "patterns": ["XYZ"]}])
-    watch.feed("first part, ")
-    with pytest.raises(InvalidOutput) as caught:
-        watch.feed("then XYZ and more")
-    assert caught.value.text == "first part, then XYZ and more"
-    assert aborted == [len(caught.value.text)]
