@@ -3,8 +3,8 @@
 `python -m backends.mock_server --port 0` prints `listening on http://HOST:PORT` once bound.
 Answers come from `mock_answers` (pure, deterministic), faults, rate limits and options from
 `mock_faults` (pure, seeded), `--gpu` batching and `/metrics` from `mock_gpu`; this module is
-only the HTTP edge: low-level aiohttp server, orjson, no per-request logging, prebuilt SSE
-byte templates.
+only the HTTP edge: low-level aiohttp server, orjson, no per-request logging; the bodies and
+SSE events come from `mock_wire`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import os
 import random
 import signal
 import sys
-import time
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Callable
 
 import orjson
@@ -29,6 +27,7 @@ from backends.mock_faults import (FaultDrawer, RateLimiter, Stats, add_arguments
 from backends.mock_gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq, add_gpu_arguments,
                                check_gpu_args, metric_values, render_metrics, wait_tokens)
 from backends.mock_judge import add_judge_arguments, is_judge_request, judge_answer
+from backends.mock_wire import completion_body, finish_reason, stream_events
 from engine.errors import ConfigError
 
 BACKLOG = 4096
@@ -36,7 +35,6 @@ MAX_BODY = 64 * 1024 * 1024  # long-document prompts; aiohttp's default cap is 1
 SHUTDOWN_GRACE_S = 0.5  # hung and paced requests are cut after this on SIGTERM
 JSON = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-DONE = b"data: [DONE]\n\n"
 
 
 class MockApp:
@@ -231,7 +229,7 @@ class MockApp:
         if cut:
             return await self._cut_body(request, payload, answer, headers)
         st.tokens_sent += answer.completion_tokens
-        st.finish(_finish_reason(answer))
+        st.finish(finish_reason(answer))
         return web.Response(body=payload, content_type=JSON, headers=headers)
 
     async def _cut_body(self, request: web.BaseRequest, payload: bytes, answer: Answer,
@@ -270,7 +268,7 @@ class MockApp:
         except ConnectionResetError:  # a write found the socket closed; aiohttp stays quiet
             self.stats.disconnects += 1
             return resp
-        self.stats.finish(_finish_reason(answer))
+        self.stats.finish(finish_reason(answer))
         return resp
 
     async def _write_events(self, resp: web.StreamResponse, events: list[bytes], tail: bytes,
@@ -308,66 +306,9 @@ class MockApp:
                 return
 
 
-def _finish_reason(answer: Answer) -> str:
-    return "length" if any(c.finish_reason == "length" for c in answer.choices) else "stop"
-
-
 def _abort(request: web.BaseRequest) -> None:
     if request.transport is not None:  # None once the client has gone already
         request.transport.abort()
-
-
-def completion_body(chat: bool, answer: Answer, rid: str, model: str) -> dict[str, Any]:
-    if chat:
-        c = answer.choices[0]
-        choices = [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                    "finish_reason": c.finish_reason, "logprobs": None}]
-    else:
-        choices = [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-                   for i, c in enumerate(answer.choices)]
-    return {"id": rid, "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": model, "choices": choices,
-            "usage": _usage(answer)}
-
-
-def _usage(answer: Answer) -> dict[str, int]:
-    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
-
-
-def stream_events(chat: bool, answer: Answer, rid: str, model: str, include_usage: bool,
-                  per_token: bool = True) -> tuple[list[bytes], bytes]:
-    """(one SSE event per token, the bytes after the last token: finish chunks, usage, DONE).
-
-    Token events are spliced from prebuilt byte templates: orjson only encodes the token.
-    Without `per_token`, each choice's events come joined into one bytes object."""
-    kind = b"chat.completion.chunk" if chat else b"text_completion"
-    head = (b'data: {"id":"' + rid.encode() + b'","object":"' + kind + b'","created":'
-            + str(int(time.time())).encode() + b',"model":' + orjson.dumps(model)
-            + b',"choices":[{"index":')
-    dumps, events, finals = orjson.dumps, [], []
-    for i, choice in enumerate(answer.choices):
-        index = str(i).encode()
-        if chat:
-            first = head + index + b',"delta":{"role":"assistant","content":'
-            prefix, suffix = head + index + b',"delta":{"content":', b'},"finish_reason":null}]}\n\n'
-        else:
-            first = prefix = head + index + b',"text":'
-            suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
-        tokens = choice.tokens
-        if tokens and not per_token:  # str join: holding hundreds of orjson results is slow
-            quoted = (suffix + prefix).decode().join(map(encode_basestring, tokens)).encode()
-            events.append(first + quoted + suffix)
-        elif tokens:
-            events.append(first + dumps(tokens[0]) + suffix)
-            events.extend(prefix + dumps(tok) + suffix for tok in tokens[1:])
-        delta = b',"delta":{},"finish_reason":' if chat else b',"text":"","finish_reason":'
-        finals.append(head + index + delta + dumps(choice.finish_reason) + b"}]}\n\n")
-    if include_usage:
-        finals.append(head[: head.index(b',"choices"')] + b',"choices":[],"usage":'
-                      + dumps(_usage(answer)) + b"}\n\n")
-    finals.append(DONE)
-    return events, b"".join(finals)
 
 
 # -- process ------------------------------------------------------------------------------
