@@ -8,8 +8,9 @@ import json
 import random
 from typing import Any
 
-from backends.mock_answers import (SENTENCES, Answer, body_seed, capped_choice, json_for_schema,
-                                   max_tokens_of, prose_tokens, sentence)
+from backends.mock_answers import Answer, body_seed, capped_choice, max_tokens_of
+from backends.mock_json import json_for_schema
+from backends.mock_prose import SENTENCES, prose_tokens, sentence
 
 BAD_KINDS = ("refusal", "loop", "json", "language")
 REFUSAL = "I'm sorry, but I can't help with that. "

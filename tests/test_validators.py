@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.mock_answers import build_answer, prose_tokens
+from backends.mock_answers import build_answer
 from backends.mock_bad import bad_tokens
+from backends.mock_prose import prose_tokens
 from engine.errors import ConfigError, InvalidOutput
 from engine.validators import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamCheck, Context,
                                Rejection, build, build_all, build_final, build_stream,
