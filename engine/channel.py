@@ -40,7 +40,8 @@ class Channel(Generic[T]):
                 "waiting_senders": len(self._putters), "open_producers": self._producers}
 
     # -- producers --------------------------------------------------------------------
-    async def send(self, item: T) -> None:
+    async def send(self, item: T) -> bool:
+        """Queue `item`; True when it woke a receiver that was waiting for one."""
         while len(self._items) >= self.maxsize:
             fut = asyncio.get_running_loop().create_future()
             self._putters.append(fut)
@@ -50,7 +51,7 @@ class Channel(Generic[T]):
                 self._forget(self._putters, fut)
                 raise
         self._items.append(item)
-        self._wake(self._getters)
+        return self._wake(self._getters)
 
     def close_producer(self) -> None:
         """One producer is finished; at zero the channel ends after its items drain."""
@@ -88,12 +89,13 @@ class Channel(Generic[T]):
 
     # -- internals --------------------------------------------------------------------
     @staticmethod
-    def _wake(waiters: deque[asyncio.Future[None]]) -> None:
+    def _wake(waiters: deque[asyncio.Future[None]]) -> bool:
         while waiters:
             fut = waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
-                return
+                return True
+        return False
 
     def _forget(self, waiters: deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
         # A cancelled waiter may already have been woken; pass the wake-up on so it is not lost.

@@ -45,12 +45,12 @@ class Pipeline:
 
     async def run(self, seeds: Iterable[Item], on_admit: Callable[[], None] = lambda: None) -> None:
         async with asyncio.TaskGroup() as group:
-            self._feeder = group.create_task(self._feed(seeds, on_admit), name="feed")
-            for i, stage in enumerate(self.stages):
+            for i, stage in enumerate(self.stages):  # waiting before the first seed comes
                 deliver = self._deliverer(i)
                 for w in range(stage.workers):
                     group.create_task(self._work(stage, self.channels[i], deliver, i),
                                       name=f"{stage.name}-{w}")
+            self._feeder = group.create_task(self._feed(seeds, on_admit), name="feed")
 
     @property
     def stopped(self) -> bool:
@@ -73,11 +73,13 @@ class Pipeline:
                 if self._stopping:
                     break
                 self._between_seeds = True
-                await inbox.send((seed, 0))
+                woke = await inbox.send((seed, 0))
                 self._between_seeds = False
                 on_admit()
                 for variant in range(1, fan_out):
-                    await inbox.send((seed, variant))
+                    woke = await inbox.send((seed, variant)) or woke
+                if woke:  # an idle worker: let it send its request before the next seed is
+                    await asyncio.sleep(0)  # read, not after the channel is full
         finally:
             inbox.close_producer()
 

@@ -241,8 +241,9 @@ class Run:
             return await self._execute()
 
     async def _execute(self) -> dict[str, Any]:
-        if not self.dir.resuming or self.options.force:
-            self.dir.write_start(self.config)
+        fresh = not self.dir.resuming or self.options.force
+        if fresh:
+            self.dir.write_config(self.config)
         self._open_store()
         done = asyncio.Event()
         status = "interrupted"
@@ -251,6 +252,8 @@ class Run:
                 for fleet in self.fleets.values():  # stopped after the pipeline, or on error
                     await fleets.enter_async_context(fleet)
                 group.create_task(self._keep_state(done))
+                if fresh or not self.dir.has_manifest:
+                    group.create_task(asyncio.to_thread(self.dir.write_manifest, self.config))
                 if self.options.progress is not False:
                     from .progress import show_progress  # rich: only for a display
 

@@ -44,3 +44,13 @@ async def test_cancelled_receiver_does_not_swallow_an_item():
     with pytest.raises(asyncio.CancelledError):
         await a
     assert ch.statistics()["waiting_receivers"] == 0
+
+
+async def test_send_says_whether_it_woke_a_waiting_receiver():
+    ch: Channel[int] = Channel(4)
+    assert await ch.send(1) is False  # nobody waiting: queued only
+    assert await ch.receive() == 1
+    receiver = asyncio.create_task(ch.receive())
+    await asyncio.sleep(0)
+    assert await ch.send(2) is True
+    assert await asyncio.wait_for(receiver, 1) == 2

@@ -230,6 +230,20 @@ def test_changed_config_is_refused_unless_forced(mock_server, tmp_path):
     assert forced.returncode == 0, forced.stderr
 
 
+def test_manifest_is_written_by_the_run_and_by_a_resume_that_finds_none(mock_server, tmp_path):
+    """The manifest is gathered on a thread while the first requests go out; a session
+    killed before it landed leaves none, and the next session writes it."""
+    config = write_config(tmp_path, mock_server.base_url, seeds=3, cap=4)
+    finish(start(config, tmp_path / "r"))
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert {"python", "aiohttp", "pydantic"} <= set(manifest["versions"])
+    assert manifest["backends"]["default"]["model"] == "mock"
+    (tmp_path / "r" / "manifest.json").unlink()
+    finish(start(config, tmp_path / "r"))  # a resume: config.yaml is there
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["versions"]
+    assert len(output_ids(tmp_path / "r")) == 6
+
+
 def test_no_cache_asks_again(mock_server, tmp_path):
     config = write_config(tmp_path, mock_server.base_url, seeds=3, cap=4)
     finish(start(config, tmp_path / "r"))

@@ -141,6 +141,29 @@ async def test_live_items_stay_bounded_while_100k_seeds_stream_through():
     assert live[1] <= bound, (live[1], bound)
 
 
+async def test_an_idle_worker_starts_on_the_first_seed_not_after_the_channel_fills():
+    """The first request goes out as soon as one seed is read: seeds are read at the pace
+    idle workers take them, not in a burst that fills the first channel first."""
+    read = 0
+    read_when_started: list[int] = []
+
+    class FirstSeen(CountingStage):
+        async def process(self, item: Item, variant: int) -> list[Item]:
+            read_when_started.append(read)
+            return await super().process(item, variant)
+
+    def seeds():
+        nonlocal read
+        for i in range(40):
+            read += 1
+            yield Item(str(i), str(i), {"seed": i})
+
+    stage = FirstSeen("a", 0, 1, [0, 0], workers=4)  # queue_size 8
+    await Pipeline([stage], lambda item: None).run(seeds())
+    assert read_when_started[:4] == [1, 2, 3, 4]  # each worker began on the seed just read
+    assert len(read_when_started) == 40
+
+
 async def test_gc_tuning_nests_and_is_restored_after_an_error():
     with pytest.raises(RuntimeError):
         with tuned_gc():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable, Iterator
 
-from engine.digest_set import DigestSet, digest64
+from engine.digest_set import DigestSet
 from engine.errors import ConfigError
 from engine.items import seed_id
 from engine.tokens import Counter as TokenCounter
