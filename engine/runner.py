@@ -295,12 +295,15 @@ class Run:
 
     async def _close(self, status: str) -> None:
         """Flush and close everything, also after an error or a cancel (shielded: a second
-        cancel must not leave the store's writer half done)."""
+        cancel must not leave the store's writer half done). The connections close while the
+        store's writer makes its last commit: one is the loop's work, the other the disk's."""
         self.stats.finished = time.monotonic()
-        for client in self.clients.values():
-            await asyncio.shield(client.aclose())
-        if self.store is not None:
-            await asyncio.shield(asyncio.to_thread(self.store.close))
+        closing = [asyncio.to_thread(self.store.close)] if self.store is not None else []
+        closing += [client.aclose() for client in self.clients.values()]  # the thread first
+        results = await asyncio.shield(asyncio.gather(*closing, return_exceptions=True))
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         self._write_state(status)
         self.dir.write_summary(self.summary())
         self.dir.close()

@@ -66,6 +66,26 @@ async def test_failures_leave_nothing_behind(mock_server_factory, tmp_path):
     assert len(rejects) == summary["rejects"]
 
 
+async def test_a_failing_close_is_raised_after_the_store_has_closed(mock_server_factory,
+                                                                      tmp_path):
+    """The connections and the store close side by side: an error closing one does not leave
+    the other open (the store's writer would hold the last records)."""
+    server = mock_server_factory()
+    run = make_run(server.base_url, tmp_path, max_in_flight=8)
+    client = next(iter(run.clients.values()))
+    close_connections = client.backend.aclose
+
+    async def failing_close() -> None:  # the fault: closing the sessions raises
+        await close_connections()
+        raise OSError("cannot close")
+    client.backend.aclose = failing_close
+    with pytest.raises(OSError, match="cannot close"):
+        await run.execute()
+    assert not run.store._thread.is_alive()
+    assert len((tmp_path / "run" / "output.jsonl").read_text().splitlines()) == 80
+    assert asyncio.all_tasks() == {asyncio.current_task()}, "pending task"
+
+
 async def test_cancellation_mid_run_leaves_nothing_behind(mock_server_factory, tmp_path):
     server = mock_server_factory("--latency-ms", "50", "--tokens-per-s", "200")
     run = make_run(server.base_url, tmp_path, max_in_flight=6)

@@ -219,6 +219,14 @@ def test_digest_set_grows_and_remembers():
     assert digest64("never added") not in digests
 
 
+def test_an_unused_digest_set_holds_no_shards():
+    digests = DigestSet()  # like a fresh run's set of earlier sessions' ids
+    assert 12345 not in digests and len(digests) == 0
+    assert digests.nbytes < 100
+    digests.add_digest(12345)
+    assert 12345 in digests and digests.nbytes > 4096 * 60
+
+
 def test_digest_set_stays_compact_and_exact():
     rng = random.Random(7)
     values = [rng.getrandbits(64) for _ in range(200_000)]
