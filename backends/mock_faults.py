@@ -338,3 +338,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--vary", action="store_true", help="answers differ per arrival (like a sampling "
         "model), not a function of the request")
     add("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+    add("--fast", action="store_true", help="HTTP on a raw asyncio protocol instead of "
+        "aiohttp's server, for benchmarks: plain answers after --latency-ms only")

@@ -22,12 +22,13 @@ from aiohttp import web
 
 from backends.mock_answers import Answer, BadRequest, build_answer
 from backends.mock_bad import BadDrawer, bad_answer
+from backends.mock_fast import Shutdown, check_fast_args, fast_edge
 from backends.mock_faults import (FaultDrawer, RateLimiter, Stats, add_arguments, check_args,
                                   retry_after_value)
 from backends.mock_gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq, add_gpu_arguments,
                                check_gpu_args, metric_values, render_metrics, wait_tokens)
 from backends.mock_judge import add_judge_arguments, is_judge_request, judge_answer
-from backends.mock_wire import completion_body, finish_reason, stream_events
+from backends.mock_wire import completion_body, finish_reason, models_body, stream_events
 from engine.errors import ConfigError
 
 BACKLOG = 4096
@@ -52,9 +53,7 @@ class MockApp:
         self.reset()
         self.retry_after = retry_after_value(config.retry_after)
         self.id_prefix, self.next_id = os.urandom(4).hex(), 0
-        models = ["mock", *(m for m in config.model or () if m != "mock")]
-        self.models_body = orjson.dumps({"object": "list", "data": [
-            {"id": m, "object": "model", "created": 0, "owned_by": "gristmill"} for m in models]})
+        self.models_body = models_body(config)
 
     def reset(self) -> None:
         """A fresh run: zeroed stats, empty limit windows, fault and latency draws from the
@@ -312,8 +311,8 @@ def _abort(request: web.BaseRequest) -> None:
 
 
 # -- process ------------------------------------------------------------------------------
-async def serve(config: argparse.Namespace, announce: Callable[[str], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. `announce` gets the URL once the socket is bound."""
+async def aiohttp_edge(config: argparse.Namespace) -> tuple[asyncio.AbstractServer, Shutdown]:
+    """The full mock on aiohttp's low-level server; returns the server and its shutdown."""
     loop = asyncio.get_running_loop()
     app = MockApp(config, loop)
     server = web.Server(app.handle, handler_cancellation=True, access_log=None,
@@ -321,6 +320,20 @@ async def serve(config: argparse.Namespace, announce: Callable[[str], None] | No
                                                                    client_max_size=MAX_BODY))
     srv = await loop.create_server(server, config.host, config.port, backlog=BACKLOG,
                                    reuse_address=True)
+    if app.gpu is not None:
+        app.gpu.start()
+
+    async def shutdown() -> None:
+        await server.shutdown(SHUTDOWN_GRACE_S)  # the GPU keeps stepping for the grace
+        if app.gpu is not None:
+            await app.gpu.stop()
+    return srv, shutdown
+
+
+async def serve(config: argparse.Namespace, announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. `announce` gets the URL once the socket is bound."""
+    loop = asyncio.get_running_loop()
+    srv, shutdown = await (fast_edge(config, BACKLOG) if config.fast else aiohttp_edge(config))
     port = srv.sockets[0].getsockname()[1]
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host}:{port}"
@@ -331,22 +344,19 @@ async def serve(config: argparse.Namespace, announce: Callable[[str], None] | No
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if app.gpu is not None:
-        app.gpu.start()
     try:
         await stop.wait()
     finally:
         srv.close()
-        await server.shutdown(SHUTDOWN_GRACE_S)  # the GPU keeps stepping for the grace
+        await shutdown()
         await srv.wait_closed()
-        if app.gpu is not None:
-            await app.gpu.stop()
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve with parsed arguments (shared with `gristmill mock-server`)."""
     args = check_args(args)
     check_gpu_args(args)
+    check_fast_args(args)
     try:
         import uvloop
         loop_factory = None if args.no_uvloop else uvloop.new_event_loop

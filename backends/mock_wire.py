@@ -14,6 +14,13 @@ from backends.mock_answers import Answer
 DONE = b"data: [DONE]\n\n"
 
 
+def models_body(config: Any) -> bytes:
+    """/v1/models: "mock" and each --model."""
+    models = ["mock", *(m for m in config.model or () if m != "mock")]
+    return orjson.dumps({"object": "list", "data": [
+        {"id": m, "object": "model", "created": 0, "owned_by": "gristmill"} for m in models]})
+
+
 def finish_reason(answer: Answer) -> str:
     return "length" if any(c.finish_reason == "length" for c in answer.choices) else "stop"
 

@@ -1,8 +1,9 @@
 """Throughput of gristmill's full engine against a baseline, side by side in one run.
 
-    python -m benchmarks.throughput [--cases a,b,c] [--n N] [--quick]
+    python -m benchmarks.throughput [--cases a,b,c] [--clients ...] [--n N] [--server fast|aiohttp]
 
-Each case starts the mock server in its own process (pinned to core 1), then runs each client
+Each case starts the mock server in its own process (pinned to core 1) on its fast edge
+(`--fast`: a raw asyncio protocol; `--server aiohttp` for the full mock), then runs each client
 in its own process (pinned to core 0): gristmill's full engine (seed source, pipeline, permits,
 limiter, retries, JSONL sink; no validators), the official `openai` AsyncOpenAI client on its
 default transport with an asyncio.Semaphore, and raw aiohttp + orjson (no features: the floor).
@@ -33,11 +34,13 @@ CASES = {
 }
 
 
-def run_case(key: str, case: dict, clients: list[str], n: int | None) -> list[dict]:
+def run_case(key: str, case: dict, clients: list[str], n: int | None,
+             edge: str = "fast") -> list[dict]:
     rows = []
     n = n or case["n"]
+    server_args = [*(["--fast"] if edge == "fast" else []), *case["server"]]
     for client in clients:
-        with MockServerProcess(*case["server"]) as server:
+        with MockServerProcess(*server_args) as server:
             assert server.proc is not None
             if (os.cpu_count() or 1) > 1:
                 os.sched_setaffinity(server.proc.pid, {1})
@@ -52,6 +55,7 @@ def run_case(key: str, case: dict, clients: list[str], n: int | None) -> list[di
         server_cpu = (after.user + after.system) - (before.user + before.system)
         result.update({
             "case": key, "client": client, "n": n, "concurrency": case["concurrency"],
+            "server": edge,
             "req_per_s": result["requests"] / result["wall_s"],
             "tok_per_s": result["tokens"] / result["wall_s"],
             "cpu_s_per_1k": 1000 * result["cpu_s"] / result["requests"],
@@ -78,11 +82,13 @@ def main() -> None:
     parser.add_argument("--cases", default="a,b,c")
     parser.add_argument("--clients", default="gristmill,openai,raw")
     parser.add_argument("--n", type=int, help="requests per case (default: per case)")
+    parser.add_argument("--server", choices=["fast", "aiohttp"], default="fast",
+                        help="the mock server's edge (default: fast, a raw asyncio protocol)")
     args = parser.parse_args()
     rows = []
     for key in args.cases.split(","):
         print(f"case {key}: {CASES[key]['title']} ...", flush=True)
-        rows += run_case(key, CASES[key], args.clients.split(","), args.n)
+        rows += run_case(key, CASES[key], args.clients.split(","), args.n, args.server)
     f1 = lambda v: "-" if v is None else f"{v:,.1f}"  # noqa: E731
     f2 = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731

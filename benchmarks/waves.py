@@ -1,7 +1,7 @@
 """Case (b) of the throughput benchmark taken apart: where a latency-bound run loses time
 against the ideal N / (⌈N/C⌉ · latency), wave by wave.
 
-    python -m benchmarks.waves [--waves 8] [--repeats 2] [--clients gristmill,raw]
+    python -m benchmarks.waves [--waves 8] [--repeats 2] [--clients gristmill,raw] [--server fast|aiohttp]
 
 With C requests in flight and a fixed latency, requests travel in waves of C. The mock server
 records each arrival on the monotonic clock both processes share, so each client run splits
@@ -28,12 +28,12 @@ CONCURRENCY = 1024
 LATENCY_S = 1.0
 
 
-def one_run(client: str, waves: int) -> dict:
+def one_run(client: str, waves: int, edge: str = "fast") -> dict:
     n = CONCURRENCY * waves
     args = SimpleNamespace(n=n, concurrency=CONCURRENCY, max_tokens=16, stream=False, pad=0,
                            metrics=False, no_cache=False)
-    with MockServerProcess("--latency-ms", str(int(LATENCY_S * 1000)),
-                           "--record-arrivals") as server:
+    with MockServerProcess(*(["--fast"] if edge == "fast" else []), "--latency-ms",
+                           str(int(LATENCY_S * 1000)), "--record-arrivals") as server:
         if server.proc is not None and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(server.proc.pid, {1})
         args.url = server.base_url
@@ -60,9 +60,11 @@ def main() -> None:
     parser.add_argument("--waves", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--clients", default="gristmill,raw")
+    parser.add_argument("--server", choices=["fast", "aiohttp"], default="fast",
+                        help="the mock server's edge, as in benchmarks.throughput")
     args = parser.parse_args()
     pin_to_cpu(0)
-    rows = [one_run(client, args.waves) for _ in range(args.repeats)
+    rows = [one_run(client, args.waves, args.server) for _ in range(args.repeats)
             for client in args.clients.split(",")]
     s3 = lambda v: f"{v:.3f}"  # noqa: E731
     print_table(rows, [("client", "client", str), ("requests", "requests", str),

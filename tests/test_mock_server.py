@@ -74,9 +74,12 @@ def chat_text(events: list) -> str:
                    if isinstance(e, dict) and e["choices"])
 
 
-@pytest.fixture(scope="module")
-def server():
-    with MockServer("--model", "extra-model", "--record-arrivals") as s:
+@pytest.fixture(scope="module", params=["aiohttp", "fast"])
+def server(request):
+    """The full mock, and its fast edge (`--fast`, the benchmarks' server): the same answers,
+    errors and /stats from both."""
+    edge = ["--fast"] if request.param == "fast" else []
+    with MockServer(*edge, "--model", "extra-model", "--record-arrivals") as s:
         yield s
 
 
