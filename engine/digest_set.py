@@ -25,8 +25,8 @@ class DigestSet:
     and 4M), growing one shard at a time, never a whole table at once. An insertion moves
     half a shard (n / 8,192 digests): 0.45 µs per digest at 1M entries, 0.72 µs at 4M, so
     ~5 µs at 100M. The shards are made on the first insertion (~360 KB, 1 ms): a run's
-    sets of earlier sessions' ids stay empty in a fresh run and hold nothing. A false "duplicate" needs a 64-bit collision:
-    about n^2 / 2^65, i.e. 3e-8 at a million entries and 3% at a billion."""
+    sets of earlier sessions' ids stay empty in a fresh run and hold nothing. A false
+    "duplicate" needs a 64-bit collision: about n^2 / 2^65, i.e. 3e-8 at a million entries and 3% at a billion."""
 
     def __init__(self) -> None:
         self._shards: list[array] = []  # made on the first insertion

@@ -249,11 +249,11 @@ class Run:
         status = "interrupted"
         try:
             async with contextlib.AsyncExitStack() as fleets, asyncio.TaskGroup() as group:
+                if fresh or not self.dir.has_manifest:
+                    group.create_task(asyncio.to_thread(self.dir.write_manifest, self.config))
                 for fleet in self.fleets.values():  # stopped after the pipeline, or on error
                     await fleets.enter_async_context(fleet)
                 group.create_task(self._keep_state(done))
-                if fresh or not self.dir.has_manifest:
-                    group.create_task(asyncio.to_thread(self.dir.write_manifest, self.config))
                 if self.options.progress is not False:
                     from .progress import show_progress  # rich: only for a display
 
