@@ -26,7 +26,8 @@ from backends.mock_answers import Answer, BadRequest, build_answer
 from backends.mock_faults import Stats
 from backends.mock_gpu import METRICS_TYPE, metric_values, render_metrics
 from backends.mock_judge import is_judge_request, judge_answer
-from backends.mock_wire import completion_body, finish_reason, models_body, stream_events
+from backends.mock_wire import (completion_body, error_body, finish_reason, models_body,
+                                stats_body, stream_events)
 from engine.errors import ConfigError
 
 MAX_HEAD = 64 * 1024
@@ -71,8 +72,7 @@ class FastApp:
         self.latency_rng = random.Random(self.config.seed + 1)
 
     def stats_body(self) -> bytes:
-        return orjson.dumps({**self.stats.as_dict(), "last_request": self._last_request(),
-                             "gpu": None, "judge_requests": self.judge_requests})
+        return stats_body(self.stats, self._last_request(), None, self.judge_requests)
 
     def _last_request(self) -> dict[str, Any] | None:
         if self.last is None:
@@ -223,8 +223,7 @@ class FastConnection(asyncio.Protocol):
     # -- answers --------------------------------------------------------------------------
     def _error(self, status: int, message: str, code: str) -> None:
         self.app.stats.status(status)  # as the aiohttp edge: errors and answers, not admin
-        self._send(status, orjson.dumps({"error": {
-            "message": message, "type": "invalid_request_error", "code": code}}))
+        self._send(status, error_body(message, code))
 
     def _fail(self, status: int, message: str) -> bool:
         """A request that cannot be framed: answer it and close, the stream is lost."""

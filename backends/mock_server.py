@@ -28,7 +28,8 @@ from backends.mock_faults import (FaultDrawer, RateLimiter, Stats, add_arguments
 from backends.mock_gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq, add_gpu_arguments,
                                check_gpu_args, metric_values, render_metrics, wait_tokens)
 from backends.mock_judge import add_judge_arguments, is_judge_request, judge_answer
-from backends.mock_wire import completion_body, finish_reason, models_body, stream_events
+from backends.mock_wire import (completion_body, error_body, finish_reason, models_body,
+                                stats_body, stream_events)
 from engine.errors import ConfigError
 
 BACKLOG = 4096
@@ -86,9 +87,8 @@ class MockApp:
                 return web.Response(body=b'{"status":"ok"}', content_type=JSON)
             if path == "/stats":
                 gpu = self.gpu.scheduler.snapshot() if self.gpu else None
-                stats = {**self.stats.as_dict(), "last_request": self._last_request(), "gpu": gpu,
-                         "judge_requests": self.judge_requests}
-                return web.Response(body=orjson.dumps(stats), content_type=JSON)
+                body = stats_body(self.stats, self._last_request(), gpu, self.judge_requests)
+                return web.Response(body=body, content_type=JSON)
             if path == "/metrics":
                 values = metric_values(self.gpu and self.gpu.scheduler, self.stats)
                 text = render_metrics("mock", values, self.stats.finished)
@@ -99,8 +99,8 @@ class MockApp:
     def _error(self, status: int, message: str, type_: str, code: str,
                headers: dict[str, str] | None = None) -> web.Response:
         self.stats.status(status)
-        body = orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
-        return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+        return web.Response(status=status, body=error_body(message, code, type_),
+                            content_type=JSON, headers=headers)
 
     def _limit_headers(self, now: float) -> dict[str, str] | None:
         return self.limiter.headers(now) if self.limiter.enforced else None

@@ -21,6 +21,17 @@ def models_body(config: Any) -> bytes:
         {"id": m, "object": "model", "created": 0, "owned_by": "gristmill"} for m in models]})
 
 
+def error_body(message: str, code: str, type_: str = "invalid_request_error") -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+
+
+def stats_body(stats: Any, last_request: dict[str, Any] | None, gpu: dict[str, Any] | None,
+               judge_requests: int) -> bytes:
+    """/stats: the counters, the last completion request, the --gpu scheduler's snapshot."""
+    return orjson.dumps({**stats.as_dict(), "last_request": last_request, "gpu": gpu,
+                         "judge_requests": judge_requests})
+
+
 def finish_reason(answer: Answer) -> str:
     return "length" if any(c.finish_reason == "length" for c in answer.choices) else "stop"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -9,8 +10,11 @@ import resource
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from backends.mock_process import MockServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -20,6 +24,21 @@ def pin_to_cpu(cpu: int) -> None:
     """Keep client and server on separate cores so they do not steal from each other."""
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {cpu % os.cpu_count()})
+
+
+def add_server_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", choices=["fast", "aiohttp"], default="fast",
+                        help="the mock server's edge (default: fast, a raw asyncio protocol; "
+                        "aiohttp: the full mock)")
+
+
+@contextmanager
+def mock_server(*args: str, edge: str = "aiohttp") -> Iterator[MockServerProcess]:
+    """The mock server in its own process, pinned to core 1 (the client runs on core 0)."""
+    with MockServerProcess(*(["--fast"] if edge == "fast" else []), *args) as server:
+        if server.proc is not None and (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(server.proc.pid, {1})
+        yield server
 
 
 def cpu_seconds() -> float:

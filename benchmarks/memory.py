@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from backends.mock_process import MockServerProcess
-from benchmarks.common import Meter, machine, peak_rss_mb, pin_to_cpu, print_table, run_worker, write_json
+from benchmarks.common import (Meter, machine, mock_server, peak_rss_mb, pin_to_cpu, print_table,
+                               run_worker, write_json)
 
 
 def write_seeds(path: Path, n: int) -> None:
@@ -80,9 +79,7 @@ def main() -> None:
         return
     rows = []
     for n in map(int, args.sizes.split(",")):
-        with MockServerProcess("--output-tokens", "16") as server:
-            if (os.cpu_count() or 1) > 1 and server.proc is not None:
-                os.sched_setaffinity(server.proc.pid, {1})
+        with mock_server("--output-tokens", "16") as server:
             print(f"{n:,} seeds ...", flush=True)
             rows.append(run_worker("benchmarks.memory", [
                 "--worker", str(n), "--url", server.base_url,

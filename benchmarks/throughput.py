@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 
 import psutil
 
-from backends.mock_process import MockServerProcess
-from benchmarks.common import machine, print_table, run_worker, write_json
+from benchmarks.common import (add_server_option, machine, mock_server, print_table, run_worker,
+                               write_json)
 
 CASES = {
     "a": {"title": "instant, non-streaming", "n": 20_000, "concurrency": 256,
@@ -38,12 +37,9 @@ def run_case(key: str, case: dict, clients: list[str], n: int | None,
              edge: str = "fast") -> list[dict]:
     rows = []
     n = n or case["n"]
-    server_args = [*(["--fast"] if edge == "fast" else []), *case["server"]]
     for client in clients:
-        with MockServerProcess(*server_args) as server:
+        with mock_server(*case["server"], edge=edge) as server:
             assert server.proc is not None
-            if (os.cpu_count() or 1) > 1:
-                os.sched_setaffinity(server.proc.pid, {1})
             server_proc = psutil.Process(server.proc.pid)
             before = server_proc.cpu_times()
             result = run_worker("benchmarks.clients", [
@@ -82,8 +78,7 @@ def main() -> None:
     parser.add_argument("--cases", default="a,b,c")
     parser.add_argument("--clients", default="gristmill,openai,raw")
     parser.add_argument("--n", type=int, help="requests per case (default: per case)")
-    parser.add_argument("--server", choices=["fast", "aiohttp"], default="fast",
-                        help="the mock server's edge (default: fast, a raw asyncio protocol)")
+    add_server_option(parser)
     args = parser.parse_args()
     rows = []
     for key in args.cases.split(","):

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from types import SimpleNamespace
 
-from backends.mock_process import MockServerProcess
 from benchmarks.clients import CLIENTS
-from benchmarks.common import machine, pin_to_cpu, print_table, write_json
+from benchmarks.common import (add_server_option, machine, mock_server, pin_to_cpu, print_table,
+                               write_json)
 from engine.loop import new_event_loop
 
 CONCURRENCY = 1024
@@ -32,10 +31,8 @@ def one_run(client: str, waves: int, edge: str = "fast") -> dict:
     n = CONCURRENCY * waves
     args = SimpleNamespace(n=n, concurrency=CONCURRENCY, max_tokens=16, stream=False, pad=0,
                            metrics=False, no_cache=False)
-    with MockServerProcess(*(["--fast"] if edge == "fast" else []), "--latency-ms",
-                           str(int(LATENCY_S * 1000)), "--record-arrivals") as server:
-        if server.proc is not None and (os.cpu_count() or 1) > 1:
-            os.sched_setaffinity(server.proc.pid, {1})
+    with mock_server("--latency-ms", str(int(LATENCY_S * 1000)), "--record-arrivals",
+                     edge=edge) as server:
         args.url = server.base_url
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             result = runner.run(CLIENTS[client](args))
@@ -60,8 +57,7 @@ def main() -> None:
     parser.add_argument("--waves", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--clients", default="gristmill,raw")
-    parser.add_argument("--server", choices=["fast", "aiohttp"], default="fast",
-                        help="the mock server's edge, as in benchmarks.throughput")
+    add_server_option(parser)
     args = parser.parse_args()
     pin_to_cpu(0)
     rows = [one_run(client, args.waves, args.server) for _ in range(args.repeats)
