@@ -32,10 +32,15 @@ def prompts(n: int, pad: int = 0) -> list[str]:
 
 
 async def run_gristmill(args: argparse.Namespace, tune_gc: bool = True) -> dict[str, Any]:
+    """The full engine over `args.n` seeds, in a run directory removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="gm-bench-") as tmp:
+        return await _run_gristmill(args, Path(tmp), tune_gc)
+
+
+async def _run_gristmill(args: argparse.Namespace, tmp: Path, tune_gc: bool) -> dict[str, Any]:
     from engine.config_load import validate_config
     from engine.runner import RunOptions, run
 
-    tmp = Path(tempfile.mkdtemp(prefix="gm-bench-"))
     seeds = tmp / "seeds.jsonl"
     seeds.write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts(args.n, args.pad)))
     config = validate_config({
