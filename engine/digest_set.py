@@ -45,11 +45,13 @@ class DigestSet:
     full bucket wait in a small `set`; when it holds 1/256 of the entries every bucket grows
     by 1/8, in place: the map is enlarged (mremap moves pages, it copies nothing) and the
     buckets are moved up from the last one, so no second table ever exists. The buckets are
-    88-94% full when they grow, 83% after: ~9.5 bytes per entry.
+    88-94% full when they grow, 83% after: 9.1-9.2 bytes per entry at 1M and 4M.
 
-    Off the heap on purpose: as 4,096 `array`s (8.7 bytes per entry by `sys.getsizeof`) the
-    same million seeds cost 16-18 MB of RSS in a run, because every shard that grew left a
-    hole among the run's short-lived buffers (`python -m benchmarks.memory`).
+    Off the heap on purpose: as 4,096 `array`s (8.7 bytes per entry by `sys.getsizeof`) a
+    million digests grew the RSS by 12.7 bytes each, every array reallocated ~40 times on
+    its way there and the heap keeping the holes; this map grows it by 9.8
+    (`python -m benchmarks.digest_set`). Adding costs more (1.0-1.4 µs against 0.7 at 1M),
+    which a seed's four requests (~1 ms) do not notice; a lookup the same, ~0.9 µs.
 
     The table is made on the first insertion: a run's sets of earlier sessions' ids stay
     empty in a fresh run and hold nothing. A false "duplicate" needs a 64-bit collision:
