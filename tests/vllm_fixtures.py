@@ -3,7 +3,6 @@ the runtime (provisioned on first use, like `gristmill demo` does) and the tiny 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Iterator
