@@ -51,7 +51,7 @@ class DigestSet:
     million digests grew the RSS by 12.7 bytes each, every array reallocated ~40 times on
     its way there and the heap keeping the holes; this map grows it by 9.8
     (`python -m benchmarks.digest_set`). Adding costs more (1.0-1.4 µs against 0.7 at 1M),
-    which a seed's four requests (~1 ms) do not notice; a lookup the same, ~0.9 µs.
+    which a seed's four requests (~1 ms) do not notice; a lookup 0.9-1.5 µs against 0.85.
 
     The table is made on the first insertion: a run's sets of earlier sessions' ids stay
     empty in a fresh run and hold nothing. A false "duplicate" needs a 64-bit collision:
