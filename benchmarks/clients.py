@@ -38,8 +38,8 @@ async def run_gristmill(args: argparse.Namespace, tune_gc: bool = True) -> dict[
 
 
 async def _run_gristmill(args: argparse.Namespace, tmp: Path, tune_gc: bool) -> dict[str, Any]:
-    from engine.config_load import validate_config
-    from engine.runner import RunOptions, run
+    from gristmill.config.load import validate_config
+    from gristmill.runs.runner import RunOptions, run
 
     seeds = tmp / "seeds.jsonl"
     seeds.write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts(args.n, args.pad)))
@@ -137,7 +137,7 @@ async def run_raw(args: argparse.Namespace) -> dict[str, Any]:
 
 
 CLIENTS = {"gristmill": run_gristmill, "openai": run_openai, "raw": run_raw,
-           # the engine with Python's default collector thresholds (engine/gc_tuning.py off)
+           # the engine with Python's default collector thresholds (engine/runs/gc_tuning.py off)
            "gristmill-default-gc": partial(run_gristmill, tune_gc=False)}
 
 
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     pin_to_cpu(args.cpu)
-    from engine.loop import new_event_loop
+    from gristmill.runs.event_loop import new_event_loop
 
     with asyncio.Runner(loop_factory=lambda: new_event_loop(args.loop == "uvloop")) as runner:
         result = runner.run(CLIENTS[args.client](args))

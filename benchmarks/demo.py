@@ -23,7 +23,7 @@ from .common import ROOT, machine, print_table, write_json
 
 def run_demo(run_dir: Path, env: dict[str, str]) -> dict:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "demo", "--run-dir", str(run_dir),
+    proc = subprocess.run([sys.executable, "-m", "gristmill", "demo", "--run-dir", str(run_dir),
                            "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=3600)
     wall = time.perf_counter() - started

@@ -18,7 +18,7 @@ import sys
 import time
 
 from benchmarks.common import machine, peak_rss_mb, print_table, run_worker, write_json
-from engine.digest_set import DigestSet
+from gristmill.dataset.digest_set import DigestSet
 
 KINDS = ("DigestSet", "set")
 

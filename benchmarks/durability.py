@@ -21,11 +21,11 @@ from pathlib import Path
 import orjson
 import psutil
 
-from backends.protocol import Completion, Request, Usage
+from gristmill.protocol import Completion, Request, Usage
 from benchmarks.common import Meter, machine, print_table, write_json
-from engine.cache import AnswerCache, answer_key, encode
-from engine.items import child_id
-from engine.store import SCHEMA, Store
+from gristmill.dataset.cache import AnswerCache, answer_key, encode
+from gristmill.flows.items import child_id
+from gristmill.dataset.store import SCHEMA, Store
 
 ANSWER = Completion("The stones turn slowly and the flour falls into the bin. " * 6, "stop",
                     Usage(120, 80), "mock")

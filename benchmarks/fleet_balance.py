@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import backends.endpoints as endpoints_module
-from backends.mock_process import MockServerProcess
+import gristmill.backends.openai_http.endpoints as endpoints_module
+from gristmill.backends.mock.process import MockServerProcess
 from benchmarks.clients import prompts
 from benchmarks.common import machine, print_table, write_json
-from engine.config_load import validate_config
-from engine.runner import RunOptions, run
+from gristmill.config.load import validate_config
+from gristmill.runs.runner import RunOptions, run
 
 SHIPPED_CHOOSE = endpoints_module.choose
 

@@ -38,7 +38,7 @@ def pipeline(seeds: Path, url: str, seed_dedup: bool = True) -> dict:
             "backends": {"default": {"base_url": url, "model": "mock", "max_in_flight": 256}},
             "stages": stages,
             # the end-of-run dedup is a batch step over every record (~1 KB each), measured on
-            # its own: `python -m engine.dedup --measure N`
+            # its own: `python -m gristmill.dataset.dedup --measure N`
             "dedup": {"enabled": False},
             "record": [{"role": "user", "content": "{{ refined }}"},
                        {"role": "assistant", "content": "{{ answer }}"}]}
@@ -50,8 +50,8 @@ async def worker(n: int, url: str, seed_dedup: bool) -> dict:
 
 
 async def _measure(n: int, url: str, seed_dedup: bool, tmp: Path) -> dict:
-    from engine.config_load import validate_config
-    from engine.runner import RunOptions, run
+    from gristmill.config.load import validate_config
+    from gristmill.runs.runner import RunOptions, run
 
     seeds = tmp / "seeds.jsonl"
     write_seeds(seeds, n)
@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         pin_to_cpu(0)
-        from engine.loop import new_event_loop
+        from gristmill.runs.event_loop import new_event_loop
 
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             print(json.dumps(runner.run(worker(args.worker, args.url,

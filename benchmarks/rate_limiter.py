@@ -17,8 +17,8 @@ import time
 from asyncio_throttle import Throttler
 
 from benchmarks.common import Meter, machine, print_table, write_json
-from engine.loop import new_event_loop
-from engine.permits import PermitPool
+from gristmill.runs.event_loop import new_event_loop
+from gristmill.scheduling.permits import PermitPool
 
 
 async def with_throttle(n: int, rate: int) -> int:

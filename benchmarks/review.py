@@ -21,9 +21,10 @@ from pathlib import Path
 import psutil
 
 from benchmarks.common import machine, print_table, write_json
-from engine.flywheel.labels import Label
-from engine.flywheel.review_index import RecordIndex
-from engine.flywheel.review_sampling import MODES, LabelView, Query, facets, next_record, progress
+from gristmill.flywheel.labels import Label
+from gristmill.flywheel.review_index import RecordIndex
+from gristmill.flywheel.review_sampling import (MODES, LabelView, Query, facets, next_record,
+                                                progress)
 
 
 def write_records(path: Path, n: int) -> None:

@@ -15,7 +15,7 @@ import argparse
 import os
 import time
 
-from backends.mock_process import MockServerProcess
+from gristmill.backends.mock.process import MockServerProcess
 from benchmarks.common import machine, print_table, run_worker, write_json
 
 GPU = ["--gpu", "--max-running", "64", "--kv-tokens", "20000", "--output-tokens", "256"]

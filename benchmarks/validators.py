@@ -24,14 +24,14 @@ from typing import Any, Iterator
 
 import orjson
 
-from backends.mock_process import MockServerProcess
+from gristmill.backends.mock.process import MockServerProcess
 from benchmarks.common import Meter, machine, pin_to_cpu, print_table, write_json
-from engine.config_load import validate_config
-from engine.loop import new_event_loop
-from engine.runner import RunOptions, run
-import engine.validation
-from engine.validators import DEFAULT_STREAM, Context, build_stream, start_checks
-from engine.validators.base import CompositeStreamCheck
+from gristmill.config.load import validate_config
+from gristmill.runs.event_loop import new_event_loop
+from gristmill.runs.runner import RunOptions, run
+import gristmill.validation.stage
+from gristmill.validation import DEFAULT_STREAM, Context, build_stream, start_checks
+from gristmill.validation.base import CompositeStreamCheck
 
 SERVER = ["--bad-kinds", "refusal,loop,language", "--bad-tokens", "1000",
           "--output-tokens", "200-400", "--tokens-per-s", "1500", "--seed", "5"]
@@ -79,7 +79,7 @@ def timing_validators() -> Iterator[list[float]]:
     rather than as the difference of two noisy runs."""
     spent = [0.0]
     targets = [(CompositeStreamCheck, "feed"), (CompositeStreamCheck, "finish"),
-               (engine.validation, "run_final"), (engine.validation, "run_stream_on_text")]
+               (gristmill.validation.stage, "run_final"), (gristmill.validation.stage, "run_stream_on_text")]
     originals = [getattr(owner, name) for owner, name in targets]
 
     def timed(function: Any) -> Any:

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backends.vllm_runtime import Runtime, ensure_runtime
-from backends.vllm_server import ServerSpec, VLLMServer
+from gristmill.backends.vllm.runtime import Runtime, ensure_runtime, gristmill_importable
+from gristmill.backends.vllm.server import ServerSpec, VLLMServer
 from benchmarks.common import ROOT, machine, print_table, write_json
 from benchmarks.vllm_workers import MODEL_NAME, parser as worker_parser
 
@@ -46,8 +46,19 @@ RATIOS = [("inproc", "offline", "in-process / offline", 0.90),
           ("batched", "gristmill", "batched / one request per prompt (gristmill)", None)]
 
 
+_GRISTMILL_FOR_RUNTIME: dict[str, str] = {}
+
+
+def runtime_env(runtime: Runtime) -> dict[str, str]:
+    """The runtime's environment with this gristmill importable (installed once per run)."""
+    if not _GRISTMILL_FOR_RUNTIME:
+        site = Path(tempfile.mkdtemp(prefix="gm-gristmill-"))
+        _GRISTMILL_FOR_RUNTIME.update(gristmill_importable(site))
+    return {**runtime.env(), **_GRISTMILL_FOR_RUNTIME}
+
+
 def worker(runtime: Runtime, mode: str, common: list[str], url: str = "") -> dict[str, Any]:
-    env = {**runtime.env(), "PYTHONPATH": str(ROOT)}
+    env = runtime_env(runtime)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         argv = [str(runtime.python), "-m", "benchmarks.vllm_workers", "--mode", mode,
@@ -85,9 +96,8 @@ async def server_modes(runtime: Runtime, args: argparse.Namespace, common: list[
 
 def build_tiny_model(runtime: Runtime) -> str:
     out = Path(tempfile.mkdtemp(prefix="gm-tiny-model-"))
-    env = {**runtime.env(), "PYTHONPATH": str(ROOT)}
-    subprocess.run([str(runtime.python), "-m", "backends.tiny_model", str(out)], env=env,
-                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    subprocess.run([str(runtime.python), str(ROOT / "backends" / "vllm" / "tiny_model.py"),
+                    str(out)], env=runtime.env(), check=True, capture_output=True, timeout=600)
     return str(out)
 
 

@@ -47,7 +47,7 @@ def repeat(args: argparse.Namespace, once: Callable[[list[str]], int]) -> dict[s
 
 
 def run_offline(args: argparse.Namespace) -> dict[str, Any]:
-    from backends.vllm_inproc import import_vllm
+    from gristmill.backends.vllm.inproc import import_vllm
 
     vllm = import_vllm()
     llm = vllm.LLM(**engine_kwargs(args))
@@ -79,7 +79,7 @@ class SharedBackend:
 
 def pipeline_config(args: argparse.Namespace, work: Path, batch: list[str],
                     backend: dict[str, Any], stream: bool) -> Any:
-    from engine.config_load import validate_config
+    from gristmill.config.load import validate_config
 
     seeds = work / "seeds.jsonl"
     seeds.write_text("".join(json.dumps({"text": p}) + "\n" for p in batch))
@@ -96,7 +96,7 @@ def pipeline_config(args: argparse.Namespace, work: Path, batch: list[str],
 
 async def gristmill_once(args: argparse.Namespace, batch: list[str], backend: dict[str, Any],
                          stream: bool, shared: Any = None) -> int:
-    from engine.runner import Run, RunOptions
+    from gristmill.runs.runner import Run, RunOptions
 
     work = Path(tempfile.mkdtemp(prefix="gm-vllm-bench-"))
     the_run = Run(pipeline_config(args, work, batch, backend, stream),
@@ -113,8 +113,8 @@ async def run_async_modes(args: argparse.Namespace) -> dict[str, Any]:
     """Repeats inside one loop; the in-process engine starts once for all of them."""
     shared = None
     if args.mode == "inproc":
-        from backends.vllm_inproc import VLLMInProcBackend
-        from engine.config import BackendConfig
+        from gristmill.backends.vllm.inproc import VLLMInProcBackend
+        from gristmill.config.pipeline import BackendConfig
 
         kwargs = engine_kwargs(args)
         inproc = VLLMInProcBackend("default", BackendConfig(
@@ -203,7 +203,7 @@ def main() -> None:
     if args.mode == "offline":
         result = run_offline(args)
     else:
-        from engine.loop import new_event_loop
+        from gristmill.runs.event_loop import new_event_loop
 
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             result = runner.run(run_async_modes(args))

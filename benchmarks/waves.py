@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from benchmarks.clients import CLIENTS
 from benchmarks.common import (add_server_option, machine, mock_server, pin_to_cpu, print_table,
                                write_json)
-from engine.loop import new_event_loop
+from gristmill.runs.event_loop import new_event_loop
 
 CONCURRENCY = 1024
 LATENCY_S = 1.0

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import uvloop
 
-from backends.mock_process import MockServerProcess
+from gristmill.backends.mock.process import MockServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.vllm_fixtures"]

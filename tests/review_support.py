@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import engine
-from engine.config_load import validate_config
+import gristmill
+from gristmill.config.load import validate_config
 
 from .conftest import ROOT, pipeline_config
 
@@ -37,8 +37,8 @@ def make_run(base_url: str, tmp_path: Path, *, seeds: int = 8, judged: bool = Tr
     data["record"] = [{"role": "user", "content": "{{ seed }}\n\n{{ question }}"},
                       {"role": "assistant", "content": "{{ answer1 }}"}]
     run_dir = tmp_path / "run"
-    engine.run_sync(validate_config(data),
-                    engine.RunOptions(run_dir=run_dir, progress=False, **options))
+    gristmill.run_sync(validate_config(data),
+                    gristmill.RunOptions(run_dir=run_dir, progress=False, **options))
     if judged:
         add_judge_verdicts(run_dir)
     return run_dir
@@ -71,7 +71,7 @@ class ReviewServer:
 
     def __init__(self, run_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "review", str(run_dir), "--port", "0", *args],
+            [sys.executable, "-m", "gristmill", "review", str(run_dir), "--port", "0", *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("review page: "):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from engine.seeds import Seed, SeedSource, SeedsConfig
+from gristmill.seeds import Seed, SeedSource, SeedsConfig
 
 WORDS = ("river mill grain stone wheel water flour miller sack season harvest barley oats "
          "wind sail gear shaft hopper sieve bran").split()

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from engine.flywheel.agreement import (Confusion, agreement, coverage_and_ffr, kappa,
-                                       kappa_ci, kappa_gain_ci, trend, wilson)
-from engine.flywheel.align import Score, choose, split_ids
+from gristmill.flywheel.agreement import (Confusion, agreement, coverage_and_ffr, kappa, kappa_ci,
+                                          kappa_gain_ci, trend, wilson)
+from gristmill.flywheel.align import Score, choose, split_ids
 
 
 def pairs(tp: int, fp: int, fn: int, tn: int) -> list[tuple[bool, bool]]:

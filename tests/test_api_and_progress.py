@@ -6,21 +6,21 @@ import json
 import subprocess
 import sys
 
-from engine.config_load import validate_config
-from engine.progress import Rates, plain_line, render_table
-from engine.runner import Run, RunOptions
-from engine.tokens import count_messages, counter_for, estimate_tokens
+from gristmill.config.load import validate_config
+from gristmill.runs.progress import Rates, plain_line, render_table
+from gristmill.runs.runner import Run, RunOptions
+from gristmill.scheduling.tokens import count_messages, counter_for, estimate_tokens
 from tests.conftest import pipeline_config
 
 
 async def test_await_run_and_run_sync_inside_a_running_loop(mock_server, tmp_path):
-    import engine
+    import gristmill
 
     config = validate_config(pipeline_config(mock_server.base_url, tmp_path, seeds=3))
-    summary = await engine.run(config, engine.RunOptions(run_dir=tmp_path / "a", progress=False))
+    summary = await gristmill.run(config, gristmill.RunOptions(run_dir=tmp_path / "a", progress=False))
     assert summary["records"] == 6
     # a notebook cell calling the sync wrapper while its own loop runs
-    summary = engine.run_sync(config, engine.RunOptions(run_dir=tmp_path / "b", progress=False))
+    summary = gristmill.run_sync(config, gristmill.RunOptions(run_dir=tmp_path / "b", progress=False))
     assert summary["records"] == 6
 
 
@@ -28,10 +28,10 @@ def test_a_run_without_a_display_starts_none(mock_server, tmp_path):
     # rich costs ~20 ms to import, inside the run's time: only a display pays for it
     config = json.dumps(pipeline_config(mock_server.base_url, tmp_path, seeds=2))
     script = f"""
-import json, pathlib, sys, engine
-from engine.config_load import validate_config
+import json, pathlib, sys, gristmill
+from gristmill.config.load import validate_config
 config = validate_config(json.loads({config!r}))
-summary = engine.run_sync(config, engine.RunOptions(run_dir=pathlib.Path({str(tmp_path / "r")!r}),
+summary = gristmill.run_sync(config, gristmill.RunOptions(run_dir=pathlib.Path({str(tmp_path / "r")!r}),
                                                     progress=False))
 print(json.dumps([summary["records"], "rich" in sys.modules]))
 """
@@ -42,13 +42,13 @@ print(json.dumps([summary["records"], "rich" in sys.modules]))
 
 
 def test_run_sync_without_a_loop(mock_server, tmp_path):
-    import engine
+    import gristmill
 
-    config = engine.load_config("demo")
-    from engine.config_load import with_cli_overrides
+    config = gristmill.load_config("demo")
+    from gristmill.config.load import with_cli_overrides
 
     config = with_cli_overrides(config, backend_url=mock_server.base_url)
-    summary = engine.run_sync(config, engine.RunOptions(run_dir=tmp_path / "d", progress=False,
+    summary = gristmill.run_sync(config, gristmill.RunOptions(run_dir=tmp_path / "d", progress=False,
                                                         limit=2))
     assert summary["seeds"] == 2 and summary["records"] > 0
 

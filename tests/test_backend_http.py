@@ -8,13 +8,13 @@ import asyncio
 import orjson
 import pytest
 
-from backends.openai_http import OpenAIHTTPBackend
-from backends.protocol import Request
-from engine.config import BackendConfig
-from engine.config_load import validate_config
-from engine.outputs import response_format
-from engine.config import OutputConfig
-from engine.runner import RunOptions, run
+from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
+from gristmill.protocol import Request
+from gristmill.config.pipeline import BackendConfig
+from gristmill.config.load import validate_config
+from gristmill.flows.outputs import response_format
+from gristmill.config.pipeline import OutputConfig
+from gristmill.runs.runner import RunOptions, run
 from tests.conftest import pipeline_config
 
 pytestmark = pytest.mark.both_loops

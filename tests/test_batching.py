@@ -8,12 +8,12 @@ import asyncio
 
 import pytest
 
-from backends.batching import CompletionBatcher, plan, split_answer
-from backends.openai_http import OpenAIHTTPBackend
-from backends.protocol import Request
-from engine.config import BackendConfig, BatchConfig
-from engine.errors import ServerError
-from engine.runner import make_client
+from gristmill.backends.micro_batch import CompletionBatcher, plan, split_answer
+from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
+from gristmill.protocol import Request
+from gristmill.config.pipeline import BackendConfig, BatchConfig
+from gristmill.errors import ServerError
+from gristmill.runs.runner import make_client
 
 
 @pytest.mark.parametrize("pending, age, expected", [

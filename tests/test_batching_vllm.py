@@ -8,11 +8,11 @@ import asyncio
 
 import pytest
 
-from backends.batching import CompletionBatcher
-from backends.openai_http import OpenAIHTTPBackend
-from backends.protocol import Request
-from backends.vllm_server import ServerSpec, VLLMServer
-from engine.config import BackendConfig, BatchConfig
+from gristmill.backends.micro_batch import CompletionBatcher
+from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
+from gristmill.protocol import Request
+from gristmill.backends.vllm.server import ServerSpec, VLLMServer
+from gristmill.config.pipeline import BackendConfig, BatchConfig
 
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from engine.channel import Channel, EndOfStream
+from gristmill.flows.channel import Channel, EndOfStream
 
 
 async def test_send_waits_while_full_and_end_travels_after_items():

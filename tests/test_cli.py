@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import pipeline_config
 
-GRISTMILL = [sys.executable, "-m", "engine.cli"]
+GRISTMILL = [sys.executable, "-m", "gristmill"]
 
 
 def gristmill(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120):
@@ -146,7 +146,7 @@ def test_help_is_fast_and_lists_commands(tmp_path):
     assert result.returncode == 0
     for command in ("run", "demo", "validate", "mock-server"):
         assert command in result.stdout
-    probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "engine.cli", "--help"],
+    probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "gristmill", "--help"],
                            capture_output=True, text=True, cwd=tmp_path)
     heavy = {"aiohttp", "pydantic", "rich", "vllm", "datasets", "pyarrow", "torch"}
     imported = {line.split("|")[-1].strip().split(".")[0] for line in probe.stderr.splitlines()}

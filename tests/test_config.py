@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.config_load import apply_override, load_config, validate_config
-from engine.errors import ConfigError
+from gristmill.config.load import apply_override, load_config, validate_config
+from gristmill.errors import ConfigError
 from tests.conftest import pipeline_config
 
 

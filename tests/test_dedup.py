@@ -9,7 +9,7 @@ import tracemalloc
 import orjson
 import pytest
 
-from engine.dedup import Deduper, dedup_records, dedup_run, instruction_text
+from gristmill.dataset.dedup import Deduper, dedup_records, dedup_run, instruction_text
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,17 +19,17 @@ import orjson
 import psutil
 import pytest
 
-from backends.smollm2 import MAX_MODEL_LEN, SERVED_NAME, demo_spec
-from backends.vllm_server import VLLMServer
+from gristmill.backends.vllm.smollm2 import MAX_MODEL_LEN, SERVED_NAME, demo_spec
+from gristmill.backends.vllm.server import VLLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_demo(run_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", "demo", "--run-dir",
+    return subprocess.Popen([sys.executable, "-m", "gristmill", "demo", "--run-dir",
                              str(run_dir), "--no-progress", *extra], cwd=run_dir.parent,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ})
 
 
 def read_until(proc: subprocess.Popen, needle: str) -> str:
@@ -202,9 +202,8 @@ def test_a_failed_set_up_names_its_log_and_is_retried(tmp_path):
     """pip cannot reach an index (PIP_NO_INDEX): the demo stops with the log to read, and the
     half-built runtime has no marker, so the next use rebuilds it."""
     home = tmp_path / "runtime"
-    env = {**os.environ, "GRISTMILL_VLLM_HOME": str(home), "PIP_NO_INDEX": "1",
-           "PYTHONPATH": str(ROOT)}
-    demo = subprocess.run([sys.executable, "-m", "engine.cli", "demo", "--run-dir",
+    env = {**os.environ, "GRISTMILL_VLLM_HOME": str(home), "PIP_NO_INDEX": "1"}
+    demo = subprocess.run([sys.executable, "-m", "gristmill", "demo", "--run-dir",
                            str(tmp_path / "demo")], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=240)
     assert demo.returncode == 1, demo.stderr

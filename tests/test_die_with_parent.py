@@ -14,12 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backends.die_with_parent import die_with_parent
+from gristmill.backends.vllm.die_with_parent import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 PARENT = """
 import asyncio, sys
-from backends.die_with_parent import die_with_parent
+from gristmill.backends.vllm.die_with_parent import die_with_parent
 
 async def main():
     child = await asyncio.create_subprocess_exec(*die_with_parent(sys.argv[1:]),
@@ -51,7 +51,7 @@ def gone(pid: int, timeout_s: float = 10) -> bool:
 def test_the_child_ends_when_its_parent_is_killed(kill):
     parent = subprocess.Popen([sys.executable, "-c", PARENT, "sleep", "600"],
                               stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              env={**os.environ})
     try:
         pid = int(parent.stdout.readline())
         deadline = time.monotonic() + 10

@@ -1,4 +1,4 @@
-"""`DigestSet` (engine/digest_set.py), the exact-duplicate filter of seeds and of written ids:
+"""`DigestSet` (engine/dataset/digest_set.py), the exact-duplicate filter of seeds and of written ids:
 membership, its size, a full bucket's overflow, and growth with and without mremap."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import mmap
 import random
 
-from engine import digest_set
-from engine.digest_set import DigestSet, digest64
+from gristmill.dataset import digest_set
+from gristmill.dataset.digest_set import DigestSet, digest64
 
 
 def test_digest_set_grows_and_remembers():

@@ -17,13 +17,13 @@ import orjson
 import pytest
 import yaml
 
-from backends.protocol import Completion, Request, Usage
-from engine.cache import AnswerCache, answer_key
-from engine.sink import id_key, read_ids, repair_torn_tail
-from engine.store import Store
+from gristmill.protocol import Completion, Request, Usage
+from gristmill.dataset.cache import AnswerCache, answer_key
+from gristmill.dataset.sink import id_key, read_ids, repair_torn_tail
+from gristmill.dataset.store import Store
 from tests.conftest import pipeline_config
 
-GRISTMILL = [sys.executable, "-m", "engine.cli"]
+GRISTMILL = [sys.executable, "-m", "gristmill"]
 BASE = Request("m", messages=[{"role": "system", "content": "Be brief."},
                               {"role": "user", "content": "Why do tides rise?"}],
                params={"temperature": 0.2, "max_tokens": 50})
@@ -262,7 +262,7 @@ def test_records_match_their_cached_answers_when_answers_vary(mock_server_factor
     committed before anything derived from it, and replays use the committed one."""
     import sqlite3
 
-    from engine.cache import decode
+    from gristmill.dataset.cache import decode
 
     server = mock_server_factory("--latency-ms", "20-60", "--vary")
     config = write_config(tmp_path, server.base_url, seeds=300, cap=8)
@@ -282,8 +282,8 @@ def test_records_match_their_cached_answers_when_answers_vary(mock_server_factor
 async def test_identical_requests_in_flight_share_one_answer(mock_server_factory, tmp_path):
     """Two identical requests at once: one is sent, both get its answer (a second answer
     could not be cached, and would be paid for twice)."""
-    from engine.config import BackendConfig
-    from engine.runner import make_client
+    from gristmill.config.pipeline import BackendConfig
+    from gristmill.runs.runner import make_client
 
     server = mock_server_factory("--latency-ms", "100", "--vary")
     store = Store(tmp_path / "db.sqlite", {})

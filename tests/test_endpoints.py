@@ -7,14 +7,15 @@ import asyncio
 
 import pytest
 
-from backends.endpoints import (EjectionPolicy, Endpoint, EndpointSet, choose, due_for_probe,
-                                record_failure, record_success, reinstate, reject_probe)
-from backends.mock_process import MockServerProcess
-from backends.openai_http import OpenAIHTTPBackend
-from backends.protocol import Request
-from backends.vllm_server import free_port
-from engine.config import BackendConfig
-from engine.errors import ConnectionReset
+from gristmill.backends.openai_http.endpoints import (EjectionPolicy, Endpoint, EndpointSet,
+                                                      choose, due_for_probe, record_failure,
+                                                      record_success, reinstate, reject_probe)
+from gristmill.backends.mock.process import MockServerProcess
+from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
+from gristmill.protocol import Request
+from gristmill.backends.vllm.server import free_port
+from gristmill.config.pipeline import BackendConfig
+from gristmill.errors import ConnectionReset
 
 POLICY = EjectionPolicy(eject_after=3, base_s=1.0, max_s=8.0)
 

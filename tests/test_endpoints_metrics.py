@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from engine.config_load import validate_config
-from engine.progress import backend_lines
-from engine.runner import Run, RunOptions
+from gristmill.config.load import validate_config
+from gristmill.runs.progress import backend_lines
+from gristmill.runs.runner import Run, RunOptions
 from tests.conftest import pipeline_config
 
 pytestmark = pytest.mark.timeout(60)

@@ -10,8 +10,8 @@ import orjson
 import pytest
 import yaml
 
-from engine.errors import ConfigError
-from engine.export import EXPORT_FORMATS, export_run
+from gristmill.errors import ConfigError
+from gristmill.dataset.export import EXPORT_FORMATS, export_run
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402

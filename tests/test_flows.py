@@ -10,11 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.config import AgentInstructConfig
-from engine.config_load import load_config, with_cli_overrides
-from engine.errors import ConfigError
-from engine.flows.agentinstruct import Flow, stage_names
-from engine.runner import RunOptions, run
+from gristmill.config.pipeline import AgentInstructConfig
+from gristmill.config.load import load_config, with_cli_overrides
+from gristmill.errors import ConfigError
+from gristmill.flows.agentinstruct import Flow, stage_names
+from gristmill.runs.runner import RunOptions, run
 
 SKILLS = ["reading_comprehension", "text_modification", "tool_use", "coding",
           "open_domain_qa", "brain_teaser"]
@@ -58,7 +58,7 @@ async def test_fan_out_counts_match_the_config(mock_server, tmp_path):
     summary = await run(config, RunOptions(run_dir=tmp_path, progress=False))
     seeds = summary["seeds"]
     expected = 0
-    from engine.seeds import SeedSource
+    from gristmill.seeds import SeedSource
     for index, seed in enumerate(SeedSource(config.seeds)):
         for skill, agent, generation in flow.assignments(getattr(seed, "kind", "prose"), index):
             expected += len(flow.types_for(skill, generation))
@@ -118,7 +118,7 @@ async def test_unparseable_answers_are_counted_rejects(mock_server, tmp_path):
 
 def test_dry_run_calls_no_model(mock_server, tmp_path):
     mock_server.reset()
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "run", "agentinstruct",
+    result = subprocess.run([sys.executable, "-m", "gristmill", "run", "agentinstruct",
                              "--backend-url", mock_server.base_url, "--dry-run", "--limit", "4"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr

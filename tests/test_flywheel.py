@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import JudgeConfig
-from engine.config_load import validate_config
-from engine.flywheel.labels import LabelStore
-from engine.flywheel.runrecords import run_records
-from engine.flywheel.session import load_judge
-from engine.runner import RunOptions, run
+from gristmill.config.pipeline import JudgeConfig
+from gristmill.config.load import validate_config
+from gristmill.flywheel.labels import LabelStore
+from gristmill.flywheel.runrecords import run_records
+from gristmill.flywheel.session import load_judge
+from gristmill.runs.runner import RunOptions, run
 from tests.test_durability import GRISTMILL
 from tests.test_judge_stage import breaks_rule, judged_config, lines
 
@@ -105,8 +105,8 @@ async def test_align_raises_kappa_and_flywheel_writes_a_new_dataset(mock_server,
 
 @pytest.mark.timeout(180)
 async def test_flywheel_brings_back_records_the_old_judge_rejected(mock_server, tmp_path):
-    from engine.flywheel.align import align_run
-    from engine.flywheel.loop import flywheel_run
+    from gristmill.flywheel.align import align_run
+    from gristmill.flywheel.rejudge import flywheel_run
 
     run_dir = await labelled_run(mock_server.base_url, tmp_path, on_fail="reject")
     rejected = {r["item_id"] for r in lines(run_dir / "rejects.jsonl") if r["stage"] == "judge"}
@@ -128,8 +128,8 @@ async def test_flywheel_brings_back_records_the_old_judge_rejected(mock_server, 
 @pytest.mark.timeout(180)
 async def test_a_cancelled_flywheel_leaks_nothing_and_resumes_from_the_cache(
         mock_server_factory, tmp_path):
-    from engine.flywheel.align import align_run
-    from engine.flywheel.loop import flywheel_run
+    from gristmill.flywheel.align import align_run
+    from gristmill.flywheel.rejudge import flywheel_run
 
     server = mock_server_factory("--latency-ms", "30")
     run_dir = await labelled_run(server.base_url, tmp_path, on_fail="flag", seeds=60,
@@ -167,10 +167,10 @@ async def test_align_needs_enough_labels(mock_server, tmp_path):
 
 @pytest.mark.timeout(180)
 async def test_align_picks_the_question_that_agrees_with_the_reviewers(mock_server, tmp_path):
-    from engine.flywheel.align import align_run
+    from gristmill.flywheel.align import align_run
 
     # one example per prompt: the mock applies its rule at 0.3, or 0.6 when the criterion's
-    # question names what the reviewers fail (see backends/mock_judge.py)
+    # question names what the reviewers fail (see backends/mock/judge.py)
     naming = "Does the answer stay off the budget?"
     run_dir = tmp_path / "run"
     data = judged_config(mock_server.base_url, tmp_path, seeds=40, on_fail="flag",

@@ -6,14 +6,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from backends.mock_judge import is_judge_request, judge_answer, reliability
-from engine.config import CriterionConfig, JudgeConfig
-from engine.errors import InvalidOutput
-from engine.flywheel.fewshot import Example, Retriever, cut, jaccard, words
-from engine.flywheel.labels import LabelStore
-from engine.flywheel.prompt import (parse_verdict, record_texts, render_prompt,
-                                    verdict_format)
-from engine.flywheel.runrecords import judge_pool, label_examples
+from gristmill.backends.mock.judge import is_judge_request, judge_answer, reliability
+from gristmill.config.pipeline import CriterionConfig, JudgeConfig
+from gristmill.errors import InvalidOutput
+from gristmill.flywheel.fewshot import Example, Retriever, cut, jaccard, words
+from gristmill.flywheel.labels import LabelStore
+from gristmill.flywheel.prompt import parse_verdict, record_texts, render_prompt, verdict_format
+from gristmill.flywheel.runrecords import judge_pool, label_examples
 
 CRITERIA = [CriterionConfig(name="faithful", question="Is it supported?"),
             CriterionConfig(name="clear", question="Is it clear?")]
@@ -154,8 +153,8 @@ def test_labels_become_examples_with_disagreements(tmp_path):
 
 
 def test_a_pipeline_config_can_name_an_aligned_judge_file(tmp_path):
-    from engine.config_load import load_config
-    from engine.errors import ConfigError
+    from gristmill.config.load import load_config
+    from gristmill.errors import ConfigError
 
     (tmp_path / "judge").mkdir()
     (tmp_path / "judge" / "judge-v2.yaml").write_text(
@@ -179,8 +178,8 @@ def test_a_pipeline_config_can_name_an_aligned_judge_file(tmp_path):
 
 
 def test_judge_config_errors_name_the_field():
-    from engine.config_load import validate_config
-    from engine.errors import ConfigError
+    from gristmill.config.load import validate_config
+    from gristmill.errors import ConfigError
 
     base = {"name": "p", "seeds": {"path": "."}, "backends": {"default": {
         "base_url": "http://127.0.0.1:9/v1", "model": "m"}},

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import yaml
 
-from engine.config_load import validate_config
-from engine.runner import RunOptions, run
+from gristmill.config.load import validate_config
+from gristmill.runs.runner import RunOptions, run
 from tests.conftest import pipeline_config
 from tests.test_durability import GRISTMILL, finish
 from tests.test_flows import flow_config
@@ -146,7 +146,7 @@ def test_kill_9_while_judging_then_resume_gives_the_same_verdicts(mock_server_fa
 
 
 async def test_the_shipped_judged_pipeline_runs(mock_server, tmp_path):
-    from engine.config_load import load_config, with_cli_overrides
+    from gristmill.config.load import load_config, with_cli_overrides
 
     config = with_cli_overrides(load_config("qa-judged"), backend_url=mock_server.base_url)
     summary = await run(config, RunOptions(run_dir=tmp_path, progress=False))

@@ -8,12 +8,12 @@ import gc
 
 import pytest
 
-from engine.config_load import validate_config
-from engine.items import Item
-from engine.pipeline import Pipeline
-from engine.gc_tuning import YOUNG_THRESHOLD, tuned_gc
-from engine.runner import Run, RunOptions
-from engine.stats import StageStats
+from gristmill.config.load import validate_config
+from gristmill.flows.items import Item
+from gristmill.flows.pipeline import Pipeline
+from gristmill.runs.gc_tuning import YOUNG_THRESHOLD, tuned_gc
+from gristmill.runs.runner import Run, RunOptions
+from gristmill.runs.stats import StageStats
 from tests.conftest import pipeline_config
 
 pytestmark = pytest.mark.both_loops

@@ -12,8 +12,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from backends.mock_process import MockServerProcess as MockServer
-from engine.validators import DEFAULT_STREAM, Context, build_stream, run_stream_on_text
+from gristmill.backends.mock.process import MockServerProcess as MockServer
+from gristmill.validation import DEFAULT_STREAM, Context, build_stream, run_stream_on_text
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(30)
@@ -132,6 +132,6 @@ async def test_tokens_sent_stops_when_the_client_leaves_a_bad_stream(session):
 
 def test_invalid_bad_options_exit_with_usage_error():
     for args in (["--bad-kinds", "refusal,rude"], ["--bad-rate", "1.5"], ["--bad-tokens", "0"]):
-        proc = subprocess.run([sys.executable, "-m", "backends.mock_server", *args], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "gristmill.backends.mock.server", *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=20)
         assert proc.returncode == 2 and "error" in proc.stderr, args

@@ -11,7 +11,7 @@ import sys
 import orjson
 import pytest
 
-from backends.mock_process import MockServerProcess
+from gristmill.backends.mock.process import MockServerProcess
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(30)
@@ -130,7 +130,7 @@ async def test_a_client_leaving_before_its_answer_is_counted_and_nothing_is_sent
 
 
 def test_options_the_fast_edge_cannot_honour_are_refused_by_name():
-    out = subprocess.run([sys.executable, "-m", "backends.mock_server", "--port", "0", "--fast",
+    out = subprocess.run([sys.executable, "-m", "gristmill.backends.mock.server", "--port", "0", "--fast",
                           "--rate-500", "0.1", "--tokens-per-s", "50"],
                          capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert out.returncode == 2

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from backends.mock_gpu import GpuScheduler, Seq
+from gristmill.backends.mock.gpu import GpuScheduler, Seq
 
 pytestmark = pytest.mark.timeout(30)
 

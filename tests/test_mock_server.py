@@ -15,10 +15,10 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from backends.mock_faults import RateLimiter, parse_latency
-from engine.tokens import count_messages, estimate_tokens
+from gristmill.backends.mock.faults import RateLimiter, parse_latency
+from gristmill.scheduling.tokens import count_messages, estimate_tokens
 
-from backends.mock_process import MockServerProcess as MockServer
+from gristmill.backends.mock.process import MockServerProcess as MockServer
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(30)
@@ -382,6 +382,6 @@ def test_latency_specs_and_limiter_arithmetic():
 
 def test_invalid_options_exit_with_usage_error():
     for args in (["--rate-429", "0.6", "--rate-500", "0.6"], ["--latency-ms", "soon"]):
-        proc = subprocess.run([sys.executable, "-m", "backends.mock_server", *args], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "gristmill.backends.mock.server", *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=20)
         assert proc.returncode == 2 and "error" in proc.stderr

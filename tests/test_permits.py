@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from engine.aimd import AIMD
-from engine.permits import PermitPool
-from engine.window import SlidingWindow
+from gristmill.scheduling.aimd import AIMD
+from gristmill.scheduling.permits import PermitPool
+from gristmill.scheduling.window import SlidingWindow
 
 
 class Clock:

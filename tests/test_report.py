@@ -9,9 +9,9 @@ import sys
 
 from playwright.sync_api import Page, expect
 
-from engine.flywheel.labels import LabelStore
-from engine.flywheel.report import render
-from engine.flywheel.report_data import gather, read_timeline, throughput
+from gristmill.flywheel.labels import LabelStore
+from gristmill.flywheel.report import render
+from gristmill.flywheel.report_data import gather, read_timeline, throughput
 
 from .conftest import ROOT
 from .review_support import make_run, records_of
@@ -29,7 +29,7 @@ AGREEMENT = {
 
 
 def report(run_dir) -> str:
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "report", str(run_dir)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "gristmill", "report", str(run_dir)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(run_dir / "report.html")

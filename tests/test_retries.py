@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from backends.protocol import Request
-from engine.config import BackendConfig
-from engine.errors import (BadRequest, ConnectionReset, FirstTokenTimeout, RateLimited,
-                           ServerError, TotalTimeout)
-from engine.runner import make_client
+from gristmill.protocol import Request
+from gristmill.config.pipeline import BackendConfig
+from gristmill.errors import (BadRequest, ConnectionReset, FirstTokenTimeout, RateLimited,
+                              ServerError, TotalTimeout)
+from gristmill.runs.runner import make_client
 
 pytestmark = pytest.mark.both_loops
 

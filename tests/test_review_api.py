@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import ConfigError
-from engine.flywheel.review_server import binding_token
+from gristmill.errors import ConfigError
+from gristmill.flywheel.review_server import binding_token
 
 from .conftest import ROOT
 from .review_support import ReviewServer, make_run, records_of
@@ -94,7 +94,7 @@ def test_with_a_token_requests_without_it_are_refused(run_dir):
 
 def test_a_non_loopback_address_needs_the_flag_and_gets_a_token(run_dir, monkeypatch):
     monkeypatch.delenv("GRISTMILL_REVIEW_TOKEN", raising=False)
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "review", str(run_dir),
+    out = subprocess.run([sys.executable, "-m", "gristmill", "review", str(run_dir),
                           "--host", "0.0.0.0", "--port", "0"], cwd=ROOT, capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 2 and "--allow-remote" in out.stderr
@@ -107,6 +107,6 @@ def test_a_non_loopback_address_needs_the_flag_and_gets_a_token(run_dir, monkeyp
 
 
 def test_not_a_run_directory(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "review", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", "gristmill", "review", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "no output.jsonl" in out.stderr

@@ -7,7 +7,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from engine.flywheel.labels import LabelStore
+from gristmill.flywheel.labels import LabelStore
 
 from .review_support import PAYLOAD, ReviewServer, make_run, records_of
 

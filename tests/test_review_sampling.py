@@ -9,11 +9,11 @@ from collections import Counter
 
 import pytest
 
-from engine.flywheel.labels import Label
-from engine.flywheel.review_index import RecordIndex, judge_fields
-from engine.flywheel.review_pool import RecordMeta, RecordPool, rank_of
-from engine.flywheel.review_sampling import (LabelView, Query, facets, matches, next_record,
-                                             progress)
+from gristmill.flywheel.labels import Label
+from gristmill.flywheel.review_index import RecordIndex, judge_fields
+from gristmill.flywheel.review_pool import RecordMeta, RecordPool, rank_of
+from gristmill.flywheel.review_sampling import (LabelView, Query, facets, matches, next_record,
+                                                progress)
 
 
 def meta(i: int, skill: str = "qa", type_: str = "t", judge: bool | None = None,

@@ -1,8 +1,8 @@
 """The metrics-driven cap decision, as plain code."""
 
-from backends.prometheus import parse_metrics
-from engine.metrics_poller import metrics_url
-from engine.saturation import MetricsController, ServerLoad
+from gristmill.backends.openai_http.prometheus import parse_metrics
+from gristmill.runs.metrics_poller import metrics_url
+from gristmill.scheduling.saturation import MetricsController, ServerLoad
 
 VLLM_TEXT = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge

@@ -18,11 +18,11 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
-from engine.errors import ConfigError
-from engine.seeds import SeedReport, SeedSource, SeedsConfig
-from engine.seeds.chunk import REFINE, chunk_units, paragraphs
-from engine.seeds.clean import clean_code, clean_prose
-from engine.tokens import estimate_tokens
+from gristmill.errors import ConfigError
+from gristmill.seeds import SeedReport, SeedSource, SeedsConfig
+from gristmill.seeds.chunk import REFINE, chunk_units, paragraphs
+from gristmill.seeds.clean import clean_code, clean_prose
+from gristmill.scheduling.tokens import estimate_tokens
 from tests.seed_support import PY_CODE, collect, document, paragraph, sentence, source
 
 
@@ -269,7 +269,7 @@ def test_empty_records_and_empty_code_files_are_counted_quietly(tmp_path, caplog
 
 
 def test_large_text_file_streams_and_bad_utf8_late_in_it_is_refused(tmp_path, monkeypatch):
-    import engine.seeds.readers as readers
+    import gristmill.seeds.readers as readers
 
     monkeypatch.setattr(readers, "STREAM_BYTES", 1000)
     text = document(31, 60)

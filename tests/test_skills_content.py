@@ -13,8 +13,8 @@ import pytest
 import yaml
 from jinja2 import meta
 
-from engine.skills import VARIABLES  # the loader's own rules, not a copy
-from engine.templates import compile_template
+from gristmill.flows.skills import VARIABLES  # the loader's own rules, not a copy
+from gristmill.flows.templates import compile_template
 
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "configs" / "skills"
 SKILLS = ["reading_comprehension", "text_modification", "tool_use", "coding", "open_domain_qa",

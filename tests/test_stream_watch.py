@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import InvalidOutput
-from engine.validation import StreamWatch
-from engine.validators import Context, build_stream, start_checks
+from gristmill.errors import InvalidOutput
+from gristmill.validation.stage import StreamWatch
+from gristmill.validation import Context, build_stream, start_checks
 
 
 def watch_of(specs):

@@ -3,7 +3,7 @@
 import jinja2
 from hypothesis import given, settings, strategies as st
 
-from engine.templates import SubstitutionTemplate, compile_template
+from gristmill.flows.templates import SubstitutionTemplate, compile_template
 
 JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 NAMES = ["seed", "question", "answer_1"]

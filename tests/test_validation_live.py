@@ -7,8 +7,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from engine.config_load import validate_config
-from engine.runner import RunOptions, run
+from gristmill.config.load import validate_config
+from gristmill.runs.runner import RunOptions, run
 from tests.conftest import pipeline_config
 
 pytestmark = pytest.mark.both_loops

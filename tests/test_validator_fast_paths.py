@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.validators import DEFAULT_STREAM, Context, build_stream, run_stream_on_text, start_checks
-from engine.validators import final, language
-from engine.validators.base import CODE_SPANS
-from engine.validators.final import PLACEHOLDER_PATTERNS, LeftmostSearch
-from engine.validators.repetition import counted_words
+from gristmill.validation import (DEFAULT_STREAM, Context, build_stream, run_stream_on_text,
+                                  start_checks)
+from gristmill.validation import final
+from gristmill.validation import language
+from gristmill.validation.base import CODE_SPANS
+from gristmill.validation.final import PLACEHOLDER_PATTERNS, LeftmostSearch
+from gristmill.validation.repetition import counted_words
 from tests.validator_support import DE, EN, LOOP, PROPERTY, cuts_for, one, verdict
 
 pytestmark = pytest.mark.timeout(60)

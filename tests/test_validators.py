@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.mock_answers import build_answer
-from backends.mock_bad import bad_tokens
-from backends.mock_prose import prose_tokens
-from engine.errors import ConfigError, InvalidOutput
-from engine.validators import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamCheck, Context,
-                               Rejection, build, build_all, build_final, build_stream,
-                               merge_specs, run_final, run_stream_on_text, start_checks)
-from engine.validators import jsonschema_lite
-from engine.validators.base import quote
+from gristmill.backends.mock.answers import build_answer
+from gristmill.backends.mock.bad import bad_tokens
+from gristmill.backends.mock.prose import prose_tokens
+from gristmill.errors import ConfigError, InvalidOutput
+from gristmill.validation import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamCheck, Context,
+                                  Rejection, build, build_all, build_final, build_stream,
+                                  merge_specs, run_final, run_stream_on_text, start_checks)
+from gristmill.validation import jsonschema_lite
+from gristmill.validation.base import quote
 from tests.validator_support import (DE, EN, LINES, LOOP, PROPERTY, RU, SCHEMA, cuts_for, one,
                                      verdict)
 

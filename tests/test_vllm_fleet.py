@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from backends.vllm_fleet import (BIND, VLLMFleet, log_name, server_specs,
-                                 split_cpu_binding)
-from backends.vllm_runtime import Runtime
-from backends.vllm_server import VLLMServer, serve_env
-from engine.config import BackendConfig
-from engine.config_load import validate_config
-from engine.errors import ConfigError
+from gristmill.backends.vllm.fleet import (BIND, VLLMFleet, log_name, server_specs,
+                                           split_cpu_binding)
+from gristmill.backends.vllm.runtime import Runtime
+from gristmill.backends.vllm.server import VLLMServer, serve_env
+from gristmill.config.pipeline import BackendConfig
+from gristmill.config.load import validate_config
+from gristmill.errors import ConfigError
 from tests.conftest import pipeline_config
 
 RUNTIME = Runtime(Path("/opt/venv/bin/python"), {"VLLM_TARGET_DEVICE": "cpu"})
@@ -121,8 +121,8 @@ def test_fleet_config_errors_name_the_field_and_the_fix(tmp_path, backend, messa
 
 
 def test_one_command_from_a_model_name_to_a_fleet_of_tensor_parallel_pairs():
-    from engine.cli import build_parser
-    from engine.config_load import load_config, with_cli_overrides
+    from gristmill.cli.main import build_parser
+    from gristmill.config.load import load_config, with_cli_overrides
 
     args = build_parser().parse_args(["run", "agentinstruct", "--vllm-model",
                                       "Qwen/Qwen2.5-7B-Instruct", "--gpus", "0,1,2,3",
@@ -142,7 +142,7 @@ def test_one_command_from_a_model_name_to_a_fleet_of_tensor_parallel_pairs():
 
 
 def test_resume_may_move_a_fleet_but_not_change_its_model():
-    from engine.config_diff import answer_changes
+    from gristmill.config.resume import answer_changes
 
     def dumped(**fleet):
         return {"backends": {"default": vllm_backend(**fleet).model_dump(mode="json")}}

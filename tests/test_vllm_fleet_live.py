@@ -19,11 +19,11 @@ import orjson
 import psutil
 import pytest
 
-from backends.mock_process import MockServerProcess
-from backends.vllm_fleet import FleetError, VLLMFleet
-from backends.vllm_server import ServerSpec
-from engine.config_load import validate_config
-from engine.runner import Run, RunOptions, run
+from gristmill.backends.mock.process import MockServerProcess
+from gristmill.backends.vllm.fleet import FleetError, VLLMFleet
+from gristmill.backends.vllm.server import ServerSpec
+from gristmill.config.load import validate_config
+from gristmill.runs.runner import Run, RunOptions, run
 from tests.conftest import pipeline_config
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]

@@ -18,11 +18,10 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def checks(vllm_runtime, tiny_model: Path, tmp_path_factory) -> dict[str, Any]:
+def checks(vllm_runtime, runtime_env, tiny_model: Path, tmp_path_factory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("inproc")
-    env = {**vllm_runtime.env(), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([str(vllm_runtime.python), "-m", "tests.vllm_drivers.inproc_checks",
-                           str(tiny_model), str(work)], env=env, cwd=ROOT, capture_output=True,
+                           str(tiny_model), str(work)], env=runtime_env, cwd=ROOT, capture_output=True,
                           text=True, timeout=800)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,12 +8,12 @@ import importlib.util
 import pytest
 from pydantic import ValidationError
 
-from backends.protocol import Request
-from backends.vllm_inproc import (VLLMInProcBackend, engine_kwargs, sampling_kwargs,
-                                  structured_outputs)
-from engine.config import BackendConfig
-from engine.errors import BadRequest
-from engine.runner import make_client
+from gristmill.protocol import Request
+from gristmill.backends.vllm.inproc import (VLLMInProcBackend, engine_kwargs, sampling_kwargs,
+                                            structured_outputs)
+from gristmill.config.pipeline import BackendConfig
+from gristmill.errors import BadRequest
+from gristmill.runs.runner import make_client
 
 
 def test_sampling_kwargs_map_request_params():

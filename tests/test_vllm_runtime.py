@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backends import vllm_runtime as rt
-from backends.vllm_runtime import (CPU_ENV, Runtime, RuntimeProvisionError, busy_cpus,
-                                   cpu_defaults, gristmill_requirements, provision)
+from gristmill.backends.vllm import runtime as rt
+from gristmill.backends.vllm.runtime import (CPU_ENV, Runtime, RuntimeProvisionError, busy_cpus,
+                                             cpu_defaults, gristmill_requirements, provision)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROVISION = """
 import sys
 from pathlib import Path
-from backends.vllm_runtime import provision
+from gristmill.backends.vllm.runtime import provision
 home, runs, sleep_s, code = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 step = ("fake pip", [sys.executable, "-c", "import sys, time; open(sys.argv[1], 'a').write('run\\\\n'); "
         "open(sys.argv[2], 'w').write('half'); time.sleep(float(sys.argv[3])); sys.exit(int(sys.argv[4]))",
@@ -135,13 +135,12 @@ def test_the_runtime_gets_gristmills_dependencies_from_its_metadata():
 # --- the real runtime (provisioned once per session by the `vllm_runtime` fixture) ---
 
 @pytest.mark.vllm
-def test_the_runtime_imports_vllm_on_cpu_and_runs_gristmill(vllm_runtime):
-    probe = ("import importlib.metadata as m, importlib.util as u, vllm, engine, datasketch\n"
+def test_the_runtime_imports_vllm_on_cpu_and_runs_gristmill(vllm_runtime, runtime_env):
+    probe = ("import importlib.metadata as m, importlib.util as u, vllm, gristmill.runs.runner, datasketch\n"
              "from vllm.platforms import current_platform\n"
              "print(current_platform.is_cpu(), u.find_spec('torchvision') is None,"
              " m.version('vllm').endswith('+cpu'))")
-    env = {**vllm_runtime.env(), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([str(vllm_runtime.python), "-c", probe], env=env,
+    result = subprocess.run([str(vllm_runtime.python), "-c", probe], env=runtime_env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["True", "True", "True"]
@@ -157,7 +156,7 @@ def test_ensure_runtime_again_reuses_the_home(vllm_runtime):
 
 @pytest.mark.vllm
 def test_smollm2_is_converted_once_with_its_chat_template(smollm2, vllm_runtime):
-    from backends.smollm2 import ensure_smollm2
+    from gristmill.backends.vllm.smollm2 import ensure_smollm2
 
     assert (smollm2 / "model.safetensors").stat().st_size > 200_000_000
     config = json.loads((smollm2 / "config.json").read_text())
@@ -170,7 +169,7 @@ def test_smollm2_is_converted_once_with_its_chat_template(smollm2, vllm_runtime)
 
 
 def test_the_demo_serves_bfloat16_only_where_the_cpu_computes_it():
-    from backends.smollm2 import cpu_dtype
+    from gristmill.backends.vllm.smollm2 import cpu_dtype
 
     assert cpu_dtype("flags : fpu sse avx2 avx512f avx512_bf16") == "bfloat16"
     assert cpu_dtype("flags : fpu sse avx2 amx_bf16 amx_tile") == "bfloat16"

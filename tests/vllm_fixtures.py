@@ -9,10 +9,11 @@ from typing import Iterator
 
 import pytest
 
-from backends.smollm2 import ensure_smollm2
-from backends.vllm_runtime import Runtime, ensure_runtime
+from gristmill.backends.vllm.smollm2 import ensure_smollm2
+from gristmill.backends.vllm.runtime import Runtime, ensure_runtime, gristmill_importable
 
 ROOT = Path(__file__).resolve().parent.parent
+TINY_MODEL = ROOT / "backends" / "vllm" / "tiny_model.py"  # a script: the runtime has no gristmill
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -44,7 +45,13 @@ def tiny_model(vllm_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) 
     """A 2-layer Llama with a trained BPE tokenizer and a ChatML template, built in the
     runtime's interpreter (it has transformers)."""
     out = tmp_path_factory.mktemp("tiny-model")
-    env = {**vllm_runtime.env(), "PYTHONPATH": str(ROOT)}
-    subprocess.run([str(vllm_runtime.python), "-m", "backends.tiny_model", str(out)], env=env,
+    subprocess.run([str(vllm_runtime.python), str(TINY_MODEL), str(out)], env=vllm_runtime.env(),
                    check=True, capture_output=True, timeout=300)
     yield out
+
+
+@pytest.fixture(scope="session")
+def runtime_env(vllm_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The runtime's environment, with this gristmill importable by the runtime's Python."""
+    site = tmp_path_factory.mktemp("gristmill-for-runtime")
+    return {**vllm_runtime.env(), **gristmill_importable(site)}

@@ -1,22 +1,23 @@
 """The AgentInstruct flow as pipeline stages: plan -> transform -> generate ->
 (suggest -> edit) x rounds -> answer. Stage kinds are generic; every prompt, agent and
-instruction type comes from the skill folders (`engine/skills.py`)."""
+instruction type comes from the skill folders (`engine/flows/skills.py`)."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..client import ModelClient
-from ..config import AgentInstructConfig, KindSettings, OutputConfig, PipelineConfig
-from ..errors import ConfigError
-from ..items import Item
-from ..outputs import response_format
-from ..skills import Skill, load_skill
-from ..stage import ModelStage, RejectSink
-from ..stats import StageStats
-from ..templates import compile_template
-from ..validation import StageValidation, ValidationStats
-from .sampling import item_rng, shuffled, window
+from gristmill.scheduling.client import ModelClient
+from gristmill.config.pipeline import (AgentInstructConfig, KindSettings, OutputConfig,
+                                       PipelineConfig)
+from gristmill.errors import ConfigError
+from gristmill.flows.items import Item
+from gristmill.flows.outputs import response_format
+from gristmill.flows.skills import Skill, load_skill
+from gristmill.flows.stage import ModelStage, RejectSink
+from gristmill.runs.stats import StageStats
+from gristmill.flows.templates import compile_template
+from gristmill.validation.stage import StageValidation, ValidationStats
+from gristmill.flows.sampling import item_rng, shuffled, window
 
 GOALS_PER_ROUND = 2
 

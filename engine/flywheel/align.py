@@ -22,13 +22,13 @@ from typing import Any, Callable
 
 import orjson
 
-from ..errors import ConfigError
-from ..config import JudgeConfig, JudgeExample
-from .agreement import Pair, agreement, coverage_and_ffr, kappa_gain_ci, trend
-from .fewshot import Example
-from .labels import Label, LabelStore
-from .runrecords import config_examples, label_examples, run_records
-from .session import JudgeSession, current_judge, judge_versions, write_judge
+from gristmill.errors import ConfigError
+from gristmill.config.pipeline import JudgeConfig, JudgeExample
+from gristmill.flywheel.agreement import Pair, agreement, coverage_and_ffr, kappa_gain_ci, trend
+from gristmill.flywheel.fewshot import Example
+from gristmill.flywheel.labels import Label, LabelStore
+from gristmill.flywheel.runrecords import config_examples, label_examples, run_records
+from gristmill.flywheel.session import JudgeSession, current_judge, judge_versions, write_judge
 
 MIN_LABELS = 8
 MIN_CRITERION_LABELS = 6  # per-criterion labels on dev needed to choose that criterion's question
@@ -235,7 +235,7 @@ def report(before_judge: JudgeConfig, after: JudgeConfig,
 
 
 def write_agreement(run_dir: Path, result: dict[str, Any]) -> None:
-    from ..rundir import write_atomic
+    from gristmill.runs.rundir import write_atomic
 
     (run_dir / "judge").mkdir(exist_ok=True)
     write_atomic(run_dir / "judge" / "agreement.json",

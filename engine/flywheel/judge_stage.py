@@ -17,17 +17,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from backends.protocol import Request
+from gristmill.protocol import Request
 
-from ..client import ModelClient
-from ..config import CriterionConfig, JudgeConfig, ValidatorsConfig
-from ..errors import InvalidOutput
-from ..items import Item, child_id
-from ..stage import ModelStage, RejectSink
-from ..stats import StageStats
-from ..validation import StageValidation, ValidationStats
-from .fewshot import Example, Retriever
-from .prompt import DEFAULT_SYSTEM, parse_verdict, record_texts, render_prompt, verdict_format
+from gristmill.scheduling.client import ModelClient
+from gristmill.config.pipeline import CriterionConfig, JudgeConfig, ValidatorsConfig
+from gristmill.errors import InvalidOutput
+from gristmill.flows.items import Item, child_id
+from gristmill.flows.stage import ModelStage, RejectSink
+from gristmill.runs.stats import StageStats
+from gristmill.validation.stage import StageValidation, ValidationStats
+from gristmill.flywheel.fewshot import Example, Retriever
+from gristmill.flywheel.prompt import (DEFAULT_SYSTEM, parse_verdict, record_texts, render_prompt,
+                                       verdict_format)
 
 log = logging.getLogger("gristmill.judge")
 RecordView = Callable[[Item], dict[str, Any]]

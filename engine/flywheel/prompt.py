@@ -1,6 +1,6 @@
 """The judge prompt: what the judge is shown and the shape of the verdict it must return.
 
-This format is a contract (the mock server's judge mode reads it, see `backends/mock_judge.py`
+This format is a contract (the mock server's judge mode reads it, see `backends/mock/judge.py`
 and the README). The user message is, in this order:
 
     Judge the answer ...                                   (one paragraph of instructions)
@@ -40,9 +40,9 @@ from typing import Any
 
 import orjson
 
-from ..config import CriterionConfig
-from ..errors import InvalidOutput
-from .fewshot import Example
+from gristmill.config.pipeline import CriterionConfig
+from gristmill.errors import InvalidOutput
+from gristmill.flywheel.fewshot import Example
 
 SCHEMA_NAME = "judge_verdict"
 DEFAULT_SYSTEM = ("You are a strict reviewer of instruction-tuning data. You judge one answer "

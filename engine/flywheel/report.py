@@ -8,9 +8,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..rundir import write_atomic
-from .report_data import gather
-from .report_svg import bar_chart, empty_note, interval_chart, line_chart
+from gristmill.runs.rundir import write_atomic
+from gristmill.flywheel.report_data import gather
+from gristmill.flywheel.report_svg import bar_chart, empty_note, interval_chart, line_chart
 
 CSS = Path(__file__).parent / "static" / "report.css"
 METRICS = (("accuracy", "accuracy"), ("kappa", "Cohen's κ"),

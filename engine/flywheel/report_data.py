@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from ..rundir import read_json
-from .labels import LabelStore
-from .review_index import JsonlTail, judge_fields
+from gristmill.runs.rundir import read_json
+from gristmill.flywheel.labels import LabelStore
+from gristmill.flywheel.review_index import JsonlTail, judge_fields
 
 RATE_WINDOW_S = 10.0  # throughput is averaged over this much time
 MAX_POINTS = 600  # a long run's timeline is thinned to this many points
@@ -23,7 +23,7 @@ FLYWHEEL_DATASET = re.compile(r"dataset\.judge-v(\d+)\.jsonl$")
 
 
 @dataclass
-class JudgeCounts:
+class JudgeTally:
     judged: int = 0
     passed: int = 0
     versions: Counter[str] = field(default_factory=Counter)
@@ -92,7 +92,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
     summary = read_json(run_dir / "summary.json")
     state = read_json(run_dir / "state.json") or {}
     labels = _labels(run_dir)
-    judge, label_verdicts = JudgeCounts(), {}
+    judge, label_verdicts = JudgeTally(), {}
     records = JsonlTail(run_dir / "output.jsonl")
     n_records = 0
     for _, record in records.read_new():

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import orjson
 
-from .review_pool import RecordMeta, RecordPool, rank_of
+from gristmill.flywheel.review_pool import RecordMeta, RecordPool, rank_of
 
 SEED_EXCERPT_CHARS = 1500
 MAX_SEED_REJECTS = 20

@@ -19,8 +19,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
-from .labels import Label
-from .review_pool import RecordMeta, RecordPool
+from gristmill.flywheel.labels import Label
+from gristmill.flywheel.review_pool import RecordMeta, RecordPool
 
 MODES = ("random", "stratified", "judge_failed", "split", "disagreement")
 JUDGE_VALUES = {"pass": True, "fail": False, "none": None}

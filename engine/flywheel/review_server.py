@@ -18,10 +18,10 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import ConfigError
-from .labels import LabelStore
-from .review_index import RecordIndex, RecordMeta
-from .review_sampling import LabelView, Query, facets, next_record, progress
+from gristmill.errors import ConfigError
+from gristmill.flywheel.labels import LabelStore
+from gristmill.flywheel.review_index import RecordIndex, RecordMeta
+from gristmill.flywheel.review_sampling import LabelView, Query, facets, next_record, progress
 
 STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}

@@ -11,9 +11,9 @@ from typing import Any, Iterator
 
 import orjson
 
-from ..config import JudgeConfig
-from .fewshot import Example, cut
-from .labels import Label, LabelStore
+from gristmill.config.pipeline import JudgeConfig
+from gristmill.flywheel.fewshot import Example, cut
+from gristmill.flywheel.labels import Label, LabelStore
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -47,7 +47,7 @@ def label_examples(labels: dict[str, Label], records: dict[str, dict[str, Any]],
                    max_chars: int) -> list[Example]:
     """Judge examples from labels of records the run has (labels of unknown ids are
     skipped). `disagreed`: the verdict stored on the record differs from the human's."""
-    from .prompt import record_texts
+    from gristmill.flywheel.prompt import record_texts
 
     out = []
     for record_id, label in labels.items():

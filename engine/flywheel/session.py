@@ -15,18 +15,18 @@ from typing import Any, Iterable
 import yaml
 from pydantic import ValidationError
 
-from ..cache import AnswerCache
-from ..client import ModelClient
-from ..config import JudgeConfig, PipelineConfig
-from ..config_load import format_validation_error, validate_config, with_cli_overrides
-from ..errors import ConfigError
-from ..items import Item
-from ..pipeline import Pipeline
-from ..stats import StageStats
-from ..store import Store
-from ..validation import ValidationStats
-from .fewshot import Example
-from .judge_stage import JudgeStage
+from gristmill.dataset.cache import AnswerCache
+from gristmill.scheduling.client import ModelClient
+from gristmill.config.pipeline import JudgeConfig, PipelineConfig
+from gristmill.config.load import format_validation_error, validate_config, with_cli_overrides
+from gristmill.errors import ConfigError
+from gristmill.flows.items import Item
+from gristmill.flows.pipeline import Pipeline
+from gristmill.runs.stats import StageStats
+from gristmill.dataset.store import Store
+from gristmill.validation.stage import ValidationStats
+from gristmill.flywheel.fewshot import Example
+from gristmill.flywheel.judge_stage import JudgeStage
 
 VERSION_FILE = re.compile(r"^judge-v(\d+)\.yaml$")
 
@@ -65,7 +65,7 @@ def current_judge(run_dir: Path, config: PipelineConfig) -> JudgeConfig:
 
 
 def write_judge(run_dir: Path, judge: JudgeConfig) -> Path:
-    from ..rundir import write_atomic
+    from gristmill.runs.rundir import write_atomic
 
     (run_dir / "judge").mkdir(exist_ok=True)
     path = run_dir / "judge" / f"{judge.version}.yaml"
@@ -84,7 +84,7 @@ class JudgeSession:
     """Clients and cache of one run, for judging its records outside a pipeline run."""
 
     def __init__(self, run_dir: Path, backend_url: str | None = None) -> None:
-        from ..runner import make_client
+        from gristmill.runs.runner import make_client
 
         self.run_dir = run_dir
         self.config = run_config(run_dir, backend_url)

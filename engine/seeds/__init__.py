@@ -3,8 +3,8 @@ Hugging Face datasets), clean them, cut them into token-bounded chunks, drop exa
 duplicates and yield `Seed`s with stable ids. Broken input is counted in a `SeedReport`
 and skipped; it never stops a run."""
 
-from .config import ChunkConfig, CodeConfig, SeedsConfig
-from .report import Seed, SeedReport
-from .source import SeedSource
+from gristmill.config.seeds import ChunkConfig, CodeConfig, SeedsConfig
+from gristmill.seeds.report import Seed, SeedReport
+from gristmill.seeds.source import SeedSource
 
 __all__ = ["ChunkConfig", "CodeConfig", "Seed", "SeedReport", "SeedSource", "SeedsConfig"]

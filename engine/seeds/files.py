@@ -13,10 +13,10 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Iterator
 
-from engine.errors import ConfigError
+from gristmill.errors import ConfigError
 
-from .config import SeedsConfig, language_of
-from .report import SeedReport
+from gristmill.config.seeds import SeedsConfig, language_of
+from gristmill.seeds.report import SeedReport
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".rst"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})

@@ -9,11 +9,11 @@ from typing import Iterable, Iterator, Literal
 
 import orjson
 
-from .chunk import Part, top_level_blocks
-from .clean import clean_code, prose_parts, prose_parts_of
-from .config import SeedsConfig
-from .files import InputFile, Unusable, check_utf8_file, read_text, sniff
-from .report import SeedReport
+from gristmill.seeds.chunk import Part, top_level_blocks
+from gristmill.seeds.clean import clean_code, prose_parts, prose_parts_of
+from gristmill.config.seeds import SeedsConfig
+from gristmill.seeds.files import InputFile, Unusable, check_utf8_file, read_text, sniff
+from gristmill.seeds.report import SeedReport
 
 # Prose files up to this size are read at once; larger ones are validated, then streamed.
 STREAM_BYTES = 8 << 20
@@ -40,7 +40,7 @@ def read_docs(file: InputFile, config: SeedsConfig, report: SeedReport) -> Itera
         return _code_docs(file, config, report)
     if file.reader == "jsonl":
         return _record_docs(file, _jsonl_rows(file, config.field, report), ":", report)
-    from .tabular import hf_rows, parquet_rows  # pyarrow/datasets only when needed
+    from gristmill.seeds.tabular import hf_rows, parquet_rows  # pyarrow/datasets only when needed
 
     if file.reader == "parquet":
         return _record_docs(file, parquet_rows(file, config.field, report), "#", report)

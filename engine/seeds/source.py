@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable, Iterator
 
-from engine.digest_set import DigestSet
-from engine.errors import ConfigError
-from engine.items import seed_id
-from engine.tokens import Counter as TokenCounter
-from engine.tokens import estimate_tokens
+from gristmill.dataset.digest_set import DigestSet
+from gristmill.errors import ConfigError
+from gristmill.flows.items import seed_id
+from gristmill.scheduling.tokens import Counter as TokenCounter
+from gristmill.scheduling.tokens import estimate_tokens
 
-from .chunk import REFINE, chunk_units
-from .config import SeedsConfig
-from .files import check_paths, plan_inputs
-from .readers import Doc, read_docs
-from .report import Seed, SeedReport
+from gristmill.seeds.chunk import REFINE, chunk_units
+from gristmill.config.seeds import SeedsConfig
+from gristmill.seeds.files import check_paths, plan_inputs
+from gristmill.seeds.readers import Doc, read_docs
+from gristmill.seeds.report import Seed, SeedReport
 
 
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from .files import InputFile
-from .report import SeedReport
+from gristmill.seeds.files import InputFile
+from gristmill.seeds.report import SeedReport
 
 BATCH_ROWS = 1024  # rows decoded at once: bounds memory whatever the row-group size
 HF_BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet",

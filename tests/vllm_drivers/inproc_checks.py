@@ -15,10 +15,10 @@ from typing import Any
 
 import psutil
 
-from backends.protocol import Request
-from backends.vllm_inproc import VLLMInProcBackend
-from engine.config_load import validate_config
-from engine.runner import Run, RunOptions
+from gristmill.protocol import Request
+from gristmill.backends.vllm.inproc import VLLMInProcBackend
+from gristmill.config.load import validate_config
+from gristmill.runs.runner import Run, RunOptions
 
 CHAT = [{"role": "user", "content": "Tell me about rivers and mills."}]
 LONG = {"max_tokens": 1500, "ignore_eos": True, "temperature": 0}

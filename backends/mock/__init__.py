@@ -1,0 +1,1 @@
+"""The mock OpenAI-compatible server: `python -m gristmill.backends.mock` or `gristmill mock-server`."""

@@ -1,0 +1,5 @@
+import sys
+
+from gristmill.backends.mock.server import main
+
+sys.exit(main())

@@ -1,0 +1,390 @@
+"""Mock OpenAI-compatible server: a real process to rehearse runs, test clients and benchmark.
+
+`python -m gristmill.backends.mock.server --port 0` prints `listening on http://HOST:PORT` once bound.
+Answers come from `mock_answers` (pure, deterministic), faults, rate limits and options from
+`mock_faults` (pure, seeded), `--gpu` batching and `/metrics` from `mock_gpu`; this module is
+only the HTTP edge: low-level aiohttp server, orjson, no per-request logging; the bodies and
+SSE events come from `mock_wire`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import sys
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+
+from gristmill.backends.mock.answers import Answer, BadRequest, build_answer
+from gristmill.backends.mock.bad import BadDrawer, bad_answer
+from gristmill.backends.mock.fast import Shutdown, check_fast_args, fast_edge
+from gristmill.backends.mock.faults import (FaultDrawer, RateLimiter, Stats, add_arguments,
+                                            check_args, retry_after_value)
+from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq,
+                                         add_gpu_arguments, check_gpu_args, metric_values,
+                                         render_metrics, wait_tokens)
+from gristmill.backends.mock.judge import add_judge_arguments, is_judge_request, judge_answer
+from gristmill.backends.mock.wire import (completion_body, error_body, finish_reason, models_body,
+                                          stats_body, stream_events)
+from gristmill.errors import ConfigError
+
+BACKLOG = 4096
+MAX_BODY = 64 * 1024 * 1024  # long-document prompts; aiohttp's default cap is 1 MiB
+SHUTDOWN_GRACE_S = 0.5  # hung and paced requests are cut after this on SIGTERM
+JSON = "application/json"
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+class MockApp:
+    """Request handling. Hooks for later modes (bad answers, judge, simulated GPU batching)
+    belong in `_answer` (what to say) and `_deliver` (when/how to send), not in the edge."""
+
+    def __init__(self, config: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
+        self._arrival = 0  # --vary: answers differ per arrival
+        self.config, self.loop = config, loop
+        self.t0 = loop.time()
+        self.stats = Stats(config.rate_window_s, config.record_arrivals)
+        self.stats.arrivals_origin = self.t0
+        self.limiter = RateLimiter(config.rpm, config.tpm, config.rate_window_s)
+        self.gpu = GpuRunner(GpuScheduler.from_args(config), loop) if config.gpu else None
+        self.reset()
+        self.retry_after = retry_after_value(config.retry_after)
+        self.id_prefix, self.next_id = os.urandom(4).hex(), 0
+        self.models_body = models_body(config)
+
+    def reset(self) -> None:
+        """A fresh run: zeroed stats, empty limit windows, fault and latency draws from the
+        seed again (so a rerun after /stats/reset sees the same fault sequence)."""
+        self.stats.reset()
+        self.judge_requests = 0  # answered by the judge mode (mock_judge)
+        self.limiter.reset()
+        if self.gpu is not None:
+            self.gpu.scheduler.reset_counters()
+        self.last: web.BaseRequest | None = None
+        self.faults = FaultDrawer(self.config.fault_rates, self.config.seed)
+        self.bad = BadDrawer(self.config.bad_rate, self.config.bad_kinds, self.config.seed)
+        self.latency_rng = random.Random(self.config.seed + 1)  # apart from the fault draws
+
+    # -- routing --------------------------------------------------------------------------
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path, method = request.path, request.method
+        if method == "POST":
+            if path == "/v1/chat/completions":
+                return await self._complete(request, True)
+            if path == "/v1/completions":
+                return await self._complete(request, False)
+            if path == "/stats/reset":
+                self.reset()
+                return web.Response(body=b'{"ok":true}', content_type=JSON)
+        elif method == "GET":
+            if path == "/v1/models":
+                return web.Response(body=self.models_body, content_type=JSON)
+            if path == "/health":
+                return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+            if path == "/stats":
+                gpu = self.gpu.scheduler.snapshot() if self.gpu else None
+                body = stats_body(self.stats, self._last_request(), gpu, self.judge_requests)
+                return web.Response(body=body, content_type=JSON)
+            if path == "/metrics":
+                values = metric_values(self.gpu and self.gpu.scheduler, self.stats)
+                text = render_metrics("mock", values, self.stats.finished)
+                return web.Response(body=text, headers={"Content-Type": METRICS_TYPE})
+        return self._error(404, f"no route for {method} {path}", "invalid_request_error",
+                           "not_found")
+
+    def _error(self, status: int, message: str, type_: str, code: str,
+               headers: dict[str, str] | None = None) -> web.Response:
+        self.stats.status(status)
+        return web.Response(status=status, body=error_body(message, code, type_),
+                            content_type=JSON, headers=headers)
+
+    def _limit_headers(self, now: float) -> dict[str, str] | None:
+        return self.limiter.headers(now) if self.limiter.enforced else None
+
+    def _last_request(self) -> dict[str, Any] | None:
+        """Method, path, query and headers (lower-cased) of the last completion request."""
+        r = self.last  # a request is a (possibly empty) mapping: test against None
+        if r is None:
+            return None
+        return {"method": r.method, "path": r.path, "query": dict(r.query),
+                "headers": {k.lower(): v for k, v in r.headers.items()}}
+
+    # -- completions ----------------------------------------------------------------------
+    async def _complete(self, request: web.BaseRequest, chat: bool) -> web.StreamResponse:
+        st, now = self.stats, self.loop.time()
+        st.requests += 1
+        self.last = request  # only a reference: /stats renders it
+        if st.record_arrivals:
+            st.arrivals.append(round(now - self.t0, 6))
+        fault = self.faults.draw()  # per arrival, whatever the body: a stable fault sequence
+        bad = self.bad.draw()  # likewise, so a regenerated request may be answered well
+        st.in_flight += 1
+        st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
+        try:
+            return await self._answer(request, chat, now, fault, bad)
+        except asyncio.CancelledError:
+            st.disconnects += 1  # the client went away: aiohttp cancels the handler
+            raise
+        finally:
+            st.in_flight -= 1
+
+    async def _answer(self, request: web.BaseRequest, chat: bool, now: float,
+                      fault: str | None, bad: float | None) -> web.StreamResponse:
+        st = self.stats
+        try:
+            body = orjson.loads(await request.read())
+            if self.config.vary and isinstance(body, dict):  # like a sampling model
+                self._arrival += 1
+                body["__arrival__"] = self._arrival
+            answer = build_answer(body, chat, self.config.output_tokens)
+            if is_judge_request(body):  # a verdict that depends on the prompt's examples
+                self.judge_requests += 1
+                answer = judge_answer(body, self.config.judge_trigger)
+        except (orjson.JSONDecodeError, BadRequest) as exc:
+            st.window.add(now, 0)  # still an arrival: the window maxima count every request
+            bad_json = not isinstance(exc, BadRequest)
+            return self._error(400, f"invalid JSON body: {exc}" if bad_json else str(exc),
+                               "invalid_request_error", "invalid_json" if bad_json
+                               else "invalid_request", self._limit_headers(now))
+        kind = self._bad_kind(body, bad)
+        if kind is not None:  # a long bad answer in place of the good one
+            answer = bad_answer(answer, body, kind, self.config.bad_tokens)
+        tokens = answer.prompt_tokens + answer.completion_tokens  # known at arrival
+        st.window.add(now, tokens)
+        wait = self.limiter.admit(now, tokens) if self.limiter.enforced else 0.0
+        headers = self._limit_headers(now)
+        if wait > 0.0:
+            st.rate_limited += 1
+            return self._error(429, "Rate limit reached for requests or tokens",
+                               "rate_limit_error", "rate_limit_exceeded",
+                               {**(headers or {}), "Retry-After": retry_after_value(wait)})
+        if fault is not None:
+            st.faults[fault] = st.faults.get(fault, 0) + 1
+            early = await self._early_fault(request, fault, headers)
+            if early is not None:
+                return early
+        if kind is not None:  # counted once it is being sent
+            st.bad_answers += 1
+            st.bad_kinds[kind] = st.bad_kinds.get(kind, 0) + 1
+        return await self._deliver(request, body, chat, answer, headers, fault == "cut")
+
+    def _bad_kind(self, body: dict, pick: float | None) -> str | None:
+        if pick is None:
+            return None
+        fmt = body.get("response_format")
+        structured = isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
+        return self.bad.kind(pick, structured)  # None: no allowed kind fits this request
+
+    async def _early_fault(self, request: web.BaseRequest, fault: str,
+                           headers: dict[str, str] | None) -> web.StreamResponse | None:
+        """Faults that replace the answer; None for 'cut', which happens while delivering."""
+        if fault == "429":
+            retry = {**(headers or {}), "Retry-After": self.retry_after}
+            return self._error(429, "Rate limit reached (injected)", "rate_limit_error",
+                               "rate_limit_exceeded", retry)
+        if fault == "500":
+            return self._error(500, "The server had an error (injected)", "server_error",
+                               "internal_error", headers)
+        if fault == "reset":
+            _abort(request)
+            return web.Response()  # never sent: aiohttp sees the closed transport
+        if fault == "hang":
+            await self.loop.create_future()  # until aiohttp cancels us on disconnect
+        return None
+
+    async def _deliver(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
+                       headers: dict[str, str] | None, cut: bool) -> web.StreamResponse:
+        if self.gpu is None:
+            return await self._send(request, body, chat, answer, headers, cut, None)
+        seq = self.gpu.submit(answer.prompt_tokens, answer.completion_tokens)
+        try:
+            return await self._send(request, body, chat, answer, headers, cut, seq)
+        finally:
+            self.gpu.cancel(seq)  # a no-op once done; frees the slot of a client that left
+
+    async def _send(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
+                    headers: dict[str, str] | None, cut: bool,
+                    seq: Seq | None) -> web.StreamResponse:
+        """Timing from the options, or from the simulated GPU when `seq` is given."""
+        st, cfg = self.stats, self.config
+        if seq is None and not cfg.latency_ms.is_zero:
+            await asyncio.sleep(cfg.latency_ms.sample(self.latency_rng))
+        st.prompt_tokens += answer.prompt_tokens
+        st.completion_tokens += answer.completion_tokens
+        st.status(200)
+        self.next_id += 1
+        rid = f"cmpl-{self.id_prefix}{self.next_id:08x}"
+        if body.get("stream"):
+            return await self._stream(request, body, chat, answer, rid, headers, cut, seq)
+        if seq is not None:
+            await wait_tokens(seq, seq.target)  # that is, until it is done
+        elif cfg.tokens_per_s > 0:
+            await asyncio.sleep(answer.completion_tokens / cfg.tokens_per_s)
+        payload = orjson.dumps(completion_body(chat, answer, rid, body["model"]))
+        if cut:
+            return await self._cut_body(request, payload, answer, headers)
+        st.tokens_sent += answer.completion_tokens
+        st.finish(finish_reason(answer))
+        return web.Response(body=payload, content_type=JSON, headers=headers)
+
+    async def _cut_body(self, request: web.BaseRequest, payload: bytes, answer: Answer,
+                        headers: dict[str, str] | None) -> web.StreamResponse:
+        """Headers promise the whole body; half of it arrives, then the connection drops."""
+        resp = web.StreamResponse(headers=headers)
+        resp.content_type, resp.content_length = JSON, len(payload)
+        try:
+            await resp.prepare(request)
+            await resp.write(payload[: len(payload) // 2])
+            self.stats.tokens_sent += answer.completion_tokens // 2
+        except ConnectionResetError:
+            self.stats.disconnects += 1
+        _abort(request)
+        return resp
+
+    async def _stream(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
+                      rid: str, headers: dict[str, str] | None, cut: bool,
+                      seq: Seq | None) -> web.StreamResponse:
+        instant = self.config.tokens_per_s <= 0 and not cut and seq is None
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        events, tail = stream_events(chat, answer, rid, body["model"], usage, not instant)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **headers} if headers else SSE_HEADERS)
+        try:
+            await resp.prepare(request)
+            if instant:  # the common benchmark case: one write, no per-event objects
+                await resp.write(b"".join(events) + tail)
+                self.stats.tokens_sent += answer.completion_tokens
+            elif cut:
+                await self._write_events(resp, events[: len(events) // 2], b"", seq)
+                _abort(request)
+                return resp
+            else:
+                await self._write_events(resp, events, tail, seq)
+        except ConnectionResetError:  # a write found the socket closed; aiohttp stays quiet
+            self.stats.disconnects += 1
+            return resp
+        self.stats.finish(finish_reason(answer))
+        return resp
+
+    async def _write_events(self, resp: web.StreamResponse, events: list[bytes], tail: bytes,
+                            seq: Seq | None) -> None:
+        """One token per event; events due at the same time go out in one write."""
+        if seq is not None:
+            return await self._write_steps(resp, events, tail, seq)
+        st, rate, count = self.stats, self.config.tokens_per_s, len(events)
+        if rate <= 0 or not events:
+            await resp.write(b"".join(events) + tail)
+            st.tokens_sent += count
+            return
+        loop, sent = self.loop, 0
+        start = loop.time()
+        while sent < count:
+            await asyncio.sleep(start + (sent + 1) / rate - loop.time())
+            due = min(count, max(sent + 1, int((loop.time() - start) * rate)))
+            chunk = b"".join(events[sent:due])
+            await resp.write(chunk + tail if due == count else chunk)
+            st.tokens_sent += due - sent
+            sent = due
+
+    async def _write_steps(self, resp: web.StreamResponse, events: list[bytes], tail: bytes,
+                           seq: Seq) -> None:
+        """GPU mode: the tokens of a step go out in one write as that step ends."""
+        st, count, sent = self.stats, len(events), 0
+        while True:
+            await wait_tokens(seq, sent)
+            due = min(seq.emitted, count)
+            chunk = b"".join(events[sent:due])
+            await resp.write(chunk + tail if due == count else chunk)
+            st.tokens_sent += due - sent
+            sent = due
+            if due == count:
+                return
+
+
+def _abort(request: web.BaseRequest) -> None:
+    if request.transport is not None:  # None once the client has gone already
+        request.transport.abort()
+
+
+# -- process ------------------------------------------------------------------------------
+async def aiohttp_edge(config: argparse.Namespace) -> tuple[asyncio.AbstractServer, Shutdown]:
+    """The full mock on aiohttp's low-level server; returns the server and its shutdown."""
+    loop = asyncio.get_running_loop()
+    app = MockApp(config, loop)
+    server = web.Server(app.handle, handler_cancellation=True, access_log=None,
+                        request_factory=lambda *a: web.BaseRequest(*a, loop,
+                                                                   client_max_size=MAX_BODY))
+    srv = await loop.create_server(server, config.host, config.port, backlog=BACKLOG,
+                                   reuse_address=True)
+    if app.gpu is not None:
+        app.gpu.start()
+
+    async def shutdown() -> None:
+        await server.shutdown(SHUTDOWN_GRACE_S)  # the GPU keeps stepping for the grace
+        if app.gpu is not None:
+            await app.gpu.stop()
+    return srv, shutdown
+
+
+async def serve(config: argparse.Namespace, announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. `announce` gets the URL once the socket is bound."""
+    loop = asyncio.get_running_loop()
+    srv, shutdown = await (fast_edge(config, BACKLOG) if config.fast else aiohttp_edge(config))
+    port = srv.sockets[0].getsockname()[1]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    url = f"http://{host}:{port}"
+    if announce is None:
+        print(f"listening on {url}", flush=True)
+    else:
+        announce(url)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        srv.close()
+        await shutdown()
+        await srv.wait_closed()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve with parsed arguments (shared with `gristmill mock-server`)."""
+    args = check_args(args)
+    check_gpu_args(args)
+    check_fast_args(args)
+    try:
+        import uvloop
+        loop_factory = None if args.no_uvloop else uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(args))
+    except OSError as exc:  # port taken, bad host: one line, not a traceback
+        print(f"mock server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gristmill.backends.mock.server",
+                                     description="Mock OpenAI-compatible server.")
+    add_arguments(parser)
+    add_gpu_arguments(parser)
+    add_judge_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)  # checks the options before it binds anything
+    except ConfigError as exc:
+        parser.error(str(exc))  # exits with status 2
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

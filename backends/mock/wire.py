@@ -1,0 +1,89 @@
+"""The OpenAI wire format of a mock `Answer`: a completion body, and SSE events spliced from
+prebuilt byte templates (orjson only encodes each token)."""
+
+from __future__ import annotations
+
+import time
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any
+
+import orjson
+
+from gristmill.backends.mock.answers import Answer
+
+DONE = b"data: [DONE]\n\n"
+
+
+def models_body(config: Any) -> bytes:
+    """/v1/models: "mock" and each --model."""
+    models = ["mock", *(m for m in config.model or () if m != "mock")]
+    return orjson.dumps({"object": "list", "data": [
+        {"id": m, "object": "model", "created": 0, "owned_by": "gristmill"} for m in models]})
+
+
+def error_body(message: str, code: str, type_: str = "invalid_request_error") -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+
+
+def stats_body(stats: Any, last_request: dict[str, Any] | None, gpu: dict[str, Any] | None,
+               judge_requests: int) -> bytes:
+    """/stats: the counters, the last completion request, the --gpu scheduler's snapshot."""
+    return orjson.dumps({**stats.as_dict(), "last_request": last_request, "gpu": gpu,
+                         "judge_requests": judge_requests})
+
+
+def finish_reason(answer: Answer) -> str:
+    return "length" if any(c.finish_reason == "length" for c in answer.choices) else "stop"
+
+
+def completion_body(chat: bool, answer: Answer, rid: str, model: str) -> dict[str, Any]:
+    if chat:
+        c = answer.choices[0]
+        choices = [{"index": 0, "message": {"role": "assistant", "content": c.text},
+                    "finish_reason": c.finish_reason, "logprobs": None}]
+    else:
+        choices = [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                   for i, c in enumerate(answer.choices)]
+    return {"id": rid, "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "choices": choices,
+            "usage": _usage(answer)}
+
+
+def _usage(answer: Answer) -> dict[str, int]:
+    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+
+
+def stream_events(chat: bool, answer: Answer, rid: str, model: str, include_usage: bool,
+                  per_token: bool = True) -> tuple[list[bytes], bytes]:
+    """(one SSE event per token, the bytes after the last token: finish chunks, usage, DONE).
+
+    Token events are spliced from prebuilt byte templates: orjson only encodes the token.
+    Without `per_token`, each choice's events come joined into one bytes object."""
+    kind = b"chat.completion.chunk" if chat else b"text_completion"
+    head = (b'data: {"id":"' + rid.encode() + b'","object":"' + kind + b'","created":'
+            + str(int(time.time())).encode() + b',"model":' + orjson.dumps(model)
+            + b',"choices":[{"index":')
+    dumps, events, finals = orjson.dumps, [], []
+    for i, choice in enumerate(answer.choices):
+        index = str(i).encode()
+        if chat:
+            first = head + index + b',"delta":{"role":"assistant","content":'
+            prefix, suffix = head + index + b',"delta":{"content":', b'},"finish_reason":null}]}\n\n'
+        else:
+            first = prefix = head + index + b',"text":'
+            suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        tokens = choice.tokens
+        if tokens and not per_token:  # str join: holding hundreds of orjson results is slow
+            quoted = (suffix + prefix).decode().join(map(encode_basestring, tokens)).encode()
+            events.append(first + quoted + suffix)
+        elif tokens:
+            events.append(first + dumps(tokens[0]) + suffix)
+            events.extend(prefix + dumps(tok) + suffix for tok in tokens[1:])
+        delta = b',"delta":{},"finish_reason":' if chat else b',"text":"","finish_reason":'
+        finals.append(head + index + delta + dumps(choice.finish_reason) + b"}]}\n\n")
+    if include_usage:
+        finals.append(head[: head.index(b',"choices"')] + b',"choices":[],"usage":'
+                      + dumps(_usage(answer)) + b"}\n\n")
+    finals.append(DONE)
+    return events, b"".join(finals)

@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP: hosted APIs, `vllm serve`, llama.cpp; endpoints, SSE, rate-limit headers."""

@@ -1,0 +1,262 @@
+"""The OpenAI-compatible HTTP backend (hosted APIs, `vllm serve`, llama.cpp's server, the mock).
+
+One aiohttp session per base URL (keep-alive, connector limit = the in-flight cap); requests go
+to the endpoint with the most room, and failing endpoints leave the rotation (`endpoints.py`). Library errors are mapped to gristmill's
+exception hierarchy here, at the edge, with the phase a timeout happened in."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
+import orjson
+
+from gristmill.config.pipeline import BackendConfig
+from gristmill.errors import (BackendError, BadRequest, ConnectionReset, ConnectTimeout,
+                              FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
+from gristmill.scheduling.permits import ON_SENT
+
+from gristmill.backends.openai_http.endpoints import Endpoint, EndpointSet
+from gristmill.protocol import Completion, Delta, Request, Usage
+from gristmill.backends.openai_http.ratelimit_headers import (RateHints, parse_rate_headers,
+                                                              parse_retry_after)
+from gristmill.backends.openai_http.sse import DONE, SSEDecoder
+
+HintsCallback = Callable[[RateHints], None]
+
+
+def build_body(request: Request) -> bytes:
+    body: dict[str, Any] = {"model": request.model}
+    if request.messages is not None:
+        body["messages"] = request.messages
+    else:
+        body["prompt"] = request.prompt
+    body.update(request.params)
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)
+
+
+async def _headers_sent(session: Any, context: Any, params: Any) -> None:
+    if (on_sent := ON_SENT.get()) is not None:
+        on_sent()  # the request is on the wire: its rate-window entries start to expire
+
+
+def send_tracing() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_headers_sent)
+    return trace
+
+
+def error_for_status(status: int, headers: Any, text: str) -> BackendError:
+    message = f"HTTP {status}: {text[:300]}"
+    if status == 429 or status == 503:  # both mean "slow down": AIMD and Retry-After apply
+        return RateLimited(message, status=status, retry_after=parse_retry_after(headers))
+    if status >= 500 or status == 408:
+        return ServerError(message, status=status)
+    return BadRequest(message, status=status)
+
+
+def usage_of(data: dict[str, Any] | None) -> Usage:
+    if not data:
+        return Usage()
+    return Usage(data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0)
+
+
+class Failures:
+    """Around one request: counts it against its endpoint, maps library errors to gristmill's
+    exceptions (with the phase a timeout happened in), and tells the endpoint set about
+    connection failures (which may eject the endpoint)."""
+
+    __slots__ = ("endpoints", "endpoint", "timeouts", "deadline")
+
+    def __init__(self, endpoints: EndpointSet, endpoint: Endpoint, config: BackendConfig,
+                 deadline: float) -> None:
+        self.endpoints, self.endpoint = endpoints, endpoint
+        self.timeouts, self.deadline = config.timeouts, deadline
+
+    def __enter__(self) -> None:
+        self.endpoint.outstanding += 1
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> bool:
+        self.endpoint.outstanding -= 1
+        if kind is None:
+            return False
+        if issubclass(kind, aiohttp.ConnectionTimeoutError):
+            self.endpoints.failed(self.endpoint)
+            raise ConnectTimeout(f"no connection within {self.timeouts.connect}s") from None
+        if issubclass(kind, TimeoutError):
+            if asyncio.get_running_loop().time() < self.deadline - 0.001:  # before the total
+                raise FirstTokenTimeout(f"no answer within {self.timeouts.first_token}s") \
+                    from None
+            raise TotalTimeout(f"request took over {self.timeouts.total}s") from None
+        if issubclass(kind, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+            self.endpoints.failed(self.endpoint)
+            raise ConnectionReset(f"{kind.__name__}: {exc}") from None
+        return False
+
+
+class OpenAIHTTPBackend:
+    def __init__(self, name: str, config: BackendConfig,
+                 on_rate_hints: HintsCallback | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.on_rate_hints = on_rate_hints
+        self.path = "/chat/completions" if config.api == "chat" else "/completions"
+        self._headers = dict(config.headers)
+        if config.api_key_env:
+            key = os.environ.get(config.api_key_env)
+            if key:
+                self._headers["Authorization"] = f"Bearer {key}"
+        self.endpoints = EndpointSet([Endpoint(url, cap=config.max_in_flight)
+                                      for url in config.base_urls])
+        # Rate windows count a request from its send, which only aiohttp's tracing sees; it
+        # costs a little per request, so only backends with configured limits pay for it.
+        self.reports_sends = bool(config.rpm or config.tpm)
+
+    # -- sessions -------------------------------------------------------------------------
+    def _session(self) -> aiohttp.ClientSession:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeouts.connect)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_in_flight,
+                                           limit_per_host=0, keepalive_timeout=60),
+            timeout=timeout, headers={**self._headers, "Content-Type": "application/json"},
+            skip_auto_headers=("User-Agent",),
+            trace_configs=[send_tracing()] if self.reports_sends else None,
+            json_serialize=lambda o: orjson.dumps(o).decode())
+
+    @property
+    def in_flight(self) -> int:
+        return sum(e.outstanding for e in self.endpoints.endpoints)
+
+    def outstanding(self, url: str) -> int:
+        return self.endpoints.by_url(url).outstanding
+
+    async def pick_endpoint(self) -> Endpoint:
+        endpoint = await self.endpoints.pick()
+        if endpoint.session is None:
+            endpoint.session = self._session()
+        return endpoint
+
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints.endpoints:
+            session, endpoint.session = endpoint.session, None
+            if session is not None:
+                await session.close()
+
+    # -- requests -------------------------------------------------------------------------
+    def _deadlines(self, stream: bool) -> tuple[float, float]:
+        """(the deadline to start with, the total deadline). A stream must start within the
+        first-token deadline, which the caller moves to the total deadline once it has; a
+        non-streamed answer arrives whole, so only the total deadline applies to it."""
+        timeouts, now = self.config.timeouts, asyncio.get_running_loop().time()
+        deadline = now + timeouts.total
+        return (now + min(timeouts.first_token, timeouts.total) if stream else deadline), deadline
+
+    def _send(self, endpoint: Endpoint, request: Request) -> Any:
+        return endpoint.session.post(endpoint.url + self.path, data=build_body(request),
+                                     params=self.config.query or None)
+
+    @asynccontextmanager
+    async def _post(self, request: Request) -> AsyncIterator[tuple[aiohttp.ClientResponse, asyncio.Timeout, float]]:
+        """POST a streamed request and yield the 200 response inside its deadline."""
+        endpoint = await self.pick_endpoint()
+        first, deadline = self._deadlines(True)
+        with Failures(self.endpoints, endpoint, self.config, deadline):
+            async with asyncio.timeout_at(first) as cm:
+                async with self._send(endpoint, request) as resp:
+                    if not self._accept(endpoint, resp):
+                        raise await self._refusal(resp)
+                    try:
+                        yield resp, cm, deadline
+                    except BaseException:
+                        resp.close()  # never reuse a half-read connection; the server stops
+                        raise
+
+    def _accept(self, endpoint: Endpoint, resp: aiohttp.ClientResponse) -> bool:
+        """True for a 200; the server's rate hints are learned from every answer, and a
+        broken server (500/502/504, not 429/503's "slow down") counts towards ejection."""
+        self._hints(resp.headers)
+        if resp.status == 200:
+            self.endpoints.succeeded(endpoint)
+            return True
+        if resp.status in (500, 502, 504):
+            self.endpoints.failed(endpoint)
+        return False
+
+    @staticmethod
+    async def _refusal(resp: aiohttp.ClientResponse) -> BackendError:
+        return error_for_status(resp.status, resp.headers, await resp.text())
+
+    def _hints(self, headers: Any) -> None:
+        if self.on_rate_hints is not None:
+            hints = parse_rate_headers(headers)
+            if hints is not None:
+                self.on_rate_hints(hints)
+
+    async def complete_body(self, request: Request) -> dict[str, Any]:
+        """The parsed JSON answer (several choices when `request.prompt` is a list)."""
+        endpoint = await self.pick_endpoint()
+        _, deadline = self._deadlines(False)
+        with Failures(self.endpoints, endpoint, self.config, deadline):  # a class: cheaper
+            async with asyncio.timeout_at(deadline):
+                async with self._send(endpoint, request) as resp:
+                    if not self._accept(endpoint, resp):
+                        raise await self._refusal(resp)
+                    raw = await resp.read()
+        try:
+            data = orjson.loads(raw)
+            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                raise TypeError("no choices list")
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise ServerError(f"malformed response body ({type(exc).__name__}): {raw[:200]!r}") from None
+        return data
+
+    async def complete(self, request: Request) -> Completion:
+        data = await self.complete_body(request)
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if "message" in choice else choice["text"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ServerError(f"malformed response body ({type(exc).__name__}): "
+                              f"{str(data)[:200]}") from None
+        return Completion(text or "", choice.get("finish_reason"), usage_of(data.get("usage")),
+                          data.get("model", request.model))
+
+    async def stream(self, request: Request) -> AsyncIterator[Delta]:
+        """Deltas coalesced per network read: a slow consumer gets bigger deltas, and the
+        reader never falls behind by more than aiohttp's buffer."""
+        if not request.stream:
+            request.stream = True
+        decoder = SSEDecoder()
+        chat = request.messages is not None
+        async with self._post(request) as (resp, cm, deadline):
+            started = False
+            async for chunk in resp.content.iter_any():
+                if not started:
+                    cm.reschedule(deadline)
+                    started = True
+                parts, finish, usage, done = [], None, None, False
+                for event in decoder.feed(chunk):
+                    if event is DONE:
+                        done = True
+                        break
+                    for choice in event.get("choices") or ():
+                        piece = choice["delta"].get("content") if chat else choice.get("text")
+                        if piece:
+                            parts.append(piece)
+                        finish = choice.get("finish_reason") or finish
+                    if event.get("usage"):
+                        usage = usage_of(event["usage"])
+                if parts or finish or usage:
+                    yield Delta("".join(parts), finish, usage)
+                if done:
+                    return
+            raise ConnectionReset("stream ended before [DONE]")

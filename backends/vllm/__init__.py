@@ -1,0 +1,1 @@
+"""vLLM: `vllm serve` fleets, in-process AsyncLLM, the CPU runtime and the demo model."""

@@ -1,0 +1,5 @@
+"""The `gristmill` command line."""
+
+from gristmill.cli.main import main
+
+__all__ = ["main"]

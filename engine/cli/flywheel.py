@@ -1,0 +1,119 @@
+"""The `gristmill` commands of the data flywheel: `judge align`, `flywheel`, `review` and
+`report` (implementations in engine/flywheel/, imported by each command when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from gristmill.errors import ConfigError
+
+
+def add_parsers(sub: Any) -> None:
+    _add_flywheel_commands(sub)
+    _review_parser(sub)
+    _report_parser(sub)
+
+
+def _add_flywheel_commands(sub: Any) -> None:
+    judge = sub.add_parser("judge", help="the LLM judge of a run: `judge align RUN`")
+    actions = judge.add_subparsers(dest="judge_action", required=True, metavar="ACTION")
+    p = actions.add_parser("align", help="measure judge-human agreement, choose the few-shot "
+                           "set that raises it, write RUN/judge/judge-v<N>.yaml")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--backend-url", help="send judge calls to this OpenAI-style base URL")
+    p.add_argument("--ffr-bound", type=float, default=0.2, help="most false failures (human-"
+                   "passed records the judge fails) a chosen judge may have on dev (default 0.2)")
+    p = sub.add_parser("flywheel", help="re-judge a run with its newest aligned judge and write "
+                       "RUN/dataset.judge-v<N>.jsonl")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--backend-url", help="send judge calls to this OpenAI-style base URL")
+    p.add_argument("--judge", type=Path, help="a judge config (default: the newest "
+                   "RUN/judge/judge-v<N>.yaml)")
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gristmill.flywheel.align import align_run
+    from gristmill.runs.event_loop import new_event_loop
+
+    if not 0 <= args.ffr_bound <= 1:
+        raise ConfigError(f"--ffr-bound {args.ffr_bound}: a fraction between 0 and 1")
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(align_run(args.run_dir, backend_url=args.backend_url,
+                             ffr_bound=args.ffr_bound))
+    return 0
+
+
+def cmd_flywheel(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gristmill.flywheel.rejudge import flywheel_run
+    from gristmill.runs.event_loop import new_event_loop
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(flywheel_run(args.run_dir, backend_url=args.backend_url,
+                                judge_path=args.judge))
+    return 0
+
+
+def _review_parser(sub: Any) -> None:
+    p = sub.add_parser("review", help="label a run's records on a local web page")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host; "
+                   "requests then need the token printed in the URL")
+    p.add_argument("--records", type=Path, help="records to review (default RUN/output.jsonl)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling order")
+    p.add_argument("--reviewer", default=os.environ.get("USER", ""),
+                   help="name stored with each label (default $USER)")
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from gristmill.flywheel.review_server import ReviewApp, binding_token, serve
+
+    require_run_dir(args.run_dir)
+    token = binding_token(args.host, args.allow_remote)
+    app = ReviewApp(args.run_dir, token=token, records=args.records, seed=args.seed,
+                    reviewer=args.reviewer)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(app, args.host, args.port, stop,
+                    lambda url: print(f"review page: {url}  (Ctrl-C to stop)", flush=True))
+
+    asyncio.run(main())
+    return 0
+
+
+def _report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="write RUN/report.html: a run's health at a glance")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="output path (default RUN/report.html)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gristmill.flywheel.report import write_report
+
+    require_run_dir(args.run_dir)
+    print(write_report(args.run_dir, args.out))
+    return 0
+
+
+def require_run_dir(run_dir: Path) -> None:
+    if not (run_dir / "output.jsonl").is_file():
+        raise ConfigError(f"{run_dir}: no output.jsonl; is this a run directory?")
+
+
+COMMANDS = {"judge": cmd_judge, "flywheel": cmd_flywheel, "review": cmd_review,
+            "report": cmd_report}

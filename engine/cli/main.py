@@ -1,0 +1,345 @@
+"""The `gristmill` command: a thin layer over the Python API.
+
+Only argparse is imported at start-up, so `gristmill --help` is instant; each command imports
+what it needs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from gristmill.cli import flywheel as cli_flywheel
+from gristmill.errors import ConfigError
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a pipeline YAML file, or the name of a shipped config "
+                   "(e.g. demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set stages.answer.workers=8 "
+                   "(repeatable; values are YAML)")
+
+
+def _run_args(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
+    if run_dir:
+        p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<config-name>-"
+                       "<timestamp>); an existing one is resumed")
+    p.add_argument("--limit", type=int, help="admit at most N seeds")
+    p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    p.add_argument("--no-cache", action="store_true", help="do not replay or store answers")
+    p.add_argument("--force", action="store_true", help="resume even if the config changed "
+                   "fields that change answers")
+
+
+def _gpu_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give GPU ids like 0,1,2,3") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gristmill", description="Mill seed documents into "
+                                     "instruction-tuning data.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a pipeline")
+    _config_args(p)
+    _run_args(p)
+    p.add_argument("--seeds", type=Path, help="read seeds from this path instead")
+    p.add_argument("--backend-url", help="send every stage to this OpenAI-style base URL "
+                   "(ending in /v1)")
+    p.add_argument("--dry-run", action="store_true", help="show the first seeds' prompts and "
+                   "estimate requests and tokens; call no model")
+    p.add_argument("--vllm-model", metavar="NAME", help="start `vllm serve NAME` (a Hugging "
+                   "Face id or a local folder) for every stage, and stop it at the end")
+    p.add_argument("--gpus", type=_gpu_list, metavar="0,1,...", help="with --vllm-model: "
+                   "the GPUs to use, one server per GPU (or per --gpus-per-server group)")
+    p.add_argument("--gpus-per-server", type=int, metavar="N", help="tensor-parallel size: "
+                   "each server spans N of the --gpus")
+
+    p = sub.add_parser("demo", help="the main job: the AgentInstruct demo on a small model "
+                       "served by vLLM on this machine's CPU (set up on first use)")
+    _run_args(p)
+    p.add_argument("--mock", action="store_true", help="rehearse on the mock server instead "
+                   "(seconds, no model)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the demo config (configs/demo_agentinstruct.yaml)")
+
+    p = sub.add_parser("resume", help="continue a stopped or crashed run")
+    p.add_argument("run_dir", type=Path)
+    _run_args(p, run_dir=False)
+
+    p = sub.add_parser("status", help="progress of a running or stopped run")
+    p.add_argument("run_dir", type=Path)
+
+    p = sub.add_parser("cache", help="the response cache of a run")
+    p.add_argument("action", choices=["stats"])
+    p.add_argument("run_dir", type=Path)
+
+    p = sub.add_parser("validate", help="check a config and print it resolved")
+    _config_args(p)
+
+    p = sub.add_parser("dedup", help="write RUN/dataset.jsonl without (near-)duplicate "
+                       "instructions")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--threshold", type=float, default=0.8)
+
+    p = sub.add_parser("export", help="export a run's records: parquet, hf, sharegpt, openai")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", required=True, choices=("parquet", "hf", "sharegpt", "openai"))
+    p.add_argument("--out", type=Path, help="output path (default: RUN/export/...)")
+    p.add_argument("--input", type=Path, help="records to read (default: RUN/dataset.jsonl, "
+                   "else RUN/output.jsonl)")
+    p.add_argument("--license", help="license id for the dataset card (hf)")
+
+    cli_flywheel.add_parsers(sub)
+
+    sub.add_parser("mock-server", help="serve the mock OpenAI-compatible API "
+                   "(see `gristmill mock-server --help`)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["mock-server"]:
+        from gristmill.backends.mock.server import main as serve
+
+        return serve(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
+                "export": cmd_export, "resume": cmd_resume, "status": cmd_status,
+                "cache": cmd_cache, "dedup": cmd_dedup,
+                **cli_flywheel.COMMANDS}[args.command](args)
+    except ConfigError as exc:
+        print(f"gristmill: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    import yaml
+
+    from gristmill.config.load import validate_config
+
+    path = args.run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{args.run_dir} is not a run directory (no config.yaml)")
+    config = validate_config(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+    return _execute(config, args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gristmill.runs.status import describe
+
+    print(describe(args.run_dir))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from gristmill.runs.status import cache_stats
+
+    for key, value in cache_stats(args.run_dir).items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from gristmill.dataset.dedup import dedup_run
+
+    cli_flywheel.require_run_dir(args.run_dir)
+    stats = dedup_run(args.run_dir, args.threshold)
+    print(" · ".join(f"{k} {v:,}" for k, v in stats.items()))
+    print(f"wrote {args.run_dir / 'dataset.jsonl'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gristmill.dataset.export import export_run
+
+    path = export_run(args.run_dir, args.format, args.out, args.input, license_id=args.license,
+                      say=lambda message: print(message, file=sys.stderr))
+    print(path)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from gristmill.config.load import load_config
+
+    config = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    print(f"ok: {len(config.stages)} stage(s), backends: {', '.join(config.backends)}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gristmill.config.load import load_config, with_cli_overrides
+
+    config = load_config(args.config, args.overrides)
+    config = with_cli_overrides(config, seeds=args.seeds, backend_url=args.backend_url,
+                                vllm_model=args.vllm_model, gpus=args.gpus,
+                                gpus_per_server=args.gpus_per_server)
+    if args.dry_run:
+        return print_dry_run(config, args.limit)
+    return _execute(config, args)
+
+
+def print_dry_run(config: Any, limit: int | None) -> int:
+    from gristmill.runs.dry_run import dry_run
+
+    plan = dry_run(config, limit)
+    for shown in plan["prompts"]:
+        head = {k: v for k, v in shown.items() if not k.endswith("prompt") and k != "system"}
+        print("── " + " · ".join(f"{k}: {v}" for k, v in head.items()))
+        for key in ("system", "prompt", "transform_prompt", "generate_prompt"):
+            if shown.get(key):
+                print(f"[{key}]\n{shown[key]}\n")
+    print(f"dry run: {plan['seeds']:,} seeds -> about {plan['requests']:,} requests, "
+          f"at most {plan['prompt_tokens']:,} prompt + {plan['completion_tokens']:,} completion "
+          "tokens (every answer at its max_tokens); no model was called")
+    return 0
+
+
+DEMO_CONFIG = "demo_agentinstruct"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The AgentInstruct demo on SmolLM2-135M-Instruct served by a `vllm serve` it starts
+    (vLLM's CPU build and the model are provisioned into the user's cache on first use), or on
+    the mock server with --mock. The server is stopped on exit, Ctrl-C and errors."""
+    from gristmill.config.load import load_config, with_cli_overrides
+    from gristmill.runs.rundir import default_run_dir
+
+    config = load_config(DEMO_CONFIG, args.overrides)
+    if args.mock:
+        from gristmill.backends.mock.process import MockServerProcess
+
+        with MockServerProcess() as mock:
+            print(f"demo: mock model server at {mock.base_url}", file=sys.stderr)
+            return _execute(with_cli_overrides(config, backend_url=mock.base_url), args)
+    from gristmill.backends.vllm.smollm2 import demo_server, seeded_fields
+    from gristmill.backends.vllm.runtime import RuntimeProvisionError
+    from gristmill.backends.vllm.server import ServerDied
+
+    if seeded_fields(config):
+        raise ConfigError(f"{', '.join(seeded_fields(config))}: vLLM's CPU build crashes on "
+                          "seeded requests whose prompts it splits; remove the seed (or use "
+                          "--mock)")
+
+    args.run_dir = args.run_dir or default_run_dir(config.name)
+    say = lambda line: print(f"demo: {line}", file=sys.stderr)  # noqa: E731
+    try:
+        server = demo_server(args.run_dir / "vllm-serve.log", say)
+        return _execute(config, args, server=server, say=say)
+    except (RuntimeProvisionError, ServerDied, TimeoutError) as exc:  # each names its log
+        print(f"gristmill: {exc}", file=sys.stderr)
+        return 1
+
+
+def _execute(config: Any, args: argparse.Namespace, server: Any = None,
+             say: Any = None) -> int:
+    """Run `config`; with `server` (a VLLMServer), start it first, point every backend at it
+    and stop it afterwards, whatever happens."""
+    import asyncio
+    import signal
+
+    from gristmill.config.load import with_cli_overrides
+    from gristmill.runs.event_loop import new_event_loop
+    from gristmill.runs.runner import RunOptions, run
+    from gristmill.runs.signals import GracefulStop
+
+    stop = GracefulStop()
+    options = RunOptions(run_dir=args.run_dir, limit=args.limit,
+                         progress=False if args.no_progress else None, on_start=stop.install,
+                         cache=not args.no_cache, force=args.force)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        try:
+            if server is not None:
+                say(f"starting vllm serve (log: {server.log_path})")
+                signum = runner.run(start_cancellable(server))
+                if signum is not None:
+                    print("demo: stopped while the model server was starting", file=sys.stderr)
+                    return 128 + signum
+                say(f"model server healthy at {server.base_url}")
+                config = with_cli_overrides(config, backend_url=server.base_url)
+            summary = runner.run(run(config, options))
+        except asyncio.CancelledError:
+            summary = None
+        except KeyboardInterrupt:  # Ctrl-C before the run installed its handlers
+            summary = None
+            stop.signals.append(signal.SIGINT)
+        finally:
+            if server is not None:
+                runner.run(server.stop())
+    print_summary(summary, stop)
+    return stop.exit_code if stop.signals else 0
+
+
+async def start_cancellable(server: Any) -> int | None:
+    """Start `server`; the number of the signal (SIGINT, SIGTERM) that came first, if one
+    did (the server is stopped then)."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await server.start()
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return received[0] if received else None
+
+
+def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:
+    if summary is None:
+        where = stop.run_dir or "RUN"
+        print(f"run aborted; to continue: gristmill resume {where}", file=sys.stderr)
+        return
+    if summary.get("resumed_records"):
+        print(f"resumed: {summary['resumed_records']:,} records were already written")
+    print(f"records {summary['records']:,} · rejects {summary['rejects']:,} · seeds "
+          f"{summary['seeds']:,} · tokens {summary['tokens']:,} · {summary['elapsed_s']:.1f}s · "
+          f"{summary['records_per_s']:.1f} records/s · {summary['tokens_per_s']:,.0f} tok/s")
+    for reason, count in summary["rejects_by_reason"].items():
+        print(f"  rejected {count:,} × {reason}")
+    if "dedup" in summary:
+        d = summary["dedup"]
+        print(f"dataset.jsonl: {d.get('kept', 0):,} records after removing "
+              f"{d.get('exact_duplicates', 0):,} exact and {d.get('near_duplicates', 0):,} "
+              "near duplicates")
+    if "judge" in summary:
+        j = summary["judge"]
+        print(f"judge: {j['judged']:,} judged · {j['passed']:,} passed · {j['failed']:,} failed"
+              + "".join(f" · {k} {v:,}" for k, v in j["failed_by_criterion"].items()))
+    validation = summary.get("validation", {})
+    if validation.get("rejected_by_validator"):
+        print("  validators rejected: " + ", ".join(
+            f"{k} {v:,}" for k, v in validation["rejected_by_validator"].items()) +
+            f" · streams stopped early {validation['streams_aborted']:,} · ~"
+            f"{validation['tokens_saved_estimate']:,} tokens not generated")
+    print(f"run directory: {summary['run_dir']}")
+    if stop.signals:
+        print(f"stopped early by signal; to continue: gristmill resume {summary['run_dir']}",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

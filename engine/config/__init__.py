@@ -1,0 +1,1 @@
+"""Configuration: pydantic models of a pipeline, how it is loaded, and what a resume may change."""

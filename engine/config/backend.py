@@ -1,0 +1,139 @@
+"""A backend's configuration: where requests go (an OpenAI-compatible server, a fleet of
+`vllm serve` processes gristmill starts, or vLLM in this process), and the limits, deadlines
+and retries around them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gristmill.config.base import RelPath, Strict
+from gristmill.config.fleet import EngineSettings, FleetConfig
+
+
+class Timeouts(Strict):
+    connect: float = Field(10.0, gt=0, description="Seconds to open a connection.")
+    first_token: float = Field(120.0, gt=0, description="Seconds until the response starts "
+                               "(headers, and the first event when streaming).")
+    total: float = Field(600.0, gt=0, description="Seconds for the whole request.")
+
+
+class Retry(Strict):
+    max_attempts: int = Field(6, ge=1, le=100, description="Attempts per request, the first included.")
+    base_s: float = Field(0.5, ge=0, description="First backoff ceiling; doubles per attempt.")
+    max_s: float = Field(60.0, ge=0, description="Largest backoff ceiling.")
+
+
+class BatchConfig(Strict):
+    """Micro-batches of prompts in one /v1/completions request."""
+
+    max_prompts: int = Field(32, ge=2, le=4096, description="Most prompts in one request.")
+    window_ms: float = Field(3.0, ge=0, le=1000, description="How long the first prompt of "
+                             "a batch waits for others before the batch is sent.")
+
+
+class BackendConfig(EngineSettings):
+    """A backend. Its vLLM engine settings (`EngineSettings`) apply to kind vllm-inproc; a
+    fleet of kind vllm sets them in `fleet`."""
+
+    kind: Literal["openai", "vllm", "vllm-inproc"] = Field(
+        "openai", description="'openai': any OpenAI-compatible HTTP server (hosted APIs, vllm "
+        "serve, llama.cpp server) at `base_urls`. 'vllm': gristmill starts the `vllm serve` "
+        "processes of `fleet`. 'vllm-inproc': vLLM's engine inside this process (needs "
+        "`import vllm` to work here; no HTTP, no SSE).")
+    base_urls: list[str] = Field(default_factory=list, description="Base URLs, e.g. "
+                                 "'https://api.openai.com/v1'; several are balanced by least "
+                                 "outstanding requests. Required for kind 'openai'.")
+    fleet: FleetConfig | None = Field(None, description="The servers to start (kind: vllm).")
+    model: str = Field(min_length=1, description="Model name sent with every request; for "
+                       "vllm-inproc the model path or Hugging Face name to load.")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm-inproc: "
+                                        "further AsyncEngineArgs fields, e.g. "
+                                        "{'enforce_eager': true, 'gpu_memory_utilization': 0.8}.")
+    batch: BatchConfig | None = Field(None, description="api 'completions': send many "
+                                        "prompts in one request (see BatchConfig); off by "
+                                        "default.")
+    api: Literal["chat", "completions"] = Field("chat", description="Endpoint family.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding "
+                                    "the API key (the key itself never goes in a config).")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    query: dict[str, str] = Field(default_factory=dict, description="Extra query parameters, "
+                                  "e.g. {'api-version': '2024-10-21'} for Azure.")
+    max_in_flight: int = Field(64, ge=1, le=100_000, description="Most requests in flight at once.")
+    rpm: int | None = Field(None, ge=1, description="Requests per rate window (default window: a minute).")
+    tpm: int | None = Field(None, ge=1, description="Tokens (prompt + completion) per rate window.")
+    rate_window_s: float = Field(60.0, gt=0, description="Length of the rate window in seconds.")
+    adaptive: bool = Field(True, description="Halve the in-flight cap on 429/503 and regrow it "
+                           "by AIMD.")
+    metrics: bool = Field(False, description="Scrape each endpoint's /metrics (vLLM names) "
+                          "and set its in-flight cap so the running batch stays full and the "
+                          "waiting queue short; max_in_flight is then only the ceiling "
+                          "(default: on for kind: vllm).")
+    metrics_interval_s: float = Field(0.5, gt=0, description="Seconds between scrapes.")
+    tokenizer: RelPath | None = Field(None, description="A local tokenizer.json for exact token "
+                                      "counts; without it, 4 characters per token.")
+    default_max_tokens: int = Field(1024, ge=1, description="Completion tokens assumed for TPM "
+                                    "when a stage sets no max_tokens.")
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: Retry = Field(default_factory=Retry)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_single_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "base_url" in data:
+            data = dict(data)
+            url = data.pop("base_url")
+            data.setdefault("base_urls", [url] if isinstance(url, str) else url)
+        if isinstance(data, dict) and data.get("kind") == "vllm":
+            data = {"metrics": True, "fleet": {}, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "BackendConfig":
+        if self.kind == "openai" and not self.base_urls:
+            raise ValueError("base_urls: give at least one URL, e.g. "
+                             "base_url: 'http://127.0.0.1:8000/v1' (or kind: vllm with a fleet)")
+        if self.kind == "vllm" and self.base_urls:
+            raise ValueError("base_urls: a kind: vllm backend is reached at the servers it "
+                             "starts; remove base_urls, or use kind: openai for running servers")
+        if self.kind == "vllm-inproc" and self.base_urls:
+            raise ValueError("base_urls: kind 'vllm-inproc' runs the model in this process; "
+                             "remove base_urls (or use kind 'openai' for a server)")
+        engine = [name for name, field in EngineSettings.model_fields.items()
+                  if getattr(self, name) != field.default]  # a dumped config reloads as is
+        if engine and self.kind == "vllm":
+            raise ValueError(f"{engine[0]}: a kind: vllm backend sets its servers' engine "
+                             f"in `fleet`; move it there (fleet: {{{engine[0]}: ...}})")
+        if engine and self.kind == "openai":
+            raise ValueError(f"{engine[0]}: a kind: openai backend talks to a running server, "
+                             "whose engine is its own; remove it (or use kind: vllm with a "
+                             "fleet, or kind: vllm-inproc)")
+        if self.fleet is not None and self.kind != "vllm":
+            raise ValueError("fleet: only a kind: vllm backend starts servers; add "
+                             "kind: vllm or remove fleet")
+        if self.kind == "vllm-inproc" and self.metrics:
+            raise ValueError("metrics: kind 'vllm-inproc' has no /metrics endpoint to scrape; "
+                             "set metrics: false")
+        if self.batch is not None and (self.kind == "vllm-inproc" or self.api != "completions"):
+            raise ValueError("batch: batching needs an HTTP backend with api 'completions' "
+                             "(several prompts in one /v1/completions request)")
+        return self
+
+    @field_validator("base_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL; write e.g. 'http://127.0.0.1:8000/v1'")
+        return [u.rstrip("/") for u in urls]
+
+    @field_validator("headers")
+    @classmethod
+    def _no_inline_secrets(cls, headers: dict[str, str]) -> dict[str, str]:
+        for key in headers:
+            if key.lower() in ("authorization", "api-key", "x-api-key"):
+                raise ValueError(f"header {key!r} would put a secret in the config; name the "
+                                 "environment variable in api_key_env instead")
+        return headers

@@ -1,0 +1,304 @@
+"""Pipeline configuration: pydantic models with per-field docs, bounds and errors that say
+what to change. Loading, path resolution and `--set` overrides live in `config_load.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator,
+                      model_validator)
+
+from gristmill.config.backend import BackendConfig, BatchConfig, Retry, Timeouts  # noqa: F401
+from gristmill.config.base import NAME_PATTERN, RelPath, Strict  # noqa: F401  (re-exported)
+from gristmill.config.seeds import SeedsConfig  # noqa: E402
+
+
+class OutputConfig(Strict):
+    type: Literal["text", "list"] = Field("text", description="'text': the answer is one item. "
+                                          "'list': a JSON list of strings, each becomes an item.")
+    min_items: int = Field(1, ge=1)
+    max_items: int = Field(5, ge=1)
+    max_chars: int | None = Field(None, ge=1, description="maxLength of each string in the schema.")
+    json_schema: bool = Field(True, description="Send a JSON-schema response_format; turn off for "
+                              "endpoints without it (a tolerant parser reads the answer).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "OutputConfig":
+        if self.max_items < self.min_items:
+            raise ValueError(f"max_items ({self.max_items}) must be >= min_items ({self.min_items})")
+        return self
+
+
+class Sampling(Strict):
+    model_config = ConfigDict(extra="allow")  # pass-through of server-specific parameters
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class ValidatorsConfig(Strict):
+    """Which validators check a stage's answers (see the README for each one's parameters)."""
+
+    defaults: bool = Field(True, description="Include the built-in defaults (stream: refusal, "
+                           "json_prefix, repetition, language, max_length; final: truncated, "
+                           "schema, placeholders, restates_question).")
+    stream: list[str | dict[str, Any]] = Field(default_factory=list, description="Checks on "
+                                               "the text as it streams; {name: x, enabled: "
+                                               "false} turns a default off.")
+    final: list[str | dict[str, Any]] = Field(default_factory=list, description="Checks on "
+                                              "the whole answer.")
+    abort_early: bool = Field(True, description="Stop a streamed answer the moment a streaming "
+                              "check rejects it; off: the same checks judge it once complete.")
+    check_every_chars: int = Field(512, ge=1, description="Streaming checks run when this much "
+                                   "new text has arrived (~128 tokens): a bad answer is stopped "
+                                   "at most that much later, for a fraction of the CPU.")
+    max_regenerations: int = Field(2, ge=0, le=20, description="New requests (with their "
+                                   "attempt number) after a rejected answer, before the item "
+                                   "becomes a reject.")
+
+
+class StageConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Identifier; later templates use it "
+                      "as a variable holding this stage's output.")
+    backend: str = Field("default", description="Key in `backends`.")
+    model: str | None = Field(None, description="Overrides the backend's model for this stage.")
+    system: str | None = Field(None, description="Jinja2 template of the system message.")
+    prompt: str = Field(min_length=1, description="Jinja2 template of the user message "
+                        "(or the prompt, for completions).")
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    fan_out: int = Field(1, ge=1, le=1000, description="Requests per input item (variable "
+                         "`variant` tells them apart).")
+    sampling: Sampling = Field(default_factory=Sampling)
+    stream: bool = Field(False, description="Stream the answer (costs CPU; use it where a "
+                         "streaming validator needs it).")
+    workers: int | None = Field(None, ge=1, le=100_000, description="Concurrent items in this "
+                                "stage; default: the backend's max_in_flight.")
+    queue_size: int | None = Field(None, ge=1, description="Items waiting for this stage; "
+                                   "default: 2 x workers.")
+    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
+
+
+class KindSettings(Strict):
+    """How one AgentInstruct stage kind reaches its model."""
+
+    backend: str = Field("default", description="Key in `backends`.")
+    model: str | None = Field(None, description="Overrides the backend's model.")
+    sampling: Sampling = Field(default_factory=Sampling)
+    stream: bool = False
+    workers: int | None = Field(None, ge=1, le=100_000)
+    queue_size: int | None = Field(None, ge=1)
+    validators: ValidatorsConfig | None = Field(None, description="Default: the flow's "
+                                                "`validators`.")
+
+
+class AgentInstructConfig(Strict):
+    skills: list[str] = Field(min_length=1, description="Skill folders to run, e.g. "
+                              "reading_comprehension.")
+    skills_dir: RelPath | None = Field(None, description="Where skill folders live; default: "
+                                       "the skills shipped with gristmill.")
+    skills_per_seed: int | None = Field(None, ge=1, description="Sample this many of the skills "
+                                        "that accept a seed; default: every one.")
+    agents_per_seed: int = Field(2, ge=1, le=50, description="Transformation agents per seed "
+                                 "and skill.")
+    agents: list[str] | None = Field(None, min_length=1, description="Only these "
+                                     "transformation agents (by name, e.g. poem, identity) "
+                                     "in each skill; default: all of the skill's agents.")
+    refine_rounds: int = Field(2, ge=0, le=10, description="Suggester-editor rounds.")
+    json_schema: bool = Field(True, description="Request structured outputs with a JSON-schema "
+                              "response_format; off: a tolerant parser reads prose.")
+    max_chars: int | None = Field(None, ge=1, description="maxLength of each string in the "
+                                  "JSON lists (instructions, suggestions): a small model "
+                                  "cannot run on inside one.")
+    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
+    transform: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.7, max_tokens=1024)))
+    generate: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.8, max_tokens=1024)))
+    suggest: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.7, max_tokens=512)))
+    edit: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.5, max_tokens=512)))
+    answer: KindSettings = Field(default_factory=lambda: KindSettings(
+        sampling=Sampling(temperature=0.3, max_tokens=1024)))
+
+    def kinds(self) -> dict[str, KindSettings]:
+        return {"transform": self.transform, "generate": self.generate,
+                "suggest": self.suggest, "edit": self.edit, "answer": self.answer}
+
+
+class DedupConfig(Strict):
+    enabled: bool = Field(True, description="At the end of a finished run, write dataset.jsonl "
+                          "without exact and near-duplicate instructions (the smallest id of "
+                          "each cluster is kept).")
+    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity of "
+                             "word 5-gram sets above which two instructions are duplicates.")
+
+
+class CriterionConfig(Strict):
+    """One binary criterion of the judge: pass or fail, with a one-paragraph critique."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Identifier, e.g. 'faithful'.")
+    question: str = Field(min_length=1, description="What a passing answer does, asked as a "
+                          "yes/no question (yes = pass).")
+    alternatives: list[str] = Field(default_factory=list, description="Other phrasings of the "
+                                    "question: `gristmill judge align` picks, per criterion, the "
+                                    "one that agrees best with the human labels.")
+
+
+DEFAULT_CRITERIA = [
+    {"name": "follows_instruction", "question": "Does the answer do what the instruction asks, "
+     "completely, in the requested form?"},
+    {"name": "faithful", "question": "Is every claim in the answer supported by the instruction "
+     "and its passage or by common knowledge, with nothing invented?"},
+    {"name": "well_written", "question": "Is the answer clear, well organised and free of "
+     "filler, repetition and leftover template text?"},
+]
+
+
+class FewShotConfig(Strict):
+    k: int = Field(4, ge=0, le=32, description="Labelled examples in each judge prompt, "
+                   "retrieved per record by word overlap (0: zero-shot).")
+    from_labels: bool = Field(False, description="Draw examples from all the run's human labels "
+                              "(read when the judge starts), besides `examples`.")
+    disagreement_bonus: float = Field(0.3, ge=0, le=10, description="Score added to an example "
+                                      "the judge got wrong (judge and human disagreed).")
+    recency_bonus: float = Field(0.2, ge=0, le=10, description="Score added to the newest "
+                                 "label, falling linearly to 0 for the oldest.")
+    max_chars: int = Field(1500, ge=100, description="Each example's instruction and answer are "
+                           "cut to this many characters.")
+
+
+class JudgeExample(Strict):
+    """A human-labelled record shown to the judge (aligned judges list theirs)."""
+
+    record_id: str
+    instruction: str
+    answer: str
+    passed: bool
+    critique: str = ""
+    criterion: str = Field("", description="'' for the overall verdict.")
+    labeled_at: float = 0.0
+    disagreed: bool = Field(False, description="The judge's verdict differed from the human's.")
+
+
+class JudgeConfig(Strict):
+    """An LLM judge after the last stage: binary criteria, JSON-schema structured verdicts."""
+
+    enabled: bool = True
+    version: str = Field("judge-v0", pattern=r"^[A-Za-z0-9_.-]+$", description="Stored with "
+                         "every verdict; aligned judges are judge-v1, judge-v2, ...")
+    backend: str = Field("default", description="Key in `backends`.")
+    model: str | None = Field(None, description="Overrides the backend's model.")
+    system: str | None = Field(None, description="System message; default: a strict reviewer.")
+    criteria: list[CriterionConfig] = Field(
+        default_factory=lambda: [CriterionConfig(**c) for c in DEFAULT_CRITERIA],
+        min_length=1, description="Criteria for every record.")
+    skills: dict[str, list[CriterionConfig]] = Field(default_factory=dict, description="Extra "
+                                                     "criteria per skill (a record's `skill`).")
+    on_fail: Literal["reject", "flag"] = Field("reject", description="'reject': a failed record "
+                                               "goes to rejects.jsonl (with the record); 'flag': "
+                                               "it stays in the output with its verdict.")
+    few_shot: FewShotConfig = Field(default_factory=FewShotConfig)
+    examples: list[JudgeExample] = Field(default_factory=list, description="Labelled examples "
+                                         "to retrieve from (written by `judge align`).")
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=800))
+    max_regenerations: int = Field(2, ge=0, le=20, description="New requests after an "
+                                   "unparseable verdict before the record becomes a reject.")
+    workers: int | None = Field(None, ge=1, le=100_000)
+    queue_size: int | None = Field(None, ge=1)
+
+    def criteria_for(self, skill: str | None) -> list[CriterionConfig]:
+        return [*self.criteria, *self.skills.get(skill or "", [])]
+
+    @model_validator(mode="after")
+    def _unique_criteria(self) -> "JudgeConfig":
+        for skill in ["", *self.skills]:
+            names = [c.name for c in self.criteria_for(skill)]
+            if len(names) != len(set(names)):
+                where = f"judge.skills.{skill}" if skill else "judge.criteria"
+                raise ValueError(f"{where}: criterion names must be unique, got {names}")
+        return self
+
+
+class MessageTemplate(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class PipelineConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; the default run "
+                      "directory is runs/<name>-<timestamp>.")
+    seeds: SeedsConfig
+    backends: dict[str, BackendConfig] = Field(min_length=1)
+    stages: list[StageConfig] = Field(default_factory=list, description="A staged pipeline "
+                                      "(or use `agentinstruct`).")
+    agentinstruct: AgentInstructConfig | None = Field(None, description="The AgentInstruct "
+                                                      "flow over skills (instead of `stages`).")
+    record: list[MessageTemplate] | None = Field(None, description="The `messages` of each "
+                                                 "output record; default: the second-to-last "
+                                                 "stage as user, the last as assistant.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    judge: JudgeConfig | None = Field(None, description="An LLM judge of every record "
+                                      "(see the README, 'Judge and the data flywheel'); or the "
+                                      "path of a judge file, e.g. RUN/judge/judge-v1.yaml.")
+    grace_s: float = Field(30.0, ge=0, description="On the first Ctrl-C, seconds to let "
+                           "in-flight requests finish.")
+    _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge_file(cls, value: Any, info: ValidationInfo) -> Any:
+        """`judge: path.yaml` reads an aligned judge written by `gristmill judge align`."""
+        if not isinstance(value, (str, Path)):
+            return value
+        import yaml
+
+        base = (info.context or {}).get("base_dir")  # relative to the config's folder
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() or base is None else Path(base) / path
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read the judge file {str(path)!r}: {exc}; give a "
+                             "judge-v<N>.yaml written by `gristmill judge align`") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"the judge file {str(path)!r} must hold a mapping of judge fields")
+        return loaded
+
+    @model_validator(mode="after")
+    def _references(self) -> "PipelineConfig":
+        if bool(self.stages) == (self.agentinstruct is not None):
+            raise ValueError("give either `stages` (a staged pipeline) or `agentinstruct` "
+                             "(the skills flow), not both and not neither")
+        if self.agentinstruct is not None:
+            for kind, settings in self.agentinstruct.kinds().items():
+                if settings.backend not in self.backends:
+                    raise ValueError(f"agentinstruct.{kind}.backend: {settings.backend!r} is not "
+                                     f"defined; defined backends: {sorted(self.backends)}")
+        if self.judge is not None:
+            self._check_judge(self.judge)
+        names = [s.name for s in self.stages]
+        for i, stage in enumerate(self.stages):
+            if names.index(stage.name) != i:
+                raise ValueError(f"stages[{i}].name: {stage.name!r} is used twice; stage names "
+                                 "must be unique")
+            if stage.name in ("seed", "variant", "id", "judge"):
+                raise ValueError(f"stages[{i}].name: {stage.name!r} is reserved; pick another name")
+            if stage.backend not in self.backends:
+                raise ValueError(f"stages[{i}].backend: {stage.backend!r} is not defined; "
+                                 f"defined backends: {sorted(self.backends)}")
+        return self
+
+    def _check_judge(self, judge: JudgeConfig) -> None:
+        if judge.backend not in self.backends:
+            raise ValueError(f"judge.backend: {judge.backend!r} is not defined; defined "
+                             f"backends: {sorted(self.backends)}")
+        skills = sorted(self.agentinstruct.skills) if self.agentinstruct else []
+        known = ", ".join(skills) or "none: a staged pipeline has no skills; use judge.criteria"
+        for skill in judge.skills:
+            if skill not in skills:
+                raise ValueError(f"judge.skills.{skill}: not a skill of this run (its skills: "
+                                 f"{known})")

@@ -1,0 +1,1 @@
+"""What a run writes and keeps: the durable store, answer cache, sinks, records, dedup, export."""

@@ -1,0 +1,58 @@
+"""The response cache: answers already paid for are replayed, never requested again.
+
+The key is everything that changes the answer: the backend's configured name and the model
+asked for (not the replica that answered, so a restarted server or a fail-over still hits),
+the full messages (system included) or prompt, the sampling parameters, the response format,
+and the attempt number (a regeneration after a rejected answer must not replay the bad one).
+Templates are part of the key through the text they rendered. API keys never are: they live in
+request headers, which are not part of the key or the value."""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+
+from gristmill.protocol import Completion, Request, Usage
+
+from gristmill.dataset.store import Store
+
+
+def answer_key(backend: str, request: Request) -> bytes:
+    identity = {"backend": backend, "model": request.model, "messages": request.messages,
+                "prompt": request.prompt, "params": request.params,
+                "response_format": request.response_format, "attempt": request.attempt,
+                "sample": request.sample}
+    return hashlib.blake2b(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS),
+                           digest_size=16).digest()
+
+
+def encode(completion: Completion) -> bytes:
+    return orjson.dumps([completion.text, completion.finish_reason,
+                         completion.usage.prompt_tokens, completion.usage.completion_tokens,
+                         completion.model])
+
+
+def decode(value: bytes) -> Completion:
+    text, finish, prompt_tokens, completion_tokens, model = orjson.loads(value)
+    return Completion(text, finish, Usage(prompt_tokens, completion_tokens), model, cached=True)
+
+
+class AnswerCache:
+    def __init__(self, store: Store, backend: str) -> None:
+        self.store = store
+        self.backend = backend
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, request: Request) -> tuple[bytes, Completion | None]:
+        key = answer_key(self.backend, request)
+        value = self.store.get_answer(key)
+        if value is None:
+            self.misses += 1
+            return key, None
+        self.hits += 1
+        return key, decode(value)
+
+    def put(self, key: bytes, completion: Completion) -> None:
+        self.store.put_answer(key, encode(completion))

@@ -1,0 +1,75 @@
+"""What a stage asks the model for, and how its answer becomes items.
+
+A 'list' output is requested with a JSON-schema response_format by default; without one (for
+endpoints that lack it) a tolerant parser reads JSON anywhere in the text, or else numbered or
+bulleted lines. An answer that yields nothing usable raises InvalidOutput with the reason."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from gristmill.config.pipeline import OutputConfig
+from gristmill.errors import InvalidOutput
+
+_BULLET = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.*\S)\s*$")
+
+
+def response_format(output: OutputConfig) -> dict[str, Any] | None:
+    if output.type != "list" or not output.json_schema:
+        return None
+    item: dict[str, Any] = {"type": "string", "minLength": 1}
+    if output.max_chars:
+        item["maxLength"] = output.max_chars
+    schema = {"type": "object", "additionalProperties": False, "required": ["items"],
+              "properties": {"items": {"type": "array", "items": item,
+                                       "minItems": output.min_items,
+                                       "maxItems": output.max_items}}}
+    return {"type": "json_schema",
+            "json_schema": {"name": "items", "strict": True, "schema": schema}}
+
+
+def parse_output(output: OutputConfig, text: str) -> list[str]:
+    if output.type == "text":
+        if not text.strip():
+            raise InvalidOutput("empty answer", text=text)
+        return [text.strip()]
+    items = _json_items(text)
+    if items is None and not output.json_schema:
+        items = [m.group(1) for line in text.splitlines() if (m := _BULLET.match(line))]
+    if not items:
+        raise InvalidOutput("unparseable list: expected JSON {\"items\": [strings]}"
+                            if output.json_schema else "unparseable list: no JSON list and "
+                            "no numbered or bulleted lines", text=text)
+    items = [s.strip() for s in items if isinstance(s, str) and s.strip()]
+    if len(items) < output.min_items:
+        raise InvalidOutput(f"list too short: {len(items)} < min_items {output.min_items}",
+                            text=text)
+    return items[: output.max_items]
+
+
+def _json_items(text: str) -> list[Any] | None:
+    for candidate in (text, _outermost_json(text)):
+        if not candidate:
+            continue
+        try:
+            value = orjson.loads(candidate)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            value = value.get("items")
+        if isinstance(value, list):
+            return value
+    return None
+
+
+def _outermost_json(text: str) -> str | None:
+    """The span from the first '{' or '[' to the last matching closer (prose around JSON)."""
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return None
+    start = min(starts)
+    end = text.rfind("}" if text[start] == "{" else "]")
+    return text[start:end + 1] if end > start else None

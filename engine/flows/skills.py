@@ -1,0 +1,159 @@
+"""Skills as data: `configs/skills/<skill>/` holds a skill's agents, taxonomy, refinement goals
+and prompt templates. This module loads and checks them; the engine knows only stage kinds
+(transform, generate, suggest, edit, answer), never a particular skill."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import yaml
+from jinja2 import meta
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gristmill.config.load import format_validation_error
+from gristmill.errors import ConfigError
+
+COMMON = {"seed", "kind", "language", "skill", "agent"}
+VARIABLES = {  # what each kind of template may use
+    "transform": COMMON,
+    "generate": COMMON | {"text", "types", "n"},
+    "suggest": COMMON | {"text", "instruction", "type", "goals", "round"},
+    "edit": COMMON | {"text", "instruction", "type", "suggestions", "round"},
+    "answer": COMMON | {"text", "instruction", "type"},
+    "record": COMMON | {"text", "instruction", "type", "answer"},
+}
+_ENV = jinja2.Environment()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Agent(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    prompt: str | None = None
+    system: str | None = None
+    identity: bool = False  # the seed text as it is: no model call
+
+
+class Transform(_Strict):
+    system: str | None = None
+    agents: list[Agent] = Field(min_length=1)
+
+
+class Generate(_Strict):
+    system: str | None = None
+    prompt: str
+    types_per_request: int = Field(2, ge=1, le=20)
+
+
+class Prompted(_Strict):
+    system: str | None = None
+    prompt: str
+
+
+class Refine(_Strict):
+    goals: list[str] = Field(min_length=1)
+    suggest: Prompted
+    edit: Prompted
+
+
+class Record(_Strict):
+    system: str | None = None
+    user: str
+
+
+class TaxonomyType(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    definition: str = Field(min_length=1)
+    example: str = Field(min_length=1)
+
+
+class Skill(_Strict):
+    name: str
+    description: str = ""
+    accepts: list[Literal["prose", "code"]] = Field(min_length=1)
+    transform: Transform
+    generate: Generate
+    refine: Refine
+    answer: Prompted
+    record: Record
+    taxonomy: list[TaxonomyType] = Field(default_factory=list)
+
+    def types(self) -> list[dict[str, str]]:
+        return [t.model_dump() for t in self.taxonomy]
+
+
+def default_skills_dir() -> Path:
+    return Path(str(resources.files("gristmill.configs") / "skills"))
+
+
+def _template(value: str | None, folder: Path, where: str) -> str | None:
+    """A template field is a path relative to the skill folder ending in .j2, or inline text."""
+    if value is None or not value.strip().endswith(".j2") or "\n" in value.strip():
+        return value
+    path = folder / value.strip()
+    if not path.is_file():
+        raise ConfigError(f"{where}: template file {path} does not exist")
+    return path.read_text(encoding="utf-8")
+
+
+def _check(source: str | None, kind: str, where: str) -> None:
+    if source is None:
+        return
+    try:
+        used = meta.find_undeclared_variables(_ENV.parse(source))
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{where}: template syntax error on line {exc.lineno}: {exc.message}") from None
+    unknown = sorted(used - VARIABLES[kind])
+    if unknown:
+        raise ConfigError(f"{where}: unknown template variable(s) {unknown}; a {kind} template "
+                          f"may use {sorted(VARIABLES[kind])}")
+
+
+def _resolve_templates(data: dict[str, Any], folder: Path, name: str) -> None:
+    """Replace template paths by their text and check each template's variables, in place."""
+    def fix(node: dict[str, Any], key: str, kind: str, where: str) -> None:
+        node[key] = _template(node.get(key), folder, where)
+        _check(node[key], kind, where)
+
+    transform = data.get("transform") or {}
+    fix(transform, "system", "transform", f"{name}: transform.system")
+    for i, agent in enumerate(transform.get("agents") or []):
+        for key in ("prompt", "system"):
+            fix(agent, key, "transform", f"{name}: transform.agents[{i}].{key}")
+    for section, kind in (("generate", "generate"), ("answer", "answer")):
+        for key in ("system", "prompt"):
+            fix(data.get(section) or {}, key, kind, f"{name}: {section}.{key}")
+    for kind in ("suggest", "edit"):
+        for key in ("system", "prompt"):
+            fix((data.get("refine") or {}).get(kind) or {}, key, kind, f"{name}: refine.{kind}.{key}")
+    for key in ("system", "user"):
+        fix(data.get("record") or {}, key, "record", f"{name}: record.{key}")
+
+
+def load_skill(name: str, skills_dir: Path | None = None) -> Skill:
+    folder = (skills_dir or default_skills_dir()) / name
+    path = folder / "skill.yaml"
+    if not path.is_file():
+        raise ConfigError(f"skill {name!r}: {path} not found (skills live in "
+                          f"{folder.parent}/<skill>/skill.yaml)")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    taxonomy_path = folder / "taxonomy.yaml"
+    if taxonomy_path.is_file():
+        data["taxonomy"] = yaml.safe_load(taxonomy_path.read_text(encoding="utf-8")) or []
+    _resolve_templates(data, folder, name)
+    try:
+        skill = Skill.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+    for agent in skill.transform.agents:
+        if not agent.identity and not agent.prompt:
+            raise ConfigError(f"{path}: agent {agent.name!r} needs a prompt (or identity: true)")
+    if not skill.taxonomy:
+        raise ConfigError(f"{taxonomy_path}: a skill needs a taxonomy of instruction types")
+    return skill

@@ -1,0 +1,133 @@
+"""`gristmill run CONFIG --dry-run`: show the prompts of the first seeds and estimate the
+requests and tokens of the whole run, without calling a model.
+
+Outputs of earlier steps are unknown before a run, so prompts show them as placeholders and the
+token estimate assumes every answer uses its whole max_tokens: an upper bound."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+from gristmill.config.pipeline import PipelineConfig
+from gristmill.seeds import SeedSource
+from gristmill.flows.templates import compile_template
+from gristmill.scheduling.tokens import counter_for, count_messages
+
+
+def _placeholder(name: str) -> str:
+    return f"<{name} output>"
+
+
+def _seeds(config: PipelineConfig, limit: int | None) -> Iterator[Any]:
+    seeds = iter(SeedSource(config.seeds))
+    return itertools.islice(seeds, limit) if limit else seeds
+
+
+def _count(config: PipelineConfig, text: str) -> int:
+    backend = next(iter(config.backends.values()))
+    return counter_for(str(backend.tokenizer) if backend.tokenizer else None)(text)
+
+
+def staged_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str, Any]:
+    shown, requests, prompt_tokens, completion_tokens, seeds = [], 0, 0, 0, 0
+    for index, seed in enumerate(_seeds(config, limit)):
+        seeds += 1
+        values: dict[str, Any] = {"seed": seed.text, "id": seed.id, "seed_id": seed.id}
+        units = 1
+        for stage in config.stages:
+            units *= stage.fan_out
+            values = {**values, "variant": 0}
+            system = compile_template(stage.system).render(values) if stage.system else ""
+            user = compile_template(stage.prompt).render(values)
+            max_tokens = stage.sampling.max_tokens or config.backends[stage.backend].default_max_tokens
+            requests += units
+            prompt_tokens += units * count_messages(
+                [{"content": system}, {"content": user}] if system else [{"content": user}],
+                lambda t: _count(config, t))
+            completion_tokens += units * max_tokens
+            if index < show:
+                shown.append({"seed": seed.source, "stage": stage.name, "system": system,
+                              "prompt": user})
+            values[stage.name] = _placeholder(stage.name)
+            if stage.output.type == "list":
+                units *= stage.output.max_items
+    return {"seeds": seeds, "requests": requests, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "prompts": shown}
+
+
+def _filler(tokens: int) -> str:
+    """Text of about `tokens` tokens by the 4-characters estimate: a stand-in for an answer."""
+    return "word " * max(1, tokens * 4 // 5)
+
+
+def _unit_prompt_tokens(config: PipelineConfig, skill: Any, agent: Any, types: list[dict],
+                        values: dict[str, Any], max_tokens: dict[str, int]) -> dict[str, int]:
+    """Prompt tokens of each kind's request for one unit, outputs at their max length."""
+    count = lambda text: _count(config, text)  # noqa: E731
+    text = values["seed"] if agent.identity else _filler(max_tokens["transform"])
+    instruction = _filler(max_tokens["edit"])
+    per_kind = {
+        "transform": ({}, agent.system or skill.transform.system, agent.prompt or ""),
+        "generate": ({"text": text, "types": types, "n": len(types)}, skill.generate.system,
+                     skill.generate.prompt),
+        "suggest": ({"text": text, "instruction": instruction, "type": types[0],
+                     "goals": skill.refine.goals[:2], "round": 1},
+                    skill.refine.suggest.system, skill.refine.suggest.prompt),
+        "edit": ({"text": text, "instruction": instruction, "type": types[0],
+                  "suggestions": [_filler(40)] * 2, "round": 1},
+                 skill.refine.edit.system, skill.refine.edit.prompt),
+        "answer": ({"text": text, "instruction": instruction, "type": types[0]},
+                   skill.answer.system, skill.answer.prompt),
+    }
+    tokens = {}
+    for kind, (extra, system, prompt) in per_kind.items():
+        v = {**values, **extra}
+        messages = [{"content": compile_template(prompt).render(v)}]
+        if system:
+            messages.append({"content": compile_template(system).render(v)})
+        tokens[kind] = count_messages(messages, count)
+    return tokens
+
+
+def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str, Any]:
+    from gristmill.flows.agentinstruct import Flow
+
+    ai = config.agentinstruct
+    assert ai is not None
+    flow = Flow(ai)
+    max_tokens = {k: s.sampling.max_tokens or config.backends[s.backend].default_max_tokens
+                  for k, s in ai.kinds().items()}
+    shown, requests, completion_tokens, prompt_tokens, seeds = [], 0, 0, 0, 0
+    for index, seed in enumerate(_seeds(config, limit)):
+        seeds += 1
+        kind = getattr(seed, "kind", "prose")
+        for skill, agent, generation in flow.assignments(kind, index):
+            types = flow.types_for(skill, generation)
+            values = {"seed": seed.text, "kind": kind,
+                      "language": getattr(seed, "language", None), "skill": skill.name,
+                      "agent": agent.name}
+            calls = {"transform": 0 if agent.identity else 1, "generate": 1,
+                     "suggest": len(types) * ai.refine_rounds,
+                     "edit": len(types) * ai.refine_rounds, "answer": len(types)}
+            prompts = _unit_prompt_tokens(config, skill, agent, types, values, max_tokens)
+            for k, n in calls.items():
+                requests += n
+                completion_tokens += n * max_tokens[k]
+                prompt_tokens += n * prompts[k]
+            if index < show:
+                shown.append({
+                    "seed": seed.source, "skill": skill.name, "agent": agent.name,
+                    "types": [t["name"] for t in types],
+                    "transform_prompt": "(identity: the seed itself)" if agent.identity else
+                    compile_template(agent.prompt or "").render(values),
+                    "generate_prompt": compile_template(skill.generate.prompt).render(
+                        {**values, "text": _placeholder("transform"), "types": types,
+                         "n": len(types)})})
+    return {"seeds": seeds, "requests": requests, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "prompts": shown}
+
+
+def dry_run(config: PipelineConfig, limit: int | None = None, show: int = 2) -> dict[str, Any]:
+    plan = flow_plan if config.agentinstruct is not None else staged_plan
+    return plan(config, limit, show)

@@ -1,0 +1,56 @@
+"""`gristmill status RUN` and `gristmill cache stats RUN`: read a run directory, running or not."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from gristmill.errors import ConfigError
+from gristmill.runs.rundir import read_json
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def describe(run_dir: Path) -> str:
+    state = read_json(run_dir / "state.json")
+    if state is None:
+        raise ConfigError(f"{run_dir}: no state.json; is this a run directory?")
+    status = state["status"]
+    if status == "running" and not _alive(state["pid"]):
+        status = "stopped without finishing (the process is gone); `gristmill resume` continues it"
+    age = time.time() - state["updated"]
+    lines = [f"{run_dir}: {status} (updated {age:.0f}s ago)",
+             f"seeds admitted {state['seeds_admitted']:,} · records {state['records']:,} · "
+             f"rejects {state['rejects']:,} · cache hits {state['cache']['hits']:,}"]
+    for stage in state["stages"]:
+        lines.append(f"  {stage['name']:<12} done {stage['done']:>9,}  in flight "
+                     f"{stage['in_flight']:>5,}  failed {stage['failed']:>7,}")
+    return "\n".join(lines)
+
+
+def cache_stats(run_dir: Path) -> dict[str, Any]:
+    db = run_dir / "run.sqlite"
+    if not db.exists():
+        raise ConfigError(f"{run_dir}: no run.sqlite; is this a run directory?")
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        entries, size = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM answers").fetchone()
+    finally:
+        conn.close()
+    state = read_json(run_dir / "state.json") or {}
+    cache = state.get("cache", {})
+    files = sum(p.stat().st_size for p in run_dir.glob("run.sqlite*"))
+    return {"answers": entries, "answer_bytes": size, "database_bytes": files,
+            "hits_last_run": cache.get("hits", 0), "misses_last_run": cache.get("misses", 0)}

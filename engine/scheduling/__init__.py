@@ -1,0 +1,1 @@
+"""Scheduling model calls: permits, rate windows, AIMD caps, saturation, retries, the model client."""

@@ -1,0 +1,203 @@
+"""A backend as the engine uses it: permits, rate hints, AIMD and retries around the calls.
+
+`ModelClient.call` is the only way a stage reaches a model. It takes a permit (priority:
+deeper stages first), makes one attempt, gives the permit back with the actual token usage,
+and on a transient failure goes back into the permit queue after its backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from contextlib import aclosing
+from contextvars import Token
+from functools import partial
+from typing import Protocol
+
+from gristmill.protocol import Backend, Completion, Request, Usage
+from gristmill.backends.openai_http.ratelimit_headers import RateHints
+
+from gristmill.scheduling.aimd import AIMD
+from gristmill.dataset.cache import AnswerCache
+from gristmill.errors import BackendError, RateLimited
+from gristmill.scheduling.permits import ON_SENT, Permit, PermitPool
+from gristmill.scheduling.retry import RetryPolicy, retry_delay
+from gristmill.scheduling.tokens import Counter as TokenCounter, count_messages
+
+log = logging.getLogger("gristmill.client")
+
+
+class StreamObserver(Protocol):
+    """What watches a streamed answer (the stage's streaming validators): started as each
+    stream begins (a retry starts over), fed the new text every `every` characters, it raises
+    to abort the stream."""
+
+    every: int
+
+    def start(self) -> None: ...
+
+    def feed(self, text: str) -> None: ...
+
+
+class ModelClient:
+    def __init__(self, backend: Backend, pool: PermitPool, *, policy: RetryPolicy,
+                 aimd: AIMD | None, count_tokens: TokenCounter, default_max_tokens: int,
+                 rng: random.Random | None = None) -> None:
+        self.backend = backend
+        self.pool = pool
+        self.policy = policy
+        self.aimd = aimd
+        self.count_tokens = count_tokens
+        self.default_max_tokens = default_max_tokens
+        self.rng = rng or random.Random()
+        self.requests = 0
+        self.retries = 0
+        self.errors: Counter[str] = Counter()
+        self.usage = Usage()
+        self.cache: AnswerCache | None = None  # set by the run when caching is on
+        self._in_flight: dict[bytes, asyncio.Future[None]] = {}  # cache key -> its leader
+        self.caps: dict[str, int] = {}  # in-flight caps by who set them; the smallest rules
+        self.server_load: dict[str, object] = {}  # last metrics per endpoint, for display
+
+    def set_cap(self, source: str, value: int) -> None:
+        self.caps[source] = value
+        self.pool.cap = min(self.caps.values())
+
+    def estimate_tokens(self, request: Request) -> int:
+        if request.messages is not None:
+            prompt = count_messages(request.messages, self.count_tokens)
+        else:
+            prompt = self.count_tokens(request.prompt or "")
+        return prompt + int(request.params.get("max_tokens") or self.default_max_tokens)
+
+    def on_rate_hints(self, hints: RateHints) -> None:
+        """Learn limits the server announces and respect an exhausted budget."""
+        pool = self.pool
+        if hints.limit_requests and pool.requests.limit is None:
+            pool.requests.limit = hints.limit_requests
+        if hints.limit_tokens and pool.tokens.limit is None:
+            pool.tokens.limit = hints.limit_tokens
+        if hints.remaining_requests == 0 and hints.reset_requests_s:
+            pool.pause(hints.reset_requests_s)
+        if hints.remaining_tokens == 0 and hints.reset_tokens_s:
+            pool.pause(hints.reset_tokens_s)
+
+    async def call(self, request: Request, priority: int = 0,
+                   watch: StreamObserver | None = None) -> Completion:
+        """The completion, or the last error once retries are spent or the error is final.
+        `watch` is fed a streamed answer as it arrives and may raise to abort the request."""
+        if self.cache is None:
+            return await self._request(request, priority, watch, None)
+        while True:
+            key, cached = self.cache.get(request)
+            if cached is not None:
+                return cached  # validators judge it whole (`cached` is set)
+            leader = self._in_flight.get(key)
+            if leader is None:
+                break
+            # The same request is already in flight: share its answer instead of paying for
+            # a second one (whose answer the cache would not keep). If the leader fails, try.
+            await asyncio.shield(leader)
+        done = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = done
+        try:
+            return await self._request(request, priority, watch, key)
+        finally:
+            del self._in_flight[key]
+            done.set_result(None)  # followers look in the cache again
+
+    async def _request(self, request: Request, priority: int, watch: StreamObserver | None,
+                       key: bytes | None) -> Completion:
+        tokens = self.estimate_tokens(request)
+        attempt = 0
+        while True:
+            attempt += 1
+            permit = await self.pool.acquire(priority, tokens)
+            self.requests += 1
+            sending = self._sending(permit)
+            try:
+                if request.stream:
+                    completion = await self._stream(request, watch)
+                else:  # one coroutine less per request on the common path
+                    completion = await self.backend.complete(request)
+            except BackendError as error:
+                self.pool.release(permit)
+                delay = self._failed(error, permit, attempt)
+                if delay is None:
+                    error.attempts = attempt
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                self.pool.release(permit)
+                raise
+            finally:
+                if sending is not None:
+                    ON_SENT.reset(sending)
+            self.pool.release(permit, completion.usage.total_tokens or None)
+            self._succeeded(completion)
+            if key is not None and self.cache is not None:
+                self.cache.put(key, completion)
+            return completion
+
+    def _sending(self, permit: Permit) -> Token | None:
+        """Rate windows count a request from its send: a backend that can tell when that is
+        gets a callback (reset by the caller after the attempt); for others it is now."""
+        if permit.request_entry is None and permit.token_entry is None:
+            return None  # no rate window to count in
+        if not getattr(self.backend, "reports_sends", False):
+            self.pool.sent(permit)
+            return None
+        return ON_SENT.set(partial(self.pool.sent, permit))
+
+    async def _stream(self, request: Request, watch: StreamObserver | None) -> Completion:
+        parts: list[str] = []
+        finish, usage = None, None
+        fed, unfed = 0, 0  # parts given to the watch; characters since
+        every = 0
+        if watch is not None:
+            watch.start()
+            every = watch.every
+        async with aclosing(self.backend.stream(request)) as deltas:
+            async for delta in deltas:
+                if text := delta.text:
+                    parts.append(text)
+                    if watch is not None:
+                        unfed += len(text)
+                        if unfed >= every:  # coalesced here: one call per `every` characters
+                            watch.feed("".join(parts[fed:]))
+                            fed, unfed = len(parts), 0
+                finish = delta.finish_reason or finish
+                usage = delta.usage or usage
+        return Completion("".join(parts), finish, usage or Usage(), request.model)
+
+    def _succeeded(self, completion: Completion) -> None:
+        self.usage.prompt_tokens += completion.usage.prompt_tokens
+        self.usage.completion_tokens += completion.usage.completion_tokens
+        if self.aimd is not None:
+            cap = self.aimd.on_success()
+            if cap != self.caps.get("aimd"):
+                self.set_cap("aimd", cap)
+
+    def _failed(self, error: BackendError, permit: Permit, attempt: int) -> float | None:
+        self.errors[type(error).__name__] += 1
+        if isinstance(error, RateLimited):
+            if error.retry_after:
+                self.pool.pause(error.retry_after)
+            if self.aimd is not None:
+                self.set_cap("aimd", self.aimd.on_overload(permit.granted_at, self.pool.clock()))
+        delay = retry_delay(self.policy, error, attempt, self.rng)
+        if delay is not None:
+            self.retries += 1
+            log.debug("%s: attempt %d failed (%s), retry in %.2fs", self.backend.name,
+                      attempt, error, delay)
+        return delay
+
+    @property
+    def in_flight(self) -> int:
+        return self.pool.in_flight
+
+    async def aclose(self) -> None:
+        self.pool.close()
+        await self.backend.aclose()

@@ -1,0 +1,33 @@
+"""Which failures are retried, and after how long.
+
+Transient failures (429, 5xx, timeouts, resets) are retried with exponential backoff and full
+jitter, never sooner than the server's Retry-After; client errors (400/401/403/404/422) and
+invalid output are never retried here: the same request would fail the same way."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from gristmill.errors import BackendError, RateLimited
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base_s: float = 0.5
+    max_s: float = 60.0
+
+
+def retry_delay(policy: RetryPolicy, error: BaseException, attempt: int,
+                rng: random.Random) -> float | None:
+    """Seconds to wait before attempt `attempt + 1`, or None when the error is final.
+    `attempt` counts from 1 (the attempt that just failed)."""
+    if not isinstance(error, BackendError) or not error.retryable:
+        return None
+    if attempt >= policy.max_attempts:
+        return None
+    backoff = rng.uniform(0.0, min(policy.max_s, policy.base_s * 2 ** (attempt - 1)))
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        return max(error.retry_after, backoff)
+    return backoff
