@@ -22,7 +22,7 @@ from gristmill.config.pipeline import BatchConfig
 from gristmill.errors import BackendError, ServerError
 
 from gristmill.backends.openai_http.backend import OpenAIHTTPBackend, usage_of
-from gristmill.protocol import Completion, Delta, Request, Usage
+from gristmill.protocol import Completion, Delta, Request, SentCallback, Usage
 
 
 def plan(pending: int, oldest_age_s: float, max_prompts: int,
@@ -71,6 +71,13 @@ def split_answer(data: dict[str, Any], count: int,
     return results
 
 
+def _all(callbacks: list[SentCallback]) -> SentCallback:
+    def call() -> None:
+        for callback in callbacks:
+            callback()
+    return call
+
+
 def _shares(total: int, weights: list[int]) -> list[int]:
     """`total` split in proportion to `weights` (whole numbers summing to `total`)."""
     weight = sum(weights)
@@ -87,6 +94,7 @@ class _Member:
     request: Request
     future: asyncio.Future[Completion]
     arrived: float
+    sent: SentCallback | None  # the member's own send signal: called when its batch is sent
 
 
 @dataclass(slots=True)
@@ -101,15 +109,12 @@ class CompletionBatcher:
     def __init__(self, inner: OpenAIHTTPBackend, config: BatchConfig) -> None:
         self.name = inner.name
         self.inner = inner
+        self.capabilities = inner.capabilities  # every one: endpoints, fleet, metrics, sends
         self.config = config
         self._queues: dict[bytes, _Queue] = {}
         self._sends: set[asyncio.Task[None]] = set()  # batches in flight, owned until done
         self.batches = 0
         self.batched_prompts = 0
-
-    # what the metrics poller and the client read from an HTTP backend
-    def outstanding(self, url: str) -> int:
-        return self.inner.outstanding(url)
 
     @property
     def waiting(self) -> int:
@@ -120,15 +125,15 @@ class CompletionBatcher:
     def sending(self) -> int:
         return len(self._sends)
 
-    def stream(self, request: Request) -> AsyncIterator[Delta]:
-        return self.inner.stream(request)
+    def stream(self, request: Request, sent: SentCallback | None = None) -> AsyncIterator[Delta]:
+        return self.inner.stream(request, sent)
 
-    async def complete(self, request: Request) -> Completion:
+    async def complete(self, request: Request, sent: SentCallback | None = None) -> Completion:
         if not batchable(request):
-            return await self.inner.complete(request)
+            return await self.inner.complete(request, sent)
         loop = asyncio.get_running_loop()
         key = batch_key(request)
-        member = _Member(request, loop.create_future(), loop.time())
+        member = _Member(request, loop.create_future(), loop.time(), sent)
         self._queues.setdefault(key, _Queue()).members.append(member)
         self._decide(key)
         try:
@@ -175,8 +180,9 @@ class CompletionBatcher:
                            params=first.params, response_format=first.response_format)
         self.batches += 1
         self.batched_prompts += len(batch)
+        sents = [m.sent for m in batch if m.sent is not None]
         try:
-            data = await self.inner.complete_body(together)
+            data = await self.inner.complete_body(together, _all(sents) if sents else None)
             results = split_answer(data, len(batch), first.model)
         except asyncio.CancelledError:  # the backend is closing
             for member in batch:

@@ -1,11 +1,18 @@
 """The one protocol every backend speaks, and the request/answer value types.
 
-Plain slotted dataclasses: these are created once per request on the hot path."""
+Plain slotted dataclasses: these are created once per request on the hot path. What a backend
+can do beyond answering is declared in its `capabilities` (`gristmill.capabilities`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol
+
+if TYPE_CHECKING:
+    from gristmill.capabilities import Capabilities
+
+SentCallback = Callable[[], None]
+"""Called by a backend that reports sends, once the request is on the wire."""
 
 
 @dataclass(slots=True)
@@ -54,11 +61,28 @@ class Delta:
     usage: Usage | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class RateHints:
+    """Limits a server announces (OpenAI's `x-ratelimit-*` headers)."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+
 class Backend(Protocol):
+    """`complete` and `stream` raise only gristmill's errors (`gristmill.errors`): a backend
+    maps its library's and its server's failures at its edge. `sent` is called when the
+    request goes on the wire if `capabilities.reports_sends`; other backends ignore it."""
+
     name: str
+    capabilities: Capabilities
 
-    async def complete(self, request: Request) -> Completion: ...
+    async def complete(self, request: Request, sent: SentCallback | None = None) -> Completion: ...
 
-    def stream(self, request: Request) -> AsyncIterator[Delta]: ...
+    def stream(self, request: Request, sent: SentCallback | None = None) -> AsyncIterator[Delta]: ...
 
     async def aclose(self) -> None: ...

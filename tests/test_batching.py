@@ -13,7 +13,7 @@ from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
 from gristmill.protocol import Request
 from gristmill.config.pipeline import BackendConfig, BatchConfig
 from gristmill.errors import ServerError
-from gristmill.runs.runner import make_client
+from gristmill.runs.assembly import make_client
 
 
 @pytest.mark.parametrize("pending, age, expected", [

@@ -283,7 +283,7 @@ async def test_identical_requests_in_flight_share_one_answer(mock_server_factory
     """Two identical requests at once: one is sent, both get its answer (a second answer
     could not be cached, and would be paid for twice)."""
     from gristmill.config.pipeline import BackendConfig
-    from gristmill.runs.runner import make_client
+    from gristmill.runs.assembly import make_client
 
     server = mock_server_factory("--latency-ms", "100", "--vary")
     store = Store(tmp_path / "db.sqlite", {})

@@ -110,8 +110,7 @@ async def test_dead_endpoint_is_ejected_then_probed_back(mock_server):
     dead_url = f"http://127.0.0.1:{dead_port}/v1"
     b = backend(dead_url, mock_server.base_url)
     b.endpoints.policy = EjectionPolicy(eject_after=2, base_s=0.2, max_s=0.4)
-    done = asyncio.Event()
-    prober = asyncio.create_task(b.endpoints.probe_ejected(done))
+    prober = asyncio.create_task(b.endpoints.probe_ejected())
     dead = b.endpoints.by_url(dead_url)
     try:
         mock_server.reset()
@@ -124,7 +123,7 @@ async def test_dead_endpoint_is_ejected_then_probed_back(mock_server):
             assert await asyncio.gather(*(ask(b, i) for i in range(20)))
             assert revived.stats()["requests"] > 0
     finally:
-        done.set()
-        await prober
+        prober.cancel()
+        await asyncio.gather(prober, return_exceptions=True)
         await b.aclose()
-    assert b.in_flight == 0 and prober.done()
+    assert b.in_flight == 0 and prober.cancelled()

@@ -13,7 +13,7 @@ from gristmill.flows.items import Item
 from gristmill.flows.pipeline import Pipeline
 from gristmill.runs.gc_tuning import YOUNG_THRESHOLD, tuned_gc
 from gristmill.runs.runner import Run, RunOptions
-from gristmill.runs.stats import StageStats
+from gristmill.flows.stats import StageStats
 from tests.conftest import pipeline_config
 
 pytestmark = pytest.mark.both_loops
@@ -89,7 +89,7 @@ async def test_a_failing_close_is_raised_after_the_store_has_closed(mock_server_
 async def test_cancellation_mid_run_leaves_nothing_behind(mock_server_factory, tmp_path):
     server = mock_server_factory("--latency-ms", "50", "--tokens-per-s", "200")
     run = make_run(server.base_url, tmp_path, max_in_flight=6)
-    for stage in run.stages:
+    for stage in run.pipeline.stages:
         stage.config.stream = True  # cancel inside open streams too
     task = asyncio.create_task(run.execute())
     while run.stats.stages[1].done < 3:

@@ -10,7 +10,7 @@ from gristmill.protocol import Request
 from gristmill.config.pipeline import BackendConfig
 from gristmill.errors import (BadRequest, ConnectionReset, FirstTokenTimeout, RateLimited,
                               ServerError, TotalTimeout)
-from gristmill.runs.runner import make_client
+from gristmill.runs.assembly import make_client
 
 pytestmark = pytest.mark.both_loops
 

@@ -132,7 +132,7 @@ async def test_pipeline_through_two_servers_with_metrics_driven_caps(tiny_model,
     sampler = asyncio.create_task(sample_caps(the_run, caps))
     summary = await the_run.execute()
     await sampler
-    fleet = the_run.fleets["default"]
+    fleet = the_run.clients["default"].backend.capabilities.fleet
     assert_groups_gone(fleet.pids())
     assert set(record_ids(tmp_path / "run")) == expected_ids and summary["rejects"] == 0
     assert len(caps) == 2 and (tmp_path / "run" / "logs" / "vllm-1.log").is_file()
@@ -168,7 +168,7 @@ async def test_a_killed_server_is_restarted_and_no_record_is_lost(tiny_model, tm
     killer = asyncio.create_task(kill_mid_run(the_run))
     summary = await the_run.execute()
     killed_pgid = await killer
-    fleet = the_run.fleets["default"]
+    fleet = the_run.clients["default"].backend.capabilities.fleet
     assert summary["backends"]["default"]["servers"]["restarts"] == 1
     assert summary["backends"]["default"]["errors"].get("ConnectionReset", 0) > 0
     ids = record_ids(tmp_path / "run")
@@ -181,6 +181,6 @@ async def kill_mid_run(the_run: Run) -> int:
     """kill -9 the server's whole process group once some records are written."""
     while the_run.stats.records < 6:
         await asyncio.sleep(0.05)
-    pgid = the_run.fleets["default"].pids()[0]
+    pgid = the_run.clients["default"].backend.capabilities.fleet.pids()[0]
     os.killpg(pgid, signal.SIGKILL)
     return pgid

@@ -13,7 +13,7 @@ from gristmill.backends.vllm.inproc import (VLLMInProcBackend, engine_kwargs, sa
                                             structured_outputs)
 from gristmill.config.pipeline import BackendConfig
 from gristmill.errors import BadRequest
-from gristmill.runs.runner import make_client
+from gristmill.runs.assembly import make_client
 
 
 def test_sampling_kwargs_map_request_params():

@@ -17,12 +17,11 @@ import orjson
 from gristmill.config.pipeline import BackendConfig
 from gristmill.errors import (BackendError, BadRequest, ConnectionReset, ConnectTimeout,
                               FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
-from gristmill.scheduling.permits import ON_SENT
+from gristmill.capabilities import Capabilities
+from gristmill.protocol import Completion, Delta, RateHints, Request, SentCallback, Usage
 
 from gristmill.backends.openai_http.endpoints import Endpoint, EndpointSet
-from gristmill.protocol import Completion, Delta, Request, Usage
-from gristmill.backends.openai_http.ratelimit_headers import (RateHints, parse_rate_headers,
-                                                              parse_retry_after)
+from gristmill.backends.openai_http.ratelimit_headers import parse_rate_headers, parse_retry_after
 from gristmill.backends.openai_http.sse import DONE, SSEDecoder
 
 HintsCallback = Callable[[RateHints], None]
@@ -44,8 +43,8 @@ def build_body(request: Request) -> bytes:
 
 
 async def _headers_sent(session: Any, context: Any, params: Any) -> None:
-    if (on_sent := ON_SENT.get()) is not None:
-        on_sent()  # the request is on the wire: its rate-window entries start to expire
+    if (sent := context.trace_request_ctx) is not None:
+        sent()  # the request is on the wire: its rate-window entries start to expire
 
 
 def send_tracing() -> aiohttp.TraceConfig:
@@ -105,7 +104,7 @@ class Failures:
 
 class OpenAIHTTPBackend:
     def __init__(self, name: str, config: BackendConfig,
-                 on_rate_hints: HintsCallback | None = None) -> None:
+                 on_rate_hints: HintsCallback | None = None, fleet: Any = None) -> None:
         self.name = name
         self.config = config
         self.on_rate_hints = on_rate_hints
@@ -120,6 +119,10 @@ class OpenAIHTTPBackend:
         # Rate windows count a request from its send, which only aiohttp's tracing sees; it
         # costs a little per request, so only backends with configured limits pay for it.
         self.reports_sends = bool(config.rpm or config.tpm)
+        self.capabilities = Capabilities(
+            endpoints=self.endpoints, reports_sends=self.reports_sends,
+            rate_hints=on_rate_hints is not None,
+            scrape_metrics_s=config.metrics_interval_s if config.metrics else None, fleet=fleet)
 
     # -- sessions -------------------------------------------------------------------------
     def _session(self) -> aiohttp.ClientSession:
@@ -160,18 +163,19 @@ class OpenAIHTTPBackend:
         deadline = now + timeouts.total
         return (now + min(timeouts.first_token, timeouts.total) if stream else deadline), deadline
 
-    def _send(self, endpoint: Endpoint, request: Request) -> Any:
+    def _send(self, endpoint: Endpoint, request: Request, sent: SentCallback | None) -> Any:
         return endpoint.session.post(endpoint.url + self.path, data=build_body(request),
-                                     params=self.config.query or None)
+                                     params=self.config.query or None, trace_request_ctx=sent)
 
     @asynccontextmanager
-    async def _post(self, request: Request) -> AsyncIterator[tuple[aiohttp.ClientResponse, asyncio.Timeout, float]]:
+    async def _post(self, request: Request, sent: SentCallback | None
+                    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, asyncio.Timeout, float]]:
         """POST a streamed request and yield the 200 response inside its deadline."""
         endpoint = await self.pick_endpoint()
         first, deadline = self._deadlines(True)
         with Failures(self.endpoints, endpoint, self.config, deadline):
             async with asyncio.timeout_at(first) as cm:
-                async with self._send(endpoint, request) as resp:
+                async with self._send(endpoint, request, sent) as resp:
                     if not self._accept(endpoint, resp):
                         raise await self._refusal(resp)
                     try:
@@ -201,13 +205,14 @@ class OpenAIHTTPBackend:
             if hints is not None:
                 self.on_rate_hints(hints)
 
-    async def complete_body(self, request: Request) -> dict[str, Any]:
+    async def complete_body(self, request: Request,
+                            sent: SentCallback | None = None) -> dict[str, Any]:
         """The parsed JSON answer (several choices when `request.prompt` is a list)."""
         endpoint = await self.pick_endpoint()
         _, deadline = self._deadlines(False)
         with Failures(self.endpoints, endpoint, self.config, deadline):  # a class: cheaper
             async with asyncio.timeout_at(deadline):
-                async with self._send(endpoint, request) as resp:
+                async with self._send(endpoint, request, sent) as resp:
                     if not self._accept(endpoint, resp):
                         raise await self._refusal(resp)
                     raw = await resp.read()
@@ -219,8 +224,8 @@ class OpenAIHTTPBackend:
             raise ServerError(f"malformed response body ({type(exc).__name__}): {raw[:200]!r}") from None
         return data
 
-    async def complete(self, request: Request) -> Completion:
-        data = await self.complete_body(request)
+    async def complete(self, request: Request, sent: SentCallback | None = None) -> Completion:
+        data = await self.complete_body(request, sent)
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] if "message" in choice else choice["text"]
@@ -230,14 +235,15 @@ class OpenAIHTTPBackend:
         return Completion(text or "", choice.get("finish_reason"), usage_of(data.get("usage")),
                           data.get("model", request.model))
 
-    async def stream(self, request: Request) -> AsyncIterator[Delta]:
+    async def stream(self, request: Request,
+                     sent: SentCallback | None = None) -> AsyncIterator[Delta]:
         """Deltas coalesced per network read: a slow consumer gets bigger deltas, and the
         reader never falls behind by more than aiohttp's buffer."""
         if not request.stream:
             request.stream = True
         decoder = SSEDecoder()
         chat = request.messages is not None
-        async with self._post(request) as (resp, cm, deadline):
+        async with self._post(request, sent) as (resp, cm, deadline):
             started = False
             async for chunk in resp.content.iter_any():
                 if not started:

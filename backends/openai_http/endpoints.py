@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import aiohttp
 
 from gristmill.errors import ConnectionReset
-from gristmill.scheduling.waiting import unless_done, wait_for_event
+from gristmill.scheduling.waiting import wait_for_event
 
 log = logging.getLogger("gristmill.endpoints")
 
@@ -164,11 +164,11 @@ class EndpointSet:
         endpoint.ejections = 0
         self._back.set()
 
-    async def probe_ejected(self, done: asyncio.Event, timeout_s: float = 5.0) -> None:
-        """Until `done`: probe each ejected endpoint when its backoff ends."""
+    async def probe_ejected(self, timeout_s: float = 5.0) -> None:
+        """Probe each ejected endpoint when its backoff ends; runs until cancelled."""
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            while not done.is_set():
+            while True:
                 due, next_at = due_for_probe(self.endpoints, self.clock())
                 for endpoint, alive in zip(due, await asyncio.gather(
                         *(probe(session, e.url) for e in due))):
@@ -182,7 +182,7 @@ class EndpointSet:
                     continue  # recompute the next wake-up with the new backoffs
                 self._ejected.clear()
                 delay = None if next_at == float("inf") else max(0.0, next_at - self.clock())
-                await unless_done(wait_for_event(self._ejected, delay), done)
+                await wait_for_event(self._ejected, delay)
 
 
 async def probe(session: aiohttp.ClientSession, base_url: str) -> bool:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Mapping
+
+from gristmill.protocol import RateHints
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -32,16 +33,6 @@ def _int(value: str | None) -> int | None:
         return int(float(value))
     except ValueError:
         return None
-
-
-@dataclass(slots=True, frozen=True)
-class RateHints:
-    limit_requests: int | None = None
-    remaining_requests: int | None = None
-    reset_requests_s: float | None = None
-    limit_tokens: int | None = None
-    remaining_tokens: int | None = None
-    reset_tokens_s: float | None = None
 
 
 def parse_rate_headers(headers: Mapping[str, str]) -> RateHints | None:

@@ -4,7 +4,7 @@ stop.
     fleet = VLLMFleet.from_config("default", backend_config, log_dir=run_dir / "logs")
     fleet.base_urls                      # known before start: the ports are picked up front
     async with fleet:                    # starts every server at once, waits for /health
-        await fleet.supervise(endpoints, done)   # restarts a server that dies, until `done`
+        await fleet.supervise(endpoints)   # restarts a server that dies, until cancelled
 
 Placement is a plain function (`server_specs`), so the command lines and environments for a
 GPU box are tested here. Each server runs in its own process group and logs to
@@ -22,10 +22,10 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from gristmill.capabilities import Endpoints
 from gristmill.errors import GristmillError
-from gristmill.scheduling.waiting import unless_done
 
 from gristmill.backends.vllm.runtime import Runtime, ensure_runtime
 from gristmill.backends.vllm.server import ServerDied, ServerSpec, VLLMServer, free_port
@@ -33,8 +33,6 @@ from gristmill.backends.vllm.server import ServerDied, ServerSpec, VLLMServer, f
 if TYPE_CHECKING:
     from gristmill.config.pipeline import BackendConfig
     from gristmill.config.fleet import FleetConfig
-
-    from gristmill.backends.openai_http.endpoints import EndpointSet
 
 log = logging.getLogger("gristmill.fleet")
 
@@ -151,34 +149,37 @@ class VLLMFleet:
         await self.stop()
 
     # -- supervision ----------------------------------------------------------------------
-    async def supervise(self, endpoints: "EndpointSet", done: asyncio.Event) -> None:
-        """Until `done`: restart servers that exit. Raises FleetError once no server is left."""
+    def summary(self) -> dict[str, Any]:
+        return {"urls": self.base_urls, "restarts": sum(self.restarts),
+                "given_up": sorted(self.given_up)}
+
+    async def supervise(self, endpoints: Endpoints) -> None:
+        """Restart servers that exit, until cancelled. Raises FleetError once no server is
+        left."""
         async with asyncio.TaskGroup() as group:
             for index in range(len(self.servers)):
-                group.create_task(self._watch(index, endpoints, done))
+                group.create_task(self._watch(index, endpoints))
 
-    async def _watch(self, index: int, endpoints: "EndpointSet", done: asyncio.Event) -> None:
+    async def _watch(self, index: int, endpoints: Endpoints) -> None:
         server = self.servers[index]
         while True:
             assert server.proc is not None
-            if not await unless_done(server.proc.wait(), done):
-                return
+            await server.proc.wait()
             endpoints.mark_down(server.base_url)
             self.say(f"{self.name}: vllm serve {index} ({server.url}) exited with code "
                      f"{server.proc.returncode}; restarting it (log: {server.log_path})")
             log.warning("%s: server %d (pid %s) exited with code %s; restarting", self.name,
                         index, server.pid, server.proc.returncode)
             await server.stop()  # the rest of its process group
-            if not await self._restart(index, server, done):
+            if not await self._restart(index, server):
                 return
             endpoints.mark_up(server.base_url)
 
-    async def _restart(self, index: int, server: VLLMServer, done: asyncio.Event) -> bool:
-        """Start it again, up to max_restarts attempts in a row; False when done or given up."""
+    async def _restart(self, index: int, server: VLLMServer) -> bool:
+        """Start it again, up to max_restarts attempts in a row; False once given up."""
         for attempt in range(1, self.max_restarts + 1):
             try:
-                if not await unless_done(server.start(), done):
-                    return False
+                await server.start()
             except (ServerDied, TimeoutError, OSError) as exc:
                 log.warning("%s: restart %d of server %d failed: %s", self.name, attempt,
                             index, exc)

@@ -24,7 +24,8 @@ from typing import Any, AsyncIterator
 from gristmill.config.pipeline import BackendConfig
 from gristmill.errors import BadRequest, ServerError
 
-from gristmill.protocol import Completion, Delta, Request, Usage
+from gristmill.capabilities import Capabilities
+from gristmill.protocol import Completion, Delta, Request, SentCallback, Usage
 
 log = logging.getLogger("gristmill.vllm_inproc")
 
@@ -106,6 +107,7 @@ class VLLMInProcBackend:
     def __init__(self, name: str, config: BackendConfig) -> None:
         self.name = name
         self.config = config
+        self.capabilities = Capabilities()  # no endpoints, no wire: answers in this process
         self.engine: Any = None  # vllm AsyncLLM, once started
         self._starting = asyncio.Lock()
         self._ids = itertools.count()
@@ -202,14 +204,15 @@ class VLLMInProcBackend:
                 self.aborted += 1
                 await asyncio.shield(engine.abort(request_id))
 
-    async def complete(self, request: Request) -> Completion:
+    async def complete(self, request: Request, sent: SentCallback | None = None) -> Completion:
         text, finish, usage = "", None, Usage()
         async with aclosing(self._outputs(request, stream=False)) as outputs:
             async for output in outputs:
                 text, finish, usage = _merge(output, text, usage)
         return Completion(text, finish, usage, request.model)
 
-    async def stream(self, request: Request) -> AsyncIterator[Delta]:
+    async def stream(self, request: Request,
+                     sent: SentCallback | None = None) -> AsyncIterator[Delta]:
         usage = Usage()
         async with aclosing(self._outputs(request, stream=True)) as outputs:
             async for output in outputs:

@@ -14,7 +14,8 @@ from gristmill.flows.items import Item
 from gristmill.flows.outputs import response_format
 from gristmill.flows.skills import Skill, load_skill
 from gristmill.flows.stage import ModelStage, RejectSink
-from gristmill.runs.stats import StageStats
+from gristmill.flows.stats import RunStats, StageStats
+from gristmill.seeds.report import Seed
 from gristmill.flows.templates import compile_template
 from gristmill.validation.stage import StageValidation, ValidationStats
 from gristmill.flows.sampling import item_rng, shuffled, window
@@ -209,6 +210,17 @@ def build_stages(config: PipelineConfig, flow: Flow, clients: dict[str, ModelCli
         stages.append(make(EditStage, f"edit_{r}", "edit", len(stages), r))
     stages.append(make(AnswerStage, "answer", "answer", len(stages)))
     return stages
+
+
+def first_item(seed: Seed, index: int) -> Item:
+    """A seed's item; its place in the stream (`seed_index`) picks its skills and agents."""
+    return Item(seed.id, seed.id, {"seed": seed.text, "kind": seed.kind,
+                                   "language": seed.language, "seed_index": index},
+                [(seed.id, "seed")])
+
+
+def new_stats(config: AgentInstructConfig, limit: int | None) -> RunStats:
+    return RunStats([StageStats(n) for n in stage_names(config)], seeds_expected=limit)
 
 
 def stage_names(config: AgentInstructConfig) -> list[str]:

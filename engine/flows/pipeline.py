@@ -13,7 +13,7 @@ from typing import Awaitable, Callable, Iterable, Protocol
 
 from gristmill.flows.channel import Channel
 from gristmill.flows.items import Item
-from gristmill.runs.stats import StageStats
+from gristmill.flows.stats import StageStats
 
 Emit = Callable[[Item], None]
 

@@ -16,7 +16,7 @@ from gristmill.config.pipeline import OutputConfig, Sampling, StageConfig
 from gristmill.errors import BackendError, InvalidOutput
 from gristmill.flows.items import Item, child_id
 from gristmill.flows.outputs import parse_output, response_format
-from gristmill.runs.stats import StageStats
+from gristmill.flows.stats import StageStats
 from gristmill.flows.templates import Template, compile_template
 from gristmill.validation.stage import StageValidation, rejection_of
 

@@ -235,7 +235,7 @@ def report(before_judge: JudgeConfig, after: JudgeConfig,
 
 
 def write_agreement(run_dir: Path, result: dict[str, Any]) -> None:
-    from gristmill.runs.rundir import write_atomic
+    from gristmill.dataset.files import write_atomic
 
     (run_dir / "judge").mkdir(exist_ok=True)
     write_atomic(run_dir / "judge" / "agreement.json",

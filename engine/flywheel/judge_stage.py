@@ -24,7 +24,7 @@ from gristmill.config.pipeline import CriterionConfig, JudgeConfig, ValidatorsCo
 from gristmill.errors import InvalidOutput
 from gristmill.flows.items import Item, child_id
 from gristmill.flows.stage import ModelStage, RejectSink
-from gristmill.runs.stats import StageStats
+from gristmill.flows.stats import StageStats
 from gristmill.validation.stage import StageValidation, ValidationStats
 from gristmill.flywheel.fewshot import Example, Retriever
 from gristmill.flywheel.prompt import (DEFAULT_SYSTEM, parse_verdict, record_texts, render_prompt,

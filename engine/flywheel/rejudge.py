@@ -18,7 +18,8 @@ from typing import Any, Callable
 import orjson
 
 from gristmill.errors import ConfigError
-from gristmill.flywheel.runrecords import read_jsonl, config_examples, run_records
+from gristmill.dataset.files import read_jsonl
+from gristmill.flywheel.runrecords import config_examples, run_records
 from gristmill.flywheel.session import JudgeSession, judge_versions, load_judge
 
 
@@ -50,7 +51,7 @@ def changes(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]],
 async def flywheel_run(run_dir: Path, *, backend_url: str | None = None,
                        judge_path: Path | None = None,
                        say: Callable[[str], None] = print) -> dict[str, Any]:
-    from gristmill.runs.rundir import write_atomic
+    from gristmill.dataset.files import write_atomic
 
     run_dir = Path(run_dir)
     versions = judge_versions(run_dir)

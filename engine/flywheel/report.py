@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from gristmill.runs.rundir import write_atomic
+from gristmill.dataset.files import write_atomic
 from gristmill.flywheel.report_data import gather
 from gristmill.flywheel.report_svg import bar_chart, empty_note, interval_chart, line_chart
 

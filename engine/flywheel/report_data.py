@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gristmill.runs.rundir import read_json
+from gristmill.dataset.files import read_json
 from gristmill.flywheel.labels import LabelStore
 from gristmill.flywheel.review_index import JsonlTail, judge_fields
 

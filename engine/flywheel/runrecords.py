@@ -7,26 +7,13 @@ record may come back."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import orjson
 
 from gristmill.config.pipeline import JudgeConfig
+from gristmill.dataset.files import read_jsonl
 from gristmill.flywheel.fewshot import Example, cut
 from gristmill.flywheel.labels import Label, LabelStore
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.is_file():
-        return
-    with path.open("rb") as fh:
-        for line in fh:
-            try:
-                value = orjson.loads(line)
-            except orjson.JSONDecodeError:  # a torn last line of a killed run
-                continue
-            if isinstance(value, dict):
-                yield value
 
 
 def judge_rejects(run_dir: Path) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,7 @@ from gristmill.config.load import format_validation_error, validate_config, with
 from gristmill.errors import ConfigError
 from gristmill.flows.items import Item
 from gristmill.flows.pipeline import Pipeline
-from gristmill.runs.stats import StageStats
+from gristmill.flows.stats import StageStats
 from gristmill.dataset.store import Store
 from gristmill.validation.stage import ValidationStats
 from gristmill.flywheel.fewshot import Example
@@ -65,7 +65,7 @@ def current_judge(run_dir: Path, config: PipelineConfig) -> JudgeConfig:
 
 
 def write_judge(run_dir: Path, judge: JudgeConfig) -> Path:
-    from gristmill.runs.rundir import write_atomic
+    from gristmill.dataset.files import write_atomic
 
     (run_dir / "judge").mkdir(exist_ok=True)
     path = run_dir / "judge" / f"{judge.version}.yaml"
@@ -84,7 +84,7 @@ class JudgeSession:
     """Clients and cache of one run, for judging its records outside a pipeline run."""
 
     def __init__(self, run_dir: Path, backend_url: str | None = None) -> None:
-        from gristmill.runs.runner import make_client
+        from gristmill.runs.assembly import make_client
 
         self.run_dir = run_dir
         self.config = run_config(run_dir, backend_url)

@@ -1,20 +1,19 @@
 """Scraping each endpoint's `/metrics` (vLLM's Prometheus names) and setting each endpoint's
 in-flight cap from them; the backend's cap is their sum. A remote server cannot push its load,
-so this is a periodic scrape, like Prometheus itself does; it stops the moment the run ends."""
+so this is a periodic scrape, like Prometheus itself does; the run cancels it when it ends."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Sequence
 
 import aiohttp
 
-from gristmill.backends.openai_http.endpoints import Endpoint, EndpointSet
 from gristmill.backends.openai_http.prometheus import parse_metrics
-
+from gristmill.capabilities import Endpoint, Endpoints
 from gristmill.scheduling.client import ModelClient
 from gristmill.scheduling.saturation import MetricsController, ServerLoad
-from gristmill.scheduling.waiting import wait_for_event
 
 log = logging.getLogger("gristmill.metrics")
 
@@ -35,15 +34,15 @@ async def _scrape(session: aiohttp.ClientSession, url: str) -> ServerLoad | None
         return None
 
 
-def fleet_cap(endpoints: list[Endpoint]) -> int:
+def fleet_cap(endpoints: Sequence[Endpoint]) -> int:
     """The backend's cap: the sum of the caps of the endpoints in rotation."""
     return max(1, sum(e.cap for e in endpoints if e.in_rotation))
 
 
-async def poll_metrics(client: ModelClient, endpoints: EndpointSet, interval_s: float,
-                       ceiling: int, done: asyncio.Event) -> None:
-    """Until `done`: scrape each endpoint, decide its own cap (endpoint choice fills each up
-    to its cap), and set the sum over the endpoints in rotation as the backend's cap."""
+async def poll_metrics(client: ModelClient, endpoints: Endpoints, interval_s: float,
+                       ceiling: int) -> None:
+    """Until cancelled: scrape each endpoint, decide its own cap (endpoint choice fills each
+    up to its cap), and set the sum over the endpoints in rotation as the backend's cap."""
     members = endpoints.endpoints
     per_endpoint = max(1, ceiling // len(members))
     controllers = {e.url: MetricsController(per_endpoint) for e in members}
@@ -52,11 +51,11 @@ async def poll_metrics(client: ModelClient, endpoints: EndpointSet, interval_s: 
     timeout = aiohttp.ClientTimeout(total=max(1.0, interval_s))
     async with aiohttp.ClientSession(timeout=timeout) as session:
         client.set_cap("metrics", fleet_cap(members))
-        while not done.is_set():
+        while True:
             loads = await asyncio.gather(*(_scrape(session, metrics_url(e.url)) for e in members))
             for e, load in zip(members, loads):
                 if load is not None and e.in_rotation:
                     e.cap = controllers[e.url].next_cap(load, e.outstanding)
                 client.server_load[e.url] = load
             client.set_cap("metrics", fleet_cap(members))
-            await wait_for_event(done, interval_s)
+            await asyncio.sleep(interval_s)

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from gristmill.scheduling.waiting import wait_for_event
 
 if TYPE_CHECKING:
     from gristmill.runs.runner import Run
@@ -55,7 +54,7 @@ def backend_lines(run: "Run") -> list[str]:
         if client.pool.waiting:
             line += f" · waiting for permits {client.pool.waiting}"
         lines.append(line)
-        endpoints = getattr(client.backend, "endpoints", None)
+        endpoints = client.backend.capabilities.endpoints
         if endpoints is not None and (len(endpoints.endpoints) > 1 or client.server_load):
             lines += [endpoint_line(e, client.server_load.get(e.url))
                       for e in endpoints.endpoints]
@@ -108,22 +107,18 @@ def plain_line(run: "Run", rates: Rates) -> str:
             f" :: {' | '.join(l.strip() for l in filter(None, [*backend_lines(run), validation_line(run)]))}")
 
 
-async def _tick(done: asyncio.Event, interval: float) -> None:
-    await wait_for_event(done, interval)
-
-
-async def show_progress(run: "Run", done: asyncio.Event, live: bool | None,
-                        interval_s: float) -> None:
+async def show_progress(run: "Run", live: bool | None, interval_s: float) -> None:
+    """Until cancelled: a line every `interval_s` (no terminal, or `live` False), else a
+    live table."""
     rates = Rates(run)
     if live is None and not sys.stdout.isatty():
-        while not done.is_set():
-            await _tick(done, interval_s)
+        while True:
+            await asyncio.sleep(interval_s)
             rates.update()
             print(plain_line(run, rates), flush=True)
-        return
     console = Console()
     with Live(render_table(run, rates), console=console, auto_refresh=False) as display:
-        while not done.is_set():
-            await _tick(done, 0.5)
+        while True:
+            await asyncio.sleep(0.5)
             rates.update()
             display.update(render_table(run, rates), refresh=True)

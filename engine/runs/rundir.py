@@ -27,6 +27,7 @@ import yaml
 
 from gristmill.config.pipeline import PipelineConfig
 from gristmill.config.resume import answer_changes
+from gristmill.dataset.files import read_json, write_atomic
 from gristmill.errors import ConfigError
 
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: a fifth of the time
@@ -35,19 +36,6 @@ PACKAGES = ("gristmill", "aiohttp", "pydantic", "orjson", "uvloop", "jinja2", "v
 
 def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
 
 
 def skills_digest(config: PipelineConfig) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gristmill.errors import ConfigError
-from gristmill.runs.rundir import read_json
+from gristmill.dataset.files import read_json
 
 
 def _alive(pid: int) -> bool:

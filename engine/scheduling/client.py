@@ -11,17 +11,14 @@ import logging
 import random
 from collections import Counter
 from contextlib import aclosing
-from contextvars import Token
 from functools import partial
 from typing import Protocol
 
-from gristmill.protocol import Backend, Completion, Request, Usage
-from gristmill.backends.openai_http.ratelimit_headers import RateHints
-
-from gristmill.scheduling.aimd import AIMD
 from gristmill.dataset.cache import AnswerCache
 from gristmill.errors import BackendError, RateLimited
-from gristmill.scheduling.permits import ON_SENT, Permit, PermitPool
+from gristmill.protocol import Backend, Completion, Request, SentCallback, Usage
+from gristmill.scheduling.aimd import AIMD
+from gristmill.scheduling.permits import Permit, PermitPool
 from gristmill.scheduling.retry import RetryPolicy, retry_delay
 from gristmill.scheduling.tokens import Counter as TokenCounter, count_messages
 
@@ -71,18 +68,6 @@ class ModelClient:
             prompt = self.count_tokens(request.prompt or "")
         return prompt + int(request.params.get("max_tokens") or self.default_max_tokens)
 
-    def on_rate_hints(self, hints: RateHints) -> None:
-        """Learn limits the server announces and respect an exhausted budget."""
-        pool = self.pool
-        if hints.limit_requests and pool.requests.limit is None:
-            pool.requests.limit = hints.limit_requests
-        if hints.limit_tokens and pool.tokens.limit is None:
-            pool.tokens.limit = hints.limit_tokens
-        if hints.remaining_requests == 0 and hints.reset_requests_s:
-            pool.pause(hints.reset_requests_s)
-        if hints.remaining_tokens == 0 and hints.reset_tokens_s:
-            pool.pause(hints.reset_tokens_s)
-
     async def call(self, request: Request, priority: int = 0,
                    watch: StreamObserver | None = None) -> Completion:
         """The completion, or the last error once retries are spent or the error is final.
@@ -115,12 +100,12 @@ class ModelClient:
             attempt += 1
             permit = await self.pool.acquire(priority, tokens)
             self.requests += 1
-            sending = self._sending(permit)
+            sent = self._sent_signal(permit)
             try:
                 if request.stream:
-                    completion = await self._stream(request, watch)
+                    completion = await self._stream(request, watch, sent)
                 else:  # one coroutine less per request on the common path
-                    completion = await self.backend.complete(request)
+                    completion = await self.backend.complete(request, sent)
             except BackendError as error:
                 self.pool.release(permit)
                 delay = self._failed(error, permit, attempt)
@@ -132,26 +117,24 @@ class ModelClient:
             except BaseException:
                 self.pool.release(permit)
                 raise
-            finally:
-                if sending is not None:
-                    ON_SENT.reset(sending)
             self.pool.release(permit, completion.usage.total_tokens or None)
             self._succeeded(completion)
             if key is not None and self.cache is not None:
                 self.cache.put(key, completion)
             return completion
 
-    def _sending(self, permit: Permit) -> Token | None:
-        """Rate windows count a request from its send: a backend that can tell when that is
-        gets a callback (reset by the caller after the attempt); for others it is now."""
+    def _sent_signal(self, permit: Permit) -> SentCallback | None:
+        """Rate windows count a request from its send: a backend that reports sends gets a
+        callback to call then; for others the send is now."""
         if permit.request_entry is None and permit.token_entry is None:
             return None  # no rate window to count in
-        if not getattr(self.backend, "reports_sends", False):
+        if not self.backend.capabilities.reports_sends:
             self.pool.sent(permit)
             return None
-        return ON_SENT.set(partial(self.pool.sent, permit))
+        return partial(self.pool.sent, permit)
 
-    async def _stream(self, request: Request, watch: StreamObserver | None) -> Completion:
+    async def _stream(self, request: Request, watch: StreamObserver | None,
+                      sent: SentCallback | None) -> Completion:
         parts: list[str] = []
         finish, usage = None, None
         fed, unfed = 0, 0  # parts given to the watch; characters since
@@ -159,7 +142,7 @@ class ModelClient:
         if watch is not None:
             watch.start()
             every = watch.every
-        async with aclosing(self.backend.stream(request)) as deltas:
+        async with aclosing(self.backend.stream(request, sent)) as deltas:
             async for delta in deltas:
                 if text := delta.text:
                     parts.append(text)

@@ -21,15 +21,10 @@ import asyncio
 import heapq
 import itertools
 import time
-from contextvars import ContextVar
 from typing import Callable
 
+from gristmill.protocol import RateHints
 from gristmill.scheduling.window import Entry, SlidingWindow
-
-
-# The current request's "it is on the wire now" callback, for a backend that can tell (the
-# HTTP backend calls it when the request's headers have been written).
-ON_SENT: ContextVar[Callable[[], None] | None] = ContextVar("gristmill_on_sent", default=None)
 
 
 class Permit:
@@ -198,3 +193,16 @@ class PermitPool:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def learn_rate_hints(pool: PermitPool, hints: RateHints) -> None:
+    """Learn the limits a server announces (unless configured) and respect an exhausted
+    budget until it resets."""
+    if hints.limit_requests and pool.requests.limit is None:
+        pool.requests.limit = hints.limit_requests
+    if hints.limit_tokens and pool.tokens.limit is None:
+        pool.tokens.limit = hints.limit_tokens
+    if hints.remaining_requests == 0 and hints.reset_requests_s:
+        pool.pause(hints.reset_requests_s)
+    if hints.remaining_tokens == 0 and hints.reset_tokens_s:
+        pool.pause(hints.reset_tokens_s)

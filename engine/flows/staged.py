@@ -1,0 +1,34 @@
+"""The staged flow: the stages a pipeline config lists, each a model call made from templates,
+and its output record from the config's `record` templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gristmill.config.pipeline import PipelineConfig
+from gristmill.flows.items import Item
+from gristmill.flows.stage import RejectSink, TemplateStage
+from gristmill.flows.stats import RunStats, StageStats
+from gristmill.scheduling.client import ModelClient
+from gristmill.seeds.report import Seed
+from gristmill.validation.stage import StageValidation
+
+
+def first_item(seed: Seed, index: int) -> Item:
+    """A seed's item: its text (`{{ seed }}` in templates), kind and language."""
+    return Item(seed.id, seed.id, {"seed": seed.text, "kind": seed.kind,
+                                   "language": seed.language}, [(seed.id, "seed")])
+
+
+def new_stats(config: PipelineConfig, limit: int | None) -> RunStats:
+    return RunStats([StageStats(s.name) for s in config.stages], seeds_expected=limit,
+                    first_fan_out=config.stages[0].fan_out)
+
+
+def build_stages(config: PipelineConfig, clients: dict[str, ModelClient], stats: RunStats,
+                 reject: RejectSink, base_dir: Path | None) -> list[TemplateStage]:
+    return [
+        TemplateStage(s, depth, clients[s.backend], s.model or config.backends[s.backend].model,
+                      config.backends[s.backend].api, stats.stages[depth], reject,
+                      StageValidation(s.validators, s.name, stats.validation, base_dir))
+        for depth, s in enumerate(config.stages)]

@@ -1,0 +1,1 @@
+"""A run: assembly from a config, lifecycle, state files, progress and summary."""

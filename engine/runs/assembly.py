@@ -1,0 +1,101 @@
+"""A run's parts, built from its config: a client per backend (the backend behind its permits,
+retries and AIMD), the seed source, the flow's stages and record maker, and the judge."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from gristmill.backends.factory import build_backend
+from gristmill.config.pipeline import BackendConfig, PipelineConfig
+from gristmill.dataset.records import RecordMaker, template_record
+from gristmill.flows import staged
+from gristmill.flows.items import Item
+from gristmill.flows.stage import RejectSink
+from gristmill.flows.stats import RunStats, StageStats
+from gristmill.scheduling.aimd import AIMD
+from gristmill.scheduling.client import ModelClient
+from gristmill.scheduling.permits import PermitPool, learn_rate_hints
+from gristmill.scheduling.retry import RetryPolicy
+from gristmill.scheduling.tokens import counter_for
+from gristmill.seeds import SeedSource
+from gristmill.seeds.report import Seed
+
+
+def make_client(name: str, config: BackendConfig, log_dir: Path | None = None) -> ModelClient:
+    pool = PermitPool(config.max_in_flight, rpm=config.rpm, tpm=config.tpm,
+                      window_s=config.rate_window_s)
+    backend = build_backend(name, config, on_rate_hints=partial(learn_rate_hints, pool),
+                            log_dir=log_dir)
+    tokenizer = str(config.tokenizer) if config.tokenizer else None
+    return ModelClient(backend, pool,
+                       policy=RetryPolicy(config.retry.max_attempts, config.retry.base_s,
+                                          config.retry.max_s),
+                       aimd=AIMD(config.max_in_flight) if config.adaptive else None,
+                       count_tokens=counter_for(tokenizer),
+                       default_max_tokens=config.default_max_tokens, rng=random.Random())
+
+
+@dataclass
+class Parts:
+    clients: dict[str, ModelClient]
+    source: SeedSource
+    stats: RunStats
+    stages: list[Any]
+    make_record: RecordMaker
+    first_item: Callable[[Seed, int], Item]  # the flow's item for a seed
+    judge: Any = None  # the judge stage, last of `stages`, when the config judges
+
+
+def assemble(config: PipelineConfig, run_dir: Path, limit: int | None,
+             reject: RejectSink) -> Parts:
+    clients = {name: make_client(name, b, run_dir / "logs")
+               for name, b in config.backends.items()}
+    first = next(iter(config.backends.values()))
+    source = SeedSource(config.seeds, count=counter_for(
+        str(first.tokenizer) if first.tokenizer else None))
+    if config.agentinstruct is not None:
+        parts = _agentinstruct(config, clients, source, limit, reject)
+    else:
+        stats = staged.new_stats(config, limit)
+        parts = Parts(clients, source, stats,
+                      staged.build_stages(config, clients, stats, reject, config._base_dir),
+                      template_record(config), staged.first_item)
+    if config.judge and config.judge.enabled:
+        _add_judge(parts, config, run_dir, reject)
+    return parts
+
+
+def _agentinstruct(config: PipelineConfig, clients: dict[str, ModelClient], source: SeedSource,
+                   limit: int | None, reject: RejectSink) -> Parts:
+    from gristmill.flows import agentinstruct
+
+    assert config.agentinstruct is not None
+    flow = agentinstruct.Flow(config.agentinstruct)
+    stats = agentinstruct.new_stats(config.agentinstruct, limit)
+    by_name = {s.name: s for s in stats.stages}
+    stages = agentinstruct.build_stages(config, flow, clients, by_name.__getitem__, reject,
+                                        stats.validation)
+    return Parts(clients, source, stats, stages, agentinstruct.make_record(flow),
+                 agentinstruct.first_item)
+
+
+def _add_judge(parts: Parts, config: PipelineConfig, run_dir: Path, reject: RejectSink) -> None:
+    """The judge after the last stage; it sees each record as it will be written."""
+    from gristmill.flywheel.judge_stage import JudgeStage, with_verdict
+    from gristmill.flywheel.runrecords import judge_pool
+
+    judge = config.judge
+    assert judge is not None
+    backend = config.backends[judge.backend]
+    stats = StageStats("judge")
+    parts.stats.stages.append(stats)
+    parts.judge = JudgeStage(judge, len(parts.stages), parts.clients[judge.backend],
+                             judge.model or backend.model, backend.api, stats, reject,
+                             parts.stats.validation, parts.make_record,
+                             judge_pool(judge, run_dir))
+    parts.stages.append(parts.judge)
+    parts.make_record = with_verdict(parts.make_record)

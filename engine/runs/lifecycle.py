@@ -1,0 +1,171 @@
+"""One run of a pipeline, start to end: open the run directory and its store, start the fleets,
+run the pipeline with its background watchers, close everything and write the summary, after
+success, an error or a cancel alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from typing import Any, AsyncIterator, Coroutine, Iterable, Iterator
+
+from gristmill.config.pipeline import PipelineConfig
+from gristmill.dataset.cache import AnswerCache
+from gristmill.dataset.sink import id_key
+from gristmill.dataset.store import Store
+from gristmill.flows.items import Item
+from gristmill.flows.pipeline import Pipeline
+from gristmill.runs import state
+from gristmill.runs.assembly import assemble
+from gristmill.runs.gc_tuning import tuned_gc
+from gristmill.runs.options import RunOptions
+from gristmill.runs.rundir import RunDir, default_run_dir
+
+
+@contextlib.asynccontextmanager
+async def background(work: Iterable[Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """Run `work` while the body runs and cancel it as a group when the body ends. Work that
+    fails (a fleet with no server left) cancels the body and its error is raised."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(w) for w in work]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+class Run:
+    """One run of a pipeline; `stats`, `pipeline` and `clients` are live while it runs."""
+
+    def __init__(self, config: PipelineConfig, options: RunOptions) -> None:
+        self.config = config
+        self.options = options
+        self.dir = RunDir(options.run_dir or default_run_dir(config.name))
+        if self.dir.resuming:
+            self.dir.check_resume(config, options.force)
+        self.store: Store | None = None  # opened by execute()
+        self.session_started = time.time()  # tells resumed sessions apart in timeline.jsonl
+        self.dedup: dict[str, int] | None = None  # dataset.jsonl stats, at the end
+        parts = assemble(config, self.dir.path, options.limit, self._reject)
+        self.clients, self.source, self.stats = parts.clients, parts.source, parts.stats
+        self.judge, self._make_record, self._first_item = (parts.judge, parts.make_record,
+                                                           parts.first_item)
+        self.pipeline = Pipeline(parts.stages, self._emit)
+
+    # -- items in, records out --------------------------------------------------------------
+    def seeds(self) -> Iterator[Item]:
+        seeds = itertools.islice(self.source, self.options.limit) if self.options.limit \
+            else iter(self.source)
+        for index, seed in enumerate(seeds):
+            self.store.put_seed(seed.id, seed.source, seed.text)  # the review page shows them
+            yield self._first_item(seed, index)
+
+    def _admit(self) -> None:
+        self.stats.seeds_admitted += 1
+
+    def _emit(self, item: Item) -> None:
+        if self._first_time("output", item.id):
+            record = self._make_record(item)
+            self.store.append("output", record)
+            self.stats.count_record(record)
+
+    def _reject(self, record: dict[str, Any]) -> None:
+        if self._first_time("rejects", record["id"]):
+            self.store.append("rejects", record)
+            reason = record.get("validator") or record.get("error") or "unknown"
+            self.stats.rejects[f"{record['stage']}: {reason}"] += 1
+
+    def _first_time(self, sink: str, record_id: str) -> bool:
+        """False for ids an earlier session of the run wrote: nothing is written twice. Ids
+        written in this session are not remembered: an id is a hash of the seed's place and
+        the path that made the item, so a session makes each at most once, and memory stays
+        flat however many records a run writes."""
+        written = self.store.written(sink)
+        if written and id_key(record_id) in written:  # a fresh run has none: no key to make
+            self.stats.already_written += 1
+            return False
+        return True
+
+    # -- start, run, end --------------------------------------------------------------------
+    def _open_store(self) -> None:
+        path = self.dir.path
+        self.store = Store(path / "run.sqlite", {"output": path / "output.jsonl",
+                                                 "rejects": path / "rejects.jsonl"})
+        self.stats.resumed_records = len(self.store.written("output"))
+        if self.options.cache:
+            for name, client in self.clients.items():
+                client.cache = AnswerCache(self.store, name)
+
+    async def execute(self) -> dict[str, Any]:
+        with tuned_gc() if self.options.tune_gc else contextlib.nullcontext():
+            return await self._execute()
+
+    async def _execute(self) -> dict[str, Any]:
+        fresh = not self.dir.resuming or self.options.force
+        if fresh:
+            self.dir.write_config(self.config)
+        self._open_store()
+        status = "interrupted"
+        try:
+            async with contextlib.AsyncExitStack() as fleets, asyncio.TaskGroup() as group:
+                if fresh or not self.dir.has_manifest:
+                    group.create_task(asyncio.to_thread(self.dir.write_manifest, self.config))
+                for client in self.clients.values():  # stopped after the pipeline, or on error
+                    if (fleet := client.backend.capabilities.fleet) is not None:
+                        await fleets.enter_async_context(fleet)
+                async with background(self._watchers()):
+                    await self.pipeline.run(self.seeds(), self._admit)
+                await self.store.flush()
+                status = "finished" if not self.pipeline.stopped else "stopped"
+                if status == "finished" and self.config.dedup.enabled:
+                    from gristmill.dataset.dedup import dedup_run  # numpy, datasketch: if used
+
+                    self.dedup = await asyncio.to_thread(
+                        dedup_run, self.dir.path, self.config.dedup.threshold)
+        finally:
+            await self._close(status)
+        return state.summary(self)
+
+    def _watchers(self) -> Iterator[Coroutine[Any, Any, None]]:
+        """What runs beside the pipeline: state.json, the progress display, and per backend
+        what its capabilities ask for: probing ejected endpoints, supervising its fleet,
+        per-endpoint caps from /metrics."""
+        yield state.keep_state(self, self.options.state_interval_s)
+        if self.options.progress is not False:
+            from gristmill.runs.progress import show_progress  # rich: only for a display
+
+            yield show_progress(self, self.options.progress, self.options.progress_interval_s)
+        for name, client in self.clients.items():
+            caps = client.backend.capabilities
+            if caps.endpoints is None:
+                continue
+            yield caps.endpoints.probe_ejected()
+            if caps.fleet is not None:
+                caps.endpoints.down_wait_s = caps.fleet.startup_timeout_s
+                yield caps.fleet.supervise(caps.endpoints)
+            if caps.scrape_metrics_s is not None:
+                from gristmill.runs.metrics_poller import poll_metrics
+
+                yield poll_metrics(client, caps.endpoints, caps.scrape_metrics_s,
+                                   self.config.backends[name].max_in_flight)
+
+    async def _close(self, status: str) -> None:
+        """Flush and close everything, also after an error or a cancel (shielded: a second
+        cancel must not leave the store's writer half done). The connections close while the
+        store's writer makes its last commit: one is the loop's work, the other the disk's.
+        The state, the summary and the directory's closing happen even when a close fails;
+        then the failure is raised."""
+        self.stats.finished = time.monotonic()
+        closing = [asyncio.to_thread(self.store.close)] if self.store is not None else []
+        closing += [client.aclose() for client in self.clients.values()]  # the thread first
+        results = await asyncio.shield(asyncio.gather(*closing, return_exceptions=True))
+        try:
+            state.write_state(self, status)
+            self.dir.write_summary(state.summary(self))
+        finally:
+            self.dir.close()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
