@@ -86,10 +86,10 @@ def test_bad_url_and_inline_secret_header(tmp_path):
 def test_not_yaml_and_not_a_mapping(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("stages: [unclosed")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+, column \d+: bad YAML"):
         load_config(path)
     path.write_text("- a\n- b\n")
-    with pytest.raises(ConfigError, match="top level must be a mapping"):
+    with pytest.raises(ConfigError, match="bad.yaml: expected a mapping at the top, found a list"):
         load_config(path)
 
 

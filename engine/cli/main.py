@@ -120,14 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    import yaml
-
     from gristmill.config.load import validate_config
+    from gristmill.config.yaml_file import read_yaml
 
     path = args.run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{args.run_dir} is not a run directory (no config.yaml)")
-    config = validate_config(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+    config = validate_config(read_yaml(path), source=str(path))
     return _execute(config, args)
 
 

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from gristmill.config.pipeline import PipelineConfig
+from gristmill.config.yaml_file import read_yaml
 from gristmill.errors import ConfigError
 
 
@@ -29,13 +30,7 @@ def find_config(name: str | Path) -> Path:
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> PipelineConfig:
     path = find_config(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of fields, got "
-                          f"{type(data).__name__}")
+    data = read_yaml(path)
     data.setdefault("name", path.stem)
     for override in overrides:
         apply_override(data, override)

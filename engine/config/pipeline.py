@@ -12,6 +12,7 @@ from pydantic import (ConfigDict, Field, PrivateAttr, ValidationInfo, field_vali
 from gristmill.config.backend import BackendConfig, BatchConfig, Retry, Timeouts  # noqa: F401
 from gristmill.config.base import NAME_PATTERN, RelPath, Strict  # noqa: F401  (re-exported)
 from gristmill.config.seeds import SeedsConfig  # noqa: E402
+from gristmill.errors import ConfigError
 
 
 class OutputConfig(Strict):
@@ -254,19 +255,16 @@ class PipelineConfig(Strict):
         """`judge: path.yaml` reads an aligned judge written by `gristmill judge align`."""
         if not isinstance(value, (str, Path)):
             return value
-        import yaml
+        from gristmill.config.yaml_file import read_yaml
 
         base = (info.context or {}).get("base_dir")  # relative to the config's folder
         path = Path(value).expanduser()
         path = path if path.is_absolute() or base is None else Path(base) / path
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"cannot read the judge file {str(path)!r}: {exc}; give a "
-                             "judge-v<N>.yaml written by `gristmill judge align`") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"the judge file {str(path)!r} must hold a mapping of judge fields")
-        return loaded
+            return read_yaml(path)
+        except ConfigError as exc:  # a ValueError, so the message names the field `judge`
+            raise ValueError(f"cannot read the judge file {exc}; give a judge-v<N>.yaml written by "
+                             "`gristmill judge align`") from None
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineConfig":

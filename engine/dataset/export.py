@@ -310,14 +310,13 @@ def dataset_card(stats: Stats, source: Path, run_dir: Path, license_id: str | No
 def _generation(run_dir: Path) -> list[str]:
     """Pipeline, stages, skills and models from config.yaml; nothing else from it (no URLs,
     headers or key variable names), so the card can be published as it is."""
-    import yaml
+    from gristmill.config.yaml_file import read_yaml
 
     path, config = run_dir / "config.yaml", None
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        log.warning("export: %s is unreadable; the card will not describe the pipeline: %s",
-                    path, exc)
+        config = read_yaml(path) if path.is_file() else None
+    except ConfigError as exc:  # the card is still useful without it
+        log.warning("export: the card will not describe the pipeline: %s", exc)
     if not isinstance(config, dict):
         return ["The run's `config.yaml` was not available."]
     stages = [s for s in config.get("stages") or [] if isinstance(s, dict)]

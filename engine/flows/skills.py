@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-import yaml
 from jinja2 import meta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gristmill.config.load import format_validation_error
+from gristmill.config.yaml_file import read_config_text, read_yaml
 from gristmill.errors import ConfigError
 
 COMMON = {"seed", "kind", "language", "skill", "agent"}
@@ -99,7 +99,7 @@ def _template(value: str | None, folder: Path, where: str) -> str | None:
     path = folder / value.strip()
     if not path.is_file():
         raise ConfigError(f"{where}: template file {path} does not exist")
-    return path.read_text(encoding="utf-8")
+    return read_config_text(path)
 
 
 def _check(source: str | None, kind: str, where: str) -> None:
@@ -142,10 +142,10 @@ def load_skill(name: str, skills_dir: Path | None = None) -> Skill:
     if not path.is_file():
         raise ConfigError(f"skill {name!r}: {path} not found (skills live in "
                           f"{folder.parent}/<skill>/skill.yaml)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml(path)
     taxonomy_path = folder / "taxonomy.yaml"
     if taxonomy_path.is_file():
-        data["taxonomy"] = yaml.safe_load(taxonomy_path.read_text(encoding="utf-8")) or []
+        data["taxonomy"] = read_yaml(taxonomy_path, expect=list)  # a list of types
     _resolve_templates(data, folder, name)
     try:
         skill = Skill.model_validate(data)

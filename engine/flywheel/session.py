@@ -19,6 +19,7 @@ from gristmill.dataset.cache import AnswerCache
 from gristmill.scheduling.client import ModelClient
 from gristmill.config.pipeline import JudgeConfig, PipelineConfig
 from gristmill.config.load import format_validation_error, validate_config, with_cli_overrides
+from gristmill.config.yaml_file import read_yaml
 from gristmill.errors import ConfigError
 from gristmill.flows.items import Item
 from gristmill.flows.pipeline import Pipeline
@@ -35,7 +36,7 @@ def run_config(run_dir: Path, backend_url: str | None = None) -> PipelineConfig:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    config = validate_config(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+    config = validate_config(read_yaml(path), source=str(path))
     return with_cli_overrides(config, backend_url=backend_url)
 
 
@@ -51,7 +52,7 @@ def judge_versions(run_dir: Path) -> dict[int, Path]:
 
 def load_judge(path: Path) -> JudgeConfig:
     try:
-        return JudgeConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        return JudgeConfig.model_validate(read_yaml(path))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from None
 
