@@ -27,6 +27,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -59,15 +60,21 @@ def runtime_home() -> Path:
     return cache_dir("GRISTMILL_VLLM_HOME", "vllm-cpu")
 
 
+# A test hook: the command that stands in for `vllm` (e.g. the mock server's `vllm serve`
+# face, `python -m gristmill.backends.mock.vllm_serve`), so fleets run without vLLM.
+VLLM_COMMAND_ENV = "GRISTMILL_VLLM_COMMAND"
+
+
 @dataclass(frozen=True)
 class Runtime:
     python: Path
     extra_env: dict[str, str] = field(default_factory=dict)     # always set
     default_env: dict[str, str] = field(default_factory=dict)   # unless the user set them
+    command: tuple[str, ...] = ()  # what runs `vllm ...`; empty: vLLM's CLI in `python`
 
     @property
     def vllm(self) -> list[str]:
-        return [str(self.python), "-m", "vllm.entrypoints.cli.main"]
+        return list(self.command) or [str(self.python), "-m", "vllm.entrypoints.cli.main"]
 
     def env(self) -> dict[str, str]:
         return {**self.default_env, **os.environ, **self.extra_env}
@@ -144,7 +151,11 @@ def is_ready(home: Path) -> bool:
 
 
 def ensure_runtime(say: Callable[[str], None] = print) -> Runtime:
-    """The vLLM of this environment if it has one, else the provisioned CPU runtime."""
+    """The vLLM of this environment if it has one, else the provisioned CPU runtime; the
+    command in $GRISTMILL_VLLM_COMMAND instead of either when it is set (a test hook)."""
+    if command := os.environ.get(VLLM_COMMAND_ENV):
+        argv = tuple(shlex.split(command))
+        return Runtime(Path(sys.executable), command=argv)
     if importlib.util.find_spec("vllm") is not None:
         return local_runtime()
     home = runtime_home()
