@@ -122,3 +122,11 @@ def test_shipped_demo_config_is_valid():
 def test_validate_config_from_dict(tmp_path):
     config = validate_config(pipeline_config("http://127.0.0.1:9/v1", tmp_path, stages=3))
     assert len(config.stages) == 3
+
+
+@pytest.mark.parametrize("name", ["kind", "language", "seed_id"])
+def test_a_stage_named_after_an_item_variable_is_refused(tmp_path, name):
+    data = pipeline_config("http://127.0.0.1:9/v1", tmp_path)
+    data["stages"][0]["name"] = name
+    with pytest.raises(ConfigError, match=f"stages\\[0\\].name: '{name}' is reserved"):
+        validate_config(data)

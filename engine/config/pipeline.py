@@ -13,6 +13,7 @@ from gristmill.config.backend import BackendConfig, BatchConfig, Retry, Timeouts
 from gristmill.config.base import NAME_PATTERN, RelPath, Strict  # noqa: F401  (re-exported)
 from gristmill.config.seeds import SeedsConfig  # noqa: E402
 from gristmill.errors import ConfigError
+from gristmill.flows.items import RESERVED_NAMES
 
 
 class OutputConfig(Strict):
@@ -283,8 +284,9 @@ class PipelineConfig(Strict):
             if names.index(stage.name) != i:
                 raise ValueError(f"stages[{i}].name: {stage.name!r} is used twice; stage names "
                                  "must be unique")
-            if stage.name in ("seed", "variant", "id", "judge"):
-                raise ValueError(f"stages[{i}].name: {stage.name!r} is reserved; pick another name")
+            if stage.name in RESERVED_NAMES:
+                raise ValueError(f"stages[{i}].name: {stage.name!r} is reserved (reserved: "
+                                 f"{', '.join(sorted(RESERVED_NAMES))}); pick another name")
             if stage.backend not in self.backends:
                 raise ValueError(f"stages[{i}].backend: {stage.backend!r} is not defined; "
                                  f"defined backends: {sorted(self.backends)}")

@@ -5,17 +5,30 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from gristmill.config.pipeline import PipelineConfig
-from gristmill.flows.items import Item
+from gristmill.flows.items import Item, child_id
 from gristmill.flows.templates import compile_template
 
 RecordMaker = Callable[[Item], dict[str, Any]]
 
 
-def base_record(item: Item) -> dict[str, Any]:
-    return {"id": item.id, "seed_id": item.seed_id,
+def output_record(item: Item, messages: list[dict[str, Any]],
+                  **fields: Any) -> dict[str, Any]:
+    """The one shape of a line of output.jsonl: the id, the chat `messages`, what the flow
+    adds (`fields`: skill, agent, type, ...), then where it came from and what it cost."""
+    return {"id": item.id, "messages": messages, **fields, "seed_id": item.seed_id,
             "lineage": [{"id": i, "stage": s} for i, s in item.lineage],
             "model": item.model,
             "usage": {"prompt_tokens": item.usage[0], "completion_tokens": item.usage[1]}}
+
+
+def reject_record(item: Item, stage: str, variant: int, cause: dict[str, str], reason: str,
+                  attempt: int, text: str, **fields: Any) -> dict[str, Any]:
+    """The one shape of a line of rejects.jsonl: `cause` is {"error": type} for a failed
+    request or {"validator": name} for a rejected answer; its id is a function of the item
+    and the stage, so a resumed run writes it once."""
+    return {"id": child_id(item.id, f"{stage}:{variant}:reject"), "item_id": item.id,
+            "seed_id": item.seed_id, "stage": stage, "variant": variant, **cause,
+            "reason": reason, "attempt": attempt, "text": text, **fields}
 
 
 def template_record(config: PipelineConfig) -> RecordMaker:
@@ -29,7 +42,6 @@ def template_record(config: PipelineConfig) -> RecordMaker:
 
     def record(item: Item) -> dict[str, Any]:
         variables = {**item.values, "id": item.id, "seed_id": item.seed_id}
-        out = base_record(item)
-        out["messages"] = [{"role": role, "content": t.render(variables)} for role, t in messages]
-        return out
+        return output_record(item, [{"role": role, "content": t.render(variables)}
+                                    for role, t in messages])
     return record

@@ -10,6 +10,7 @@ from gristmill.scheduling.client import ModelClient
 from gristmill.config.pipeline import (AgentInstructConfig, KindSettings, OutputConfig,
                                        PipelineConfig)
 from gristmill.errors import ConfigError
+from gristmill.dataset.records import output_record
 from gristmill.flows.items import Item
 from gristmill.flows.outputs import response_format
 from gristmill.flows.skills import Skill, load_skill
@@ -238,12 +239,9 @@ def make_record(flow: Flow) -> Callable[[Item], dict[str, Any]]:
                              "content": compile_template(skill.record.system).render(values)})
         messages.append({"role": "user", "content": compile_template(skill.record.user).render(values)})
         messages.append({"role": "assistant", "content": item.values["answer"]})
-        return {"id": item.id, "messages": messages, "skill": skill.name,
-                "agent": item.values["agent"], "type": item.values["type"]["name"],
-                "instruction": item.values["instruction"],
-                "seed_id": item.seed_id,
-                "lineage": [{"id": i, "stage": s} for i, s in item.lineage],
-                "model": item.model,
-                "usage": {"prompt_tokens": item.usage[0], "completion_tokens": item.usage[1]},
-                "refinements": item.values["history"][1:]}
+        record = output_record(item, messages, skill=skill.name, agent=item.values["agent"],
+                               type=item.values["type"]["name"],
+                               instruction=item.values["instruction"])
+        record["refinements"] = item.values["history"][1:]
+        return record
     return record

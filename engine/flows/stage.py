@@ -14,7 +14,8 @@ from gristmill.protocol import Completion, Request
 from gristmill.scheduling.client import ModelClient
 from gristmill.config.pipeline import OutputConfig, Sampling, StageConfig
 from gristmill.errors import BackendError, InvalidOutput
-from gristmill.flows.items import Item, child_id
+from gristmill.dataset.records import reject_record
+from gristmill.flows.items import Item
 from gristmill.flows.outputs import parse_output, response_format
 from gristmill.flows.stats import StageStats
 from gristmill.flows.templates import Template, compile_template
@@ -115,13 +116,11 @@ class ModelStage:
         self.stats.emitted += len(made)
         return made
 
-    def reject_item(self, item: Item, variant: int, kind: dict[str, str], reason: str,
-                    attempt: int, text: str) -> None:
+    def reject_item(self, item: Item, variant: int, cause: dict[str, str], reason: str,
+                    attempt: int, text: str, **fields: Any) -> None:
         self.stats.failed += 1
-        self.reject({"id": child_id(item.id, f"{self.name}:{variant}:reject"),
-                     "item_id": item.id, "seed_id": item.seed_id, "stage": self.name,
-                     "variant": variant, **kind, "reason": reason, "attempt": attempt,
-                     "text": text})
+        self.reject(reject_record(item, self.name, variant, cause, reason, attempt, text,
+                                  **fields))
 
 
 class TemplateStage(ModelStage):

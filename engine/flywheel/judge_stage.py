@@ -22,7 +22,7 @@ from gristmill.protocol import Request
 from gristmill.scheduling.client import ModelClient
 from gristmill.config.pipeline import CriterionConfig, JudgeConfig, ValidatorsConfig
 from gristmill.errors import InvalidOutput
-from gristmill.flows.items import Item, child_id
+from gristmill.flows.items import Item
 from gristmill.flows.stage import ModelStage, RejectSink
 from gristmill.flows.stats import StageStats
 from gristmill.validation.stage import StageValidation, ValidationStats
@@ -109,12 +109,9 @@ class JudgeStage(ModelStage):
     def _reject_failed(self, item: Item, record: dict[str, Any], verdict: dict[str, Any]) -> None:
         failed = {n: v for n, v in verdict["criteria"].items() if not v["passed"]}
         first = next(iter(failed.values()))["critique"]
-        self.stats.failed += 1
-        self.reject({"id": child_id(item.id, "judge:0:reject"), "item_id": item.id,
-                     "seed_id": item.seed_id, "stage": "judge", "variant": 0,
-                     "validator": "judge", "reason": f"failed {', '.join(failed)}: {first}",
-                     "attempt": 1, "text": record_texts(record)[1], "judge": verdict,
-                     "record": {**record, "judge": verdict}})
+        self.reject_item(item, 0, {"validator": "judge"}, f"failed {', '.join(failed)}: {first}",
+                         1, record_texts(record)[1], judge=verdict,
+                         record={**record, "judge": verdict})
 
 
 def with_verdict(make_record: RecordView) -> RecordView:
