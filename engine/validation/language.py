@@ -105,7 +105,9 @@ def stopword_rate(text: str) -> tuple[float, int]:
 
 
 class Language:
-    """Wrong language by script share and English stop-word rate (see the module doc)."""
+    """Wrong language, judged on the answer's opening `min_chars` characters: the share of
+    letters in the expected script (English: Latin) and, for English prose, the share of
+    English stop words (code spans left out; structured answers skip this test)."""
 
     name: ClassVar[str] = "language"
     kind: ClassVar[str] = "stream"
