@@ -48,7 +48,7 @@ servers) to call, then either `stages` or `agentinstruct` (exactly one), and opt
 `gristmill validate FILE` checks a config; its errors name the field and link to its section
 here. `--set KEY=VALUE` changes one field from the command line (`stages.answer.workers=8`: a
 list item by index or by `name`). Examples: [the README](../README.md#a-config) and
-`configs/*.yaml`; what each part does: [docs/](README.md).
+`configs/*.yaml`; what each part does: [the README's list](../README.md#documentation).
 """
 
 
