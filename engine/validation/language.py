@@ -7,8 +7,9 @@ few dozen tokens):
 * script: the share of letters in the expected language's script (Latin for en/fr/de/es...,
   Cyrillic for ru, Han and kana for ja...). Languages not in the table skip this test.
 * English stop words, for "en" and prose answers only: the share of words that are common
-  function words ("the", "of", "and"...). English prose is at 35-55%; German, French or
-  Spanish written with Latin letters stay under 10%. Code spans are left out, and structured
+  function words ("the", "of", "and"...). English prose is full of them; German, French or
+  Spanish written with Latin letters have few, and `min_stopword_rate` sits between the two.
+  Code spans are left out, and structured
   (JSON) answers skip this test: lists of names are legitimately stop-word-free.
 
 Answers shorter than `min_chars` are not judged.
