@@ -52,7 +52,9 @@ class Sampling(Strict):
 
 
 class ValidatorsConfig(Strict):
-    """Which validators check a stage's answers (docs/validators.md lists each one's parameters)."""
+    """Which validators check a stage's answers: the built-in defaults merged with the lists
+    below (an entry replaces the default of its name). Each validator's parameters: the
+    config reference's "Validator parameters" (docs/config-reference.md)."""
 
     defaults: bool = Field(True, description="Include the built-in defaults (stream: refusal, "
                            "json_prefix, repetition, language, max_length; final: truncated, "
