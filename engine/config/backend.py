@@ -35,8 +35,8 @@ class BatchConfig(Strict):
 
 
 class BackendConfig(EngineSettings):
-    """A backend. Its vLLM engine settings (`EngineSettings`) apply to kind vllm-inproc; a
-    fleet of kind vllm sets them in `fleet`."""
+    """A backend. Its vLLM engine settings (dtype, max_model_len, max_num_seqs,
+    prefix_caching) apply to kind vllm-inproc; a kind: vllm backend sets them in `fleet`."""
 
     kind: Literal["openai", "vllm", "vllm-inproc"] = Field(
         "openai", description="'openai': any OpenAI-compatible HTTP server (hosted APIs, vllm "
@@ -53,8 +53,8 @@ class BackendConfig(EngineSettings):
                                         "further AsyncEngineArgs fields, e.g. "
                                         "{'enforce_eager': true, 'gpu_memory_utilization': 0.8}.")
     batch: BatchConfig | None = Field(None, description="api 'completions': send many "
-                                        "prompts in one request (see BatchConfig); off by "
-                                        "default.")
+                                        "prompts in one request (see backends.batch); off "
+                                        "by default.")
     api: Literal["chat", "completions"] = Field("chat", description="Endpoint family.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding "
                                     "the API key (the key itself never goes in a config).")
@@ -76,8 +76,10 @@ class BackendConfig(EngineSettings):
                                       "counts; without it, 4 characters per token.")
     default_max_tokens: int = Field(1024, ge=1, description="Completion tokens assumed for TPM "
                                     "when a stage sets no max_tokens.")
-    timeouts: Timeouts = Field(default_factory=Timeouts)
-    retry: Retry = Field(default_factory=Retry)
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Per-phase deadlines "
+                               "of a request.")
+    retry: Retry = Field(default_factory=Retry, description="How failed requests are retried "
+                         "(429, 5xx, resets, cut streams, timeouts; never 400/401/403/404/422).")
 
     @model_validator(mode="before")
     @classmethod

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gristmill.config.pipeline import PipelineConfig
 from gristmill.config.yaml_file import read_yaml
@@ -44,28 +44,41 @@ def validate_config(data: dict[str, Any], *, base_dir: Path | None = None,
     try:
         config = PipelineConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, root=PipelineConfig)) from None
     check_templates(config)
     config._base_dir = base_dir
     return config
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str,
+                            root: type[BaseModel] | None = None) -> str:
+    """One line per error: the field's path, what is wrong, the value given; with `root` (the
+    model validated: a pipeline config or a judge), a pointer to the section of the config
+    reference (docs/config-reference.md) that documents the failing field."""
     lines = [f"{source}: {exc.error_count()} invalid field(s)"]
     for err in exc.errors(include_url=False):
         where = field_path(err["loc"])
+        see = f"; see {reference_link(err['loc'], root)}" if root is not None else ""
         got = err.get("input")
         shown = repr(got) if not isinstance(got, dict) else "a mapping"
         if len(shown) > 80:
             shown = shown[:77] + "..."
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown field; check the spelling (see the field list in configs/README.md)"
+            message = "unknown field; check the spelling"
         elif err["type"] == "missing":
-            lines.append(f"  {where}: required field is missing")
+            lines.append(f"  {where}: required field is missing{see}")
             continue
-        lines.append(f"  {where}: {message} (got {shown})" if where else f"  {message}")
+        lines.append(f"  {where}: {message} (got {shown}){see}" if where
+                     else f"  {message}{see}")
     return "\n".join(lines)
+
+
+def reference_link(loc: Iterable[Any], root: type[BaseModel] = PipelineConfig) -> str:
+    """'docs/config-reference.md#backends' for an error at backends.default.rpm."""
+    from gristmill.config.reference import PAGE, section_for
+
+    return f"{PAGE}#{section_for(loc, root)}"
 
 
 def field_path(loc: Iterable[Any]) -> str:

@@ -1,5 +1,6 @@
 """Pipeline configuration: pydantic models with per-field docs, bounds and errors that say
-what to change. Loading, path resolution and `--set` overrides live in `config_load.py`."""
+what to change. Loading, path resolution and `--set` overrides live in `load.py`;
+`reference.py` writes docs/config-reference.md from the field descriptions."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from gristmill.flows.items import RESERVED_NAMES
 class OutputConfig(Strict):
     type: Literal["text", "list"] = Field("text", description="'text': the answer is one item. "
                                           "'list': a JSON list of strings, each becomes an item.")
-    min_items: int = Field(1, ge=1)
-    max_items: int = Field(5, ge=1)
+    min_items: int = Field(1, ge=1, description="'list': fewest strings the answer must "
+                           "hold (minItems of the schema).")
+    max_items: int = Field(5, ge=1, description="'list': most strings the answer may hold "
+                           "(maxItems of the schema); at least min_items.")
     max_chars: int | None = Field(None, ge=1, description="maxLength of each string in the schema.")
     json_schema: bool = Field(True, description="Send a JSON-schema response_format; turn off for "
                               "endpoints without it (a tolerant parser reads the answer).")
@@ -34,15 +37,26 @@ class OutputConfig(Strict):
 
 class Sampling(Strict):
     model_config = ConfigDict(extra="allow")  # pass-through of server-specific parameters
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    stop: list[str] | None = None
-    seed: int | None = None
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; "
+                                      "default: the server's.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling: the "
+                                "smallest set of tokens whose probabilities sum to this; "
+                                "default: the server's.")
+    max_tokens: int | None = Field(None, ge=1, description="Most completion tokens per answer; "
+                                   "default: the server's (the rate limiter then assumes the "
+                                   "backend's default_max_tokens).")
+    stop: list[str] | None = Field(None, description="Strings that end the answer when "
+                                   "generated.")
+    seed: int | None = Field(None, description="Sampling seed sent with each request (kind "
+                             "vllm-inproc on vLLM's CPU build drops it; `gristmill demo` "
+                             "refuses it). Any other key here, e.g. repetition_penalty, is "
+                             "passed to the server as is.")
 
 
 class ValidatorsConfig(Strict):
-    """Which validators check a stage's answers (see the README for each one's parameters)."""
+    """Which validators check a stage's answers: the built-in defaults merged with the lists
+    below (an entry replaces the default of its name). Each validator's parameters: the
+    config reference's "Validator parameters" (docs/config-reference.md)."""
 
     defaults: bool = Field(True, description="Include the built-in defaults (stream: refusal, "
                            "json_prefix, repetition, language, max_length; final: truncated, "
@@ -70,17 +84,20 @@ class StageConfig(Strict):
     system: str | None = Field(None, description="Jinja2 template of the system message.")
     prompt: str = Field(min_length=1, description="Jinja2 template of the user message "
                         "(or the prompt, for completions).")
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig, description="The shape of "
+                                 "the answer: one text, or a JSON list of items.")
     fan_out: int = Field(1, ge=1, le=1000, description="Requests per input item (variable "
                          "`variant` tells them apart).")
-    sampling: Sampling = Field(default_factory=Sampling)
+    sampling: Sampling = Field(default_factory=Sampling, description="Sampling parameters "
+                               "of this stage's requests.")
     stream: bool = Field(False, description="Stream the answer (costs CPU; use it where a "
                          "streaming validator needs it).")
     workers: int | None = Field(None, ge=1, le=100_000, description="Concurrent items in this "
                                 "stage; default: the backend's max_in_flight.")
     queue_size: int | None = Field(None, ge=1, description="Items waiting for this stage; "
                                    "default: 2 x workers.")
-    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
+    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig, description="The "
+                                         "checks on this stage's answers.")
 
 
 class KindSettings(Strict):
@@ -88,10 +105,14 @@ class KindSettings(Strict):
 
     backend: str = Field("default", description="Key in `backends`.")
     model: str | None = Field(None, description="Overrides the backend's model.")
-    sampling: Sampling = Field(default_factory=Sampling)
-    stream: bool = False
-    workers: int | None = Field(None, ge=1, le=100_000)
-    queue_size: int | None = Field(None, ge=1)
+    sampling: Sampling = Field(default_factory=Sampling, description="Sampling parameters of "
+                               "this kind's requests; each kind has its own defaults.")
+    stream: bool = Field(False, description="Stream the answers (lets streaming validators "
+                         "stop a bad one early; costs CPU).")
+    workers: int | None = Field(None, ge=1, le=100_000, description="Concurrent items of this "
+                                "kind; default: the backend's max_in_flight.")
+    queue_size: int | None = Field(None, ge=1, description="Items waiting for this kind; "
+                                   "default: 2 x workers.")
     validators: ValidatorsConfig | None = Field(None, description="Default: the flow's "
                                                 "`validators`.")
 
@@ -114,17 +135,26 @@ class AgentInstructConfig(Strict):
     max_chars: int | None = Field(None, ge=1, description="maxLength of each string in the "
                                   "JSON lists (instructions, suggestions): a small model "
                                   "cannot run on inside one.")
-    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
+    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig, description="The "
+                                         "checks on every kind's answers, unless a kind sets "
+                                         "its own.")
     transform: KindSettings = Field(default_factory=lambda: KindSettings(
-        sampling=Sampling(temperature=0.7, max_tokens=1024)))
+        sampling=Sampling(temperature=0.7, max_tokens=1024)), description="Content "
+        "transformation: an agent rewrites the seed (default sampling: temperature 0.7, "
+        "max_tokens 1024).")
     generate: KindSettings = Field(default_factory=lambda: KindSettings(
-        sampling=Sampling(temperature=0.8, max_tokens=1024)))
+        sampling=Sampling(temperature=0.8, max_tokens=1024)), description="Instruction "
+        "generation from the skill's taxonomy (default sampling: temperature 0.8, max_tokens "
+        "1024).")
     suggest: KindSettings = Field(default_factory=lambda: KindSettings(
-        sampling=Sampling(temperature=0.7, max_tokens=512)))
+        sampling=Sampling(temperature=0.7, max_tokens=512)), description="The suggester of "
+        "each refinement round (default sampling: temperature 0.7, max_tokens 512).")
     edit: KindSettings = Field(default_factory=lambda: KindSettings(
-        sampling=Sampling(temperature=0.5, max_tokens=512)))
+        sampling=Sampling(temperature=0.5, max_tokens=512)), description="The editor of each "
+        "refinement round (default sampling: temperature 0.5, max_tokens 512).")
     answer: KindSettings = Field(default_factory=lambda: KindSettings(
-        sampling=Sampling(temperature=0.3, max_tokens=1024)))
+        sampling=Sampling(temperature=0.3, max_tokens=1024)), description="The answer to the "
+        "final instruction (default sampling: temperature 0.3, max_tokens 1024).")
 
     def kinds(self) -> dict[str, KindSettings]:
         return {"transform": self.transform, "generate": self.generate,
@@ -176,20 +206,23 @@ class FewShotConfig(Strict):
 class JudgeExample(Strict):
     """A human-labelled record shown to the judge (aligned judges list theirs)."""
 
-    record_id: str
-    instruction: str
-    answer: str
-    passed: bool
-    critique: str = ""
+    record_id: str = Field(description="Id of the labelled record (a record never sees its "
+                           "own label).")
+    instruction: str = Field(description="The record's instruction.")
+    answer: str = Field(description="The record's answer.")
+    passed: bool = Field(description="The human's verdict: true = pass.")
+    critique: str = Field("", description="Why, in the labeller's words.")
     criterion: str = Field("", description="'' for the overall verdict.")
-    labeled_at: float = 0.0
+    labeled_at: float = Field(0.0, description="When the label was given (Unix time); newer "
+                              "labels get the recency bonus.")
     disagreed: bool = Field(False, description="The judge's verdict differed from the human's.")
 
 
 class JudgeConfig(Strict):
     """An LLM judge after the last stage: binary criteria, JSON-schema structured verdicts."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Judge the records; false keeps the section but "
+                          "runs no judge.")
     version: str = Field("judge-v0", pattern=r"^[A-Za-z0-9_.-]+$", description="Stored with "
                          "every verdict; aligned judges are judge-v1, judge-v2, ...")
     backend: str = Field("default", description="Key in `backends`.")
@@ -203,14 +236,19 @@ class JudgeConfig(Strict):
     on_fail: Literal["reject", "flag"] = Field("reject", description="'reject': a failed record "
                                                "goes to rejects.jsonl (with the record); 'flag': "
                                                "it stays in the output with its verdict.")
-    few_shot: FewShotConfig = Field(default_factory=FewShotConfig)
+    few_shot: FewShotConfig = Field(default_factory=FewShotConfig, description="How "
+                                    "labelled examples are picked for each judge prompt.")
     examples: list[JudgeExample] = Field(default_factory=list, description="Labelled examples "
                                          "to retrieve from (written by `judge align`).")
-    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=800))
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=800),
+                               description="Sampling of the judge's requests (default: "
+                               "temperature 0, max_tokens 800).")
     max_regenerations: int = Field(2, ge=0, le=20, description="New requests after an "
                                    "unparseable verdict before the record becomes a reject.")
-    workers: int | None = Field(None, ge=1, le=100_000)
-    queue_size: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=1, le=100_000, description="Records judged at once; "
+                                "default: the backend's max_in_flight.")
+    queue_size: int | None = Field(None, ge=1, description="Records waiting for the judge; "
+                                   "default: 2 x workers.")
 
     def criteria_for(self, skill: str | None) -> list[CriterionConfig]:
         return [*self.criteria, *self.skills.get(skill or "", [])]
@@ -226,15 +264,19 @@ class JudgeConfig(Strict):
 
 
 class MessageTemplate(Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "user", "assistant"] = Field(description="The message's role.")
+    content: str = Field(description="Jinja2 template of the message; it sees what the stages "
+                         "see, plus every stage's output by name.")
 
 
 class PipelineConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; the default run "
                       "directory is runs/<name>-<timestamp>.")
-    seeds: SeedsConfig
-    backends: dict[str, BackendConfig] = Field(min_length=1)
+    seeds: SeedsConfig = Field(description="Where the seed documents are and how they are "
+                               "read, cleaned, chunked and deduplicated.")
+    backends: dict[str, BackendConfig] = Field(min_length=1, description="The model servers "
+                                               "by name; stages, kinds and the judge use "
+                                               "`default` unless they name another.")
     stages: list[StageConfig] = Field(default_factory=list, description="A staged pipeline "
                                       "(or use `agentinstruct`).")
     agentinstruct: AgentInstructConfig | None = Field(None, description="The AgentInstruct "
@@ -242,9 +284,10 @@ class PipelineConfig(Strict):
     record: list[MessageTemplate] | None = Field(None, description="The `messages` of each "
                                                  "output record; default: the second-to-last "
                                                  "stage as user, the last as assistant.")
-    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate "
+                               "instructions removed at the end of a finished run.")
     judge: JudgeConfig | None = Field(None, description="An LLM judge of every record "
-                                      "(see the README, 'Judge and the data flywheel'); or the "
+                                      "(see docs/judge.md); or the "
                                       "path of a judge file, e.g. RUN/judge/judge-v1.yaml.")
     grace_s: float = Field(30.0, ge=0, description="On the first Ctrl-C, seconds to let "
                            "in-flight requests finish.")

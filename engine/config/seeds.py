@@ -1,7 +1,6 @@
 """`seeds:` section of a pipeline config: where seed documents are, how to read, clean,
-chunk and deduplicate them. Supersedes the minimal `SeedsConfig` in `engine/config/pipeline.py`
-(its fields `path`, `format`, `field` and `min_chars` keep their meaning). Also: the
-programming languages recognised by file extension, and the names a config may use."""
+chunk and deduplicate them. Also: the programming languages recognised by file extension,
+and the names a config may use."""
 
 from __future__ import annotations
 
@@ -116,10 +115,12 @@ class SeedsConfig(Strict):
     min_chars: int = Field(300, ge=0, description="Chunks with fewer characters (after "
                            "cleaning) are dropped and counted as 'too_short'; a chunk of "
                            "exactly min_chars is kept. A short document is one chunk.")
-    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig, description="How long "
+                               "documents are split into chunks.")
     dedup: bool = Field(True, description="Drop chunks whose cleaned text was already "
                         "seen in this run (exact match, 8-byte digest).")
-    code: CodeConfig = Field(default_factory=CodeConfig)
+    code: CodeConfig = Field(default_factory=CodeConfig, description="Which source files "
+                             "of code trees are read.")
     hf_split: str = Field("train", description="Split to read from a Hugging Face dataset.")
 
     @property

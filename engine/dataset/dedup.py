@@ -10,8 +10,8 @@ towards recall) and are always verified on the signatures, so extra candidates a
 collisions cost time, never correctness.
 
 The LSH index is numpy-sorted band keys, not datasketch's `MinHashLSH`: that one keeps
-Python dicts and sets per band and key, measured at 3.2 KB per record for num_perm=128
-(3.2 GB for 1M records), over budget on its own. Held per record (num_perm=128, b=14):
+Python dicts and sets per band and key, several times this layout's memory per record (the
+figures: benchmarks/RESULTS.md). Held per record (num_perm=128, b=14):
 
     signature   512 B  uint32[128] in 8192-row numpy blocks
     id          ~73 B  str (16 hex chars) + list slot
@@ -20,10 +20,8 @@ Python dicts and sets per band and key, measured at 3.2 KB per record for num_pe
     banding   ~190 B  transient while deciding: band keys uint64[14], group ids int32[14],
                        the kept record per band group int64, sort temporaries
 
-Measured: tracemalloc peak of `dedup_run` on 50k records (`python -m gristmill.dataset.dedup --measure
-50000`) 1024 B/record (including a part-filled signature block); a 1M-record run peaked at
-1000 MiB RSS with the interpreter (920 MiB over its 80 MiB baseline; 127 s), and 1002 MiB
-with 37% near duplicates. Target: 1M records in 2 GB.
+`python -m gristmill.dataset.dedup --measure N` measures the peak on N synthetic records; the
+figures are in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -39,19 +39,19 @@ def digest64(text: str) -> int:
 class DigestSet:
     """A compact exact set of 64-bit digests (uniform ones: their top bits pick the bucket).
 
-    A Python `set` of digests costs ~70-90 bytes per entry (an object per digest plus the
-    table). Here the entries live in one anonymous memory map: 4,096 sorted buckets of equal
-    capacity, searched by bisection, an insertion moving half a bucket. The newcomers of a
-    full bucket wait in a small `set`; when it holds 1/256 of the entries every bucket grows
-    by 1/8, in place: the map is enlarged (mremap moves pages, it copies nothing) and the
-    buckets are moved up from the last one, so no second table ever exists. The buckets are
-    88-94% full when they grow, 83% after: 9.1-9.2 bytes per entry at 1M and 4M.
+    A Python `set` of digests costs an object per digest plus the table. Here the entries
+    live in one anonymous memory map: 4,096 sorted buckets of equal capacity, searched by
+    bisection, an insertion moving half a bucket. The newcomers of a full bucket wait in a
+    small `set`; when it holds 1/256 of the entries every bucket grows by 1/8, in place: the
+    map is enlarged (mremap moves pages, it copies nothing) and the buckets are moved up from
+    the last one, so no second table ever exists. The buckets stay mostly full, so an entry
+    costs little more than its 8 bytes.
 
-    Off the heap on purpose: as 4,096 `array`s (8.7 bytes per entry by `sys.getsizeof`) a
-    million digests grew the RSS by 12.7 bytes each, every array reallocated ~40 times on
-    its way there and the heap keeping the holes; this map grows it by 9.8
-    (`python -m benchmarks.digest_set`). Adding costs more (1.0-1.4 µs against 0.7 at 1M),
-    which a seed's four requests (~1 ms) do not notice; a lookup 0.9-1.5 µs against 0.85.
+    Off the heap on purpose: as 4,096 `array`s, every array was reallocated many times on its
+    way to a million entries and the heap kept the holes, so the RSS grew well beyond the
+    arrays' own size; the map grows it by about what it holds. Adding and looking up cost a
+    little more than in a `set`, which a seed's requests do not notice. The figures:
+    `python -m benchmarks.digest_set` and benchmarks/RESULTS.md.
 
     The table is made on the first insertion: a run's sets of earlier sessions' ids stay
     empty in a fresh run and hold nothing. A false "duplicate" needs a 64-bit collision:

@@ -1,8 +1,8 @@
 """Append-only JSONL files of a run (output, rejects): repaired and indexed on open.
 
 A `kill -9` can leave a torn last line; opening the file truncates it back to the last complete
-line. The ids already in the file are loaded (as 64-bit keys in a `DigestSet`, ~9.2
-bytes each) so a resumed run skips them: nothing is written twice."""
+line. The ids already in the file are loaded (as 64-bit keys in a `DigestSet`, a compact
+off-heap set) so a resumed run skips them: nothing is written twice."""
 
 from __future__ import annotations
 

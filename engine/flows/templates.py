@@ -1,8 +1,8 @@
 """Prompt templates: Jinja2, compiled once, checked against the variables a stage can see.
 
 Most templates only substitute variables into text ("Passage: {{ seed }}"). Those render by
-joining their parts directly, which the throughput profile showed is ~10x cheaper than Jinja's
-context set-up per call; anything else (filters, loops, conditions) renders with Jinja. Both
+joining their parts directly, which skips Jinja's context set-up per call (the throughput
+profile found that set-up a large share of a request's CPU: benchmarks/RESULTS.md); anything else (filters, loops, conditions) renders with Jinja. Both
 give the same text (a property test checks it)."""
 
 from __future__ import annotations

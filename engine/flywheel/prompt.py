@@ -1,7 +1,7 @@
 """The judge prompt: what the judge is shown and the shape of the verdict it must return.
 
 This format is a contract (the mock server's judge mode reads it, see `backends/mock/judge.py`
-and the README). The user message is, in this order:
+and docs/judge.md). The user message is, in this order:
 
     Judge the answer ...                                   (one paragraph of instructions)
 

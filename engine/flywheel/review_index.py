@@ -1,7 +1,7 @@
 """What the review page knows about a run: a compact index of its records, read lazily.
 
-The index keeps a few fields per record (~300 bytes: id, byte offset, skill, type, judge verdict,
-a seeded rank), never the texts; a record's full text is read from `output.jsonl` at its offset
+The index keeps a few fields per record (id, byte offset, skill, type, judge verdict, a
+seeded rank), never the texts; a record's full text is read from `output.jsonl` at its offset
 when it is shown. Files are followed as they grow, so the page works beside a running pipeline."""
 
 from __future__ import annotations

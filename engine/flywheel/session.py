@@ -54,7 +54,7 @@ def load_judge(path: Path) -> JudgeConfig:
     try:
         return JudgeConfig.model_validate(read_yaml(path))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
+        raise ConfigError(format_validation_error(exc, str(path), root=JudgeConfig)) from None
 
 
 def current_judge(run_dir: Path, config: PipelineConfig) -> JudgeConfig:

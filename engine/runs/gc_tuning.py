@@ -2,8 +2,9 @@
 
 A run keeps hundreds of requests in flight, each a small web of tasks, futures and aiohttp
 objects, so Python's young-generation threshold (700 net allocations) triggers a collection
-every few requests, and each one walks everything still alive. In the throughput benchmark
-that was 15–17% of the client's CPU (`benchmarks/RESULTS.md`). During a run the young
+every few requests, and each one walks everything still alive: in the throughput benchmark
+a sizeable share of the client's CPU (`benchmarks/RESULTS.md`, "the collector tuned"). During
+a run the young
 threshold is raised and what start-up built (modules, config, compiled templates) is frozen
 out of the collector's sight (unless the caller froze objects of its own already); both are
 restored when the last concurrent run ends."""
@@ -15,7 +16,10 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-YOUNG_THRESHOLD = 10_000  # measured: 2,000–20,000 all cut GC time ~10x; 100,000 was slower
+# Chosen from a side-by-side sweep (benchmarks/RESULTS.md): thresholds from 2,000 to 20,000
+# all cut the collector's time by an order of magnitude; a far larger young generation was
+# slower again.
+YOUNG_THRESHOLD = 10_000
 
 _lock = threading.Lock()
 _depth = 0

@@ -1,8 +1,8 @@
 """`SeedSource`: the configured inputs as a lazy, re-iterable stream of clean, chunked,
 deduplicated seeds with stable ids.
 
-Memory does not grow with the input except for the duplicate filter (`DigestSet`, ~9.2
-bytes per distinct chunk) and the capped problem list; everything else is one document
+Memory does not grow with the input except for the duplicate filter (`DigestSet`, a few
+bytes per distinct chunk, off the heap) and the capped problem list; everything else is one document
 (or one streamed paragraph) at a time."""
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ def load_index(paths: list[Path], field: str, n: int) -> NgramIndex:
 
 
 class Decontamination:
-    """Rejects an answer sharing an n-word sequence with the evaluation files (module doc)."""
+    """Rejects an answer sharing a sequence of `n` words (lower-cased) with an example of the
+    evaluation files, so benchmark items do not leak into training data."""
 
     name: ClassVar[str] = "decontamination"
     kind: ClassVar[str] = "final"

@@ -105,10 +105,10 @@ class Length:
     kind: ClassVar[str] = "final"
 
     class Params(Params):
-        min_chars: int | None = Field(None, ge=0)
-        max_chars: int | None = Field(None, ge=1)
-        min_words: int | None = Field(None, ge=0)
-        max_words: int | None = Field(None, ge=1)
+        min_chars: int | None = Field(None, ge=0, description="Fewest characters.")
+        max_chars: int | None = Field(None, ge=1, description="Most characters.")
+        min_words: int | None = Field(None, ge=0, description="Fewest words.")
+        max_words: int | None = Field(None, ge=1, description="Most words.")
 
         @model_validator(mode="after")
         def _some(self) -> "Length.Params":
@@ -317,7 +317,9 @@ class Truncated:
 
     class Params(Params):
         pair_fields: list[str] = Field(default_factory=lambda: ["instruction", "answer",
-                                                                "question", "response"])
+                                                                "question", "response"],
+                                       description="Keys of an instruction/answer pair; an "
+                                       "empty one rejects.")
         reject_length: bool = Field(True, description="Reject finish_reason 'length'.")
 
     def __init__(self, params: "Truncated.Params") -> None:

@@ -7,8 +7,9 @@ few dozen tokens):
 * script: the share of letters in the expected language's script (Latin for en/fr/de/es...,
   Cyrillic for ru, Han and kana for ja...). Languages not in the table skip this test.
 * English stop words, for "en" and prose answers only: the share of words that are common
-  function words ("the", "of", "and"...). English prose is at 35-55%; German, French or
-  Spanish written with Latin letters stay under 10%. Code spans are left out, and structured
+  function words ("the", "of", "and"...). English prose is full of them; German, French or
+  Spanish written with Latin letters have few, and `min_stopword_rate` sits between the two.
+  Code spans are left out, and structured
   (JSON) answers skip this test: lists of names are legitimately stop-word-free.
 
 Answers shorter than `min_chars` are not judged.
@@ -105,7 +106,9 @@ def stopword_rate(text: str) -> tuple[float, int]:
 
 
 class Language:
-    """Wrong language by script share and English stop-word rate (see the module doc)."""
+    """Wrong language, judged on the answer's opening `min_chars` characters: the share of
+    letters in the expected script (English: Latin) and, for English prose, the share of
+    English stop words (code spans left out; structured answers skip this test)."""
 
     name: ClassVar[str] = "language"
     kind: ClassVar[str] = "stream"
