@@ -11,10 +11,10 @@ from pydantic import (ConfigDict, Field, PrivateAttr, ValidationInfo, field_vali
                       model_validator)
 
 from gristmill.config.backend import BackendConfig, BatchConfig, Retry, Timeouts  # noqa: F401
-from gristmill.config.base import NAME_PATTERN, RelPath, Strict  # noqa: F401  (re-exported)
+from gristmill.config.base import (NAME_PATTERN, RESERVED_NAMES, RelPath,  # noqa: F401
+                                   Strict)  # (re-exported)
 from gristmill.config.seeds import SeedsConfig  # noqa: E402
 from gristmill.errors import ConfigError
-from gristmill.flows.items import RESERVED_NAMES
 
 
 class OutputConfig(Strict):

@@ -10,12 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-# Template variables every item or record has, so no stage may be named after one: the seed's
-# (`seed`, `kind`, `language`, set by each flow's first item), a record's (`id`, `seed_id`),
-# a fan-out's `variant` and the judge's verdict (`judge`).
-RESERVED_NAMES = frozenset({"seed", "kind", "language", "id", "seed_id", "variant", "judge"})
-
-
 def child_id(parent_id: str, step: str) -> str:
     return hashlib.blake2b(f"{parent_id}/{step}".encode(), digest_size=8).hexdigest()
 
