@@ -29,8 +29,8 @@ def build_backend(name: str, config: BackendConfig, *,
         fleet = VLLMFleet.from_config(name, config, log_dir=log_dir)
         config = config.model_copy(update={"base_urls": fleet.base_urls})  # ports are picked
     backend = OpenAIHTTPBackend(name, config, on_rate_hints, fleet=fleet)
-    if config.batch is not None:
+    if config.micro_batch is not None:
         from gristmill.backends.micro_batch import CompletionBatcher
 
-        return CompletionBatcher(backend, config.batch)
+        return CompletionBatcher(backend, config.micro_batch)
     return backend

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from gristmill.config.pipeline import BatchConfig
+from gristmill.config.pipeline import MicroBatchConfig
 from gristmill.errors import BackendError, ServerError
 
 from gristmill.backends.openai_http.backend import OpenAIHTTPBackend, usage_of
@@ -106,7 +106,7 @@ class _Queue:
 class CompletionBatcher:
     """An OpenAIHTTPBackend (api 'completions') whose non-streamed prompts go out in batches."""
 
-    def __init__(self, inner: OpenAIHTTPBackend, config: BatchConfig) -> None:
+    def __init__(self, inner: OpenAIHTTPBackend, config: MicroBatchConfig) -> None:
         self.name = inner.name
         self.inner = inner
         self.capabilities = inner.capabilities  # every one: endpoints, fleet, metrics, sends

@@ -48,7 +48,7 @@ async def _run_gristmill(args: argparse.Namespace, tmp: Path, tune_gc: bool) -> 
         "seeds": {"path": str(seeds), "min_chars": 1, "dedup": False},
         "backends": {"default": {"base_url": args.url, "model": "mock",
                                  "max_in_flight": args.concurrency,
-                                 "metrics": args.metrics, "adaptive": not args.metrics,
+                                 "scrape_metrics": args.metrics, "adaptive": not args.metrics,
                                  "timeouts": {"first_token": 600, "total": 1200}}},
         "stages": [{"name": "answer", "prompt": "{{ seed }}", "stream": args.stream,
                     "sampling": {"max_tokens": args.max_tokens},

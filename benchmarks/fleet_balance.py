@@ -43,7 +43,7 @@ async def one_run(urls: list[str], n: int, max_tokens: int) -> dict[str, Any]:
     config = validate_config({
         "name": "balance", "seeds": {"path": str(seeds), "min_chars": 1, "dedup": False},
         "backends": {"default": {"base_urls": urls, "model": "mock", "max_in_flight": 256,
-                                 "metrics": True, "adaptive": False}},
+                                 "scrape_metrics": True, "adaptive": False}},
         "stages": [{"name": "answer", "prompt": "{{ seed }}", "workers": 256,
                     "validators": {"defaults": False}, "sampling": {"max_tokens": max_tokens}}],
         "record": [{"role": "user", "content": "{{ seed }}"},

@@ -5,7 +5,7 @@
 The mock server runs in simulated-GPU mode (continuous batching: at most --max-running
 sequences per step, step time growing with the batch, a KV-token budget whose overflow preempts
 and recomputes work). First a sweep runs gristmill at fixed in-flight caps to find the best
-one; then gristmill runs with `metrics: true` and only a high ceiling (1024), reading the
+one; then gristmill runs with `scrape_metrics: true` and only a high ceiling (1024), reading the
 server's /metrics. Target: within 5% of the best fixed cap's output tokens/s.
 Prints a table and writes benchmarks/results/saturation.json."""
 

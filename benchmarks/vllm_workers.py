@@ -127,7 +127,7 @@ async def run_async_modes(args: argparse.Namespace) -> dict[str, Any]:
         "inproc": ({"kind": "vllm-inproc"}, False),
         "gristmill": ({"base_url": args.url}, False),
         "gristmill-stream": ({"base_url": args.url}, True),
-        "batched": ({"base_url": args.url, "batch": {"max_prompts": args.batch_prompts,
+        "batched": ({"base_url": args.url, "micro_batch": {"max_prompts": args.batch_prompts,
                                                      "window_ms": args.batch_window_ms}}, False),
     }.get(args.mode, (None, False))
     runs = []

@@ -11,7 +11,7 @@ import pytest
 from gristmill.backends.micro_batch import CompletionBatcher, plan, split_answer
 from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
 from gristmill.protocol import Request
-from gristmill.config.pipeline import BackendConfig, BatchConfig
+from gristmill.config.pipeline import BackendConfig, MicroBatchConfig
 from gristmill.errors import ServerError
 from gristmill.runs.assembly import make_client
 
@@ -51,7 +51,7 @@ def test_split_answer_fails_only_the_member_without_a_choice():
 
 def config(url: str, max_attempts: int = 6, **batch) -> BackendConfig:
     return BackendConfig(base_url=url, model="mock", api="completions", max_in_flight=64,
-                         batch=BatchConfig(**batch),
+                         micro_batch=MicroBatchConfig(**batch),
                          retry={"base_s": 0.01, "max_s": 0.05, "max_attempts": max_attempts})
 
 
@@ -68,7 +68,7 @@ def assert_idle(batcher: CompletionBatcher) -> None:
 async def test_batched_answers_equal_single_answers(mock_server):
     single = OpenAIHTTPBackend("single", config(mock_server.base_url))
     batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(mock_server.base_url)),
-                                BatchConfig(max_prompts=8, window_ms=50))
+                                MicroBatchConfig(max_prompts=8, window_ms=50))
     try:
         expected = [await single.complete(prompt(i)) for i in range(20)]
         mock_server.reset()
@@ -108,7 +108,7 @@ async def test_failed_batches_are_retried_per_member(mock_server_factory):
 async def test_cancelled_members_leave_the_queue_and_nothing_leaks(mock_server_factory):
     server = mock_server_factory("--latency-ms", "300")
     batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(server.base_url)),
-                                BatchConfig(max_prompts=8, window_ms=200))
+                                MicroBatchConfig(max_prompts=8, window_ms=200))
     try:
         tasks = [asyncio.create_task(batcher.complete(prompt(i))) for i in range(5)]
         await asyncio.sleep(0.02)
@@ -131,7 +131,7 @@ async def test_cancelled_members_leave_the_queue_and_nothing_leaks(mock_server_f
 async def test_close_cancels_queued_and_sent_batches(mock_server_factory):
     server = mock_server_factory("--latency-ms", "5000")
     batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(server.base_url)),
-                                BatchConfig(max_prompts=2, window_ms=1000))
+                                MicroBatchConfig(max_prompts=2, window_ms=1000))
     tasks = [asyncio.create_task(batcher.complete(prompt(i))) for i in range(3)]
     await asyncio.sleep(0.05)
     assert batcher.sending == 1 and batcher.waiting == 1  # one full batch out, one queued
@@ -143,7 +143,7 @@ async def test_close_cancels_queued_and_sent_batches(mock_server_factory):
 
 async def test_streamed_and_chat_requests_pass_through(mock_server):
     batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(mock_server.base_url)),
-                                BatchConfig(max_prompts=8, window_ms=1000))
+                                MicroBatchConfig(max_prompts=8, window_ms=1000))
     try:
         request = Request("mock", prompt="p", stream=True, params={"max_tokens": 5})
         streamed = [d async for d in batcher.stream(request)]

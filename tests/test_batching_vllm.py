@@ -12,7 +12,7 @@ from gristmill.backends.micro_batch import CompletionBatcher
 from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
 from gristmill.protocol import Request
 from gristmill.backends.vllm.server import ServerSpec, VLLMServer
-from gristmill.config.pipeline import BackendConfig, BatchConfig
+from gristmill.config.pipeline import BackendConfig, MicroBatchConfig
 
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
@@ -32,7 +32,7 @@ async def test_batched_answers_match_one_request_per_prompt(vllm_runtime, tiny_m
         config = BackendConfig(base_url=server.base_url, model="tiny", api="completions")
         single = OpenAIHTTPBackend("single", config)
         batcher = CompletionBatcher(OpenAIHTTPBackend("batched", config),
-                                    BatchConfig(max_prompts=8, window_ms=50))
+                                    MicroBatchConfig(max_prompts=8, window_ms=50))
         try:
             expected = [await single.complete(prompt(i)) for i in range(12)]
             got = await asyncio.gather(*(batcher.complete(prompt(i)) for i in range(12)))

@@ -25,7 +25,7 @@ async def test_each_endpoint_gets_its_own_cap_and_the_bigger_server_more_work(
     data["record"] = [{"role": "user", "content": "{{ seed }}"},
                       {"role": "assistant", "content": "{{ answer }}"}]
     data["backends"]["default"].update(base_urls=[small.base_url, big.base_url],
-                                       max_in_flight=128, metrics=True,
+                                       max_in_flight=128, scrape_metrics=True,
                                        metrics_interval_s=0.05, adaptive=False)
     data["backends"]["default"].pop("base_url")
     the_run = Run(validate_config(data), RunOptions(run_dir=tmp_path / "run", progress=False))

@@ -47,7 +47,7 @@ async def test_a_micro_batched_fleet_is_probed_supervised_and_capped(tmp_path, m
     data["backends"]["default"] = {
         "kind": "vllm", "model": "mock", "api": "completions", "max_in_flight": 8,
         "fleet": {"servers": 2, "startup_timeout_s": 60}, "metrics_interval_s": 0.2,
-        "batch": {"max_prompts": 4, "window_ms": 5}}
+        "micro_batch": {"max_prompts": 4, "window_ms": 5}}
     run = Run(validate_config(data), RunOptions(run_dir=tmp_path / "run", progress=False))
     client = run.clients["default"]
     caps = client.backend.capabilities

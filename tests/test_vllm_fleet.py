@@ -92,11 +92,11 @@ def test_cpu_servers_of_a_fleet_share_the_bound_cores_out(monkeypatch):
 
 def test_a_vllm_backend_scrapes_metrics_and_names_logs_per_server(tmp_path):
     backend = vllm_backend()
-    assert backend.metrics and backend.fleet.device_groups() == [()]
+    assert backend.scrape_metrics and backend.fleet.device_groups() == [()]
     fleet = VLLMFleet.from_config("default", backend, log_dir=tmp_path)
     assert fleet.base_urls == [f"http://127.0.0.1:{fleet.ports[0]}/v1"]
     assert log_name("default", 1) == "vllm-1.log" and log_name("judge", 0) == "vllm-judge-0.log"
-    assert not vllm_backend(gpus=[0]).model_copy(update={"metrics": False}).metrics
+    assert not vllm_backend(gpus=[0]).model_copy(update={"scrape_metrics": False}).scrape_metrics
 
 
 @pytest.mark.parametrize("backend, message", [
@@ -131,7 +131,7 @@ def test_one_command_from_a_model_name_to_a_fleet_of_tensor_parallel_pairs():
                                 gpus=args.gpus, gpus_per_server=args.gpus_per_server)
     backend = config.backends["default"]
     assert backend.kind == "vllm" and backend.model == "Qwen/Qwen2.5-7B-Instruct"
-    assert backend.metrics and backend.max_in_flight == 2 * 256 and not backend.base_urls
+    assert backend.scrape_metrics and backend.max_in_flight == 2 * 256 and not backend.base_urls
     built = commands(backend)
     assert [env["CUDA_VISIBLE_DEVICES"] for _, env in built] == ["0,1", "2,3"]
     assert all(cmd[cmd.index("--tensor-parallel-size") + 1] == "2" for cmd, _ in built)

@@ -52,9 +52,13 @@ def test_engine_kwargs_from_config():
 @pytest.mark.parametrize("data, field", [
     ({"model": "m"}, "base_urls"),
     ({"kind": "vllm-inproc", "model": "m", "base_url": "http://h/v1"}, "base_urls"),
-    ({"kind": "vllm-inproc", "model": "m", "metrics": True}, "metrics"),
-    ({"model": "m", "base_url": "http://h/v1", "batch": {}}, "batch"),
-    ({"kind": "vllm-inproc", "model": "m", "api": "completions", "batch": {}}, "batch"),
+    ({"kind": "vllm-inproc", "model": "m", "scrape_metrics": True}, "scrape_metrics"),
+    ({"model": "m", "base_url": "http://h/v1", "micro_batch": {}}, "micro_batch"),
+    ({"kind": "vllm-inproc", "model": "m", "api": "completions", "micro_batch": {}},
+     "micro_batch"),
+    ({"model": "m", "base_url": "http://h/v1", "batch": {}}, "batch: renamed to micro_batch"),
+    ({"model": "m", "base_url": "http://h/v1", "metrics": True},
+     "metrics: renamed to scrape_metrics"),
     ({"kind": "vllm", "model": "m", "dtype": "float16"}, "dtype: .* in `fleet`"),
     ({"model": "m", "base_url": "http://h/v1", "max_num_seqs": 8}, "max_num_seqs: .* remove"),
 ])

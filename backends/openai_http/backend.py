@@ -122,7 +122,7 @@ class OpenAIHTTPBackend:
         self.capabilities = Capabilities(
             endpoints=self.endpoints, reports_sends=self.reports_sends,
             rate_hints=on_rate_hints is not None,
-            scrape_metrics_s=config.metrics_interval_s if config.metrics else None, fleet=fleet)
+            scrape_metrics_s=config.metrics_interval_s if config.scrape_metrics else None, fleet=fleet)
 
     # -- sessions -------------------------------------------------------------------------
     def _session(self) -> aiohttp.ClientSession:

@@ -120,13 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from gristmill.config.load import validate_config
-    from gristmill.config.yaml_file import read_yaml
+    from gristmill.config.load import read_run_config, validate_config
 
-    path = args.run_dir / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{args.run_dir} is not a run directory (no config.yaml)")
-    config = validate_config(read_yaml(path), source=str(path))
+    config = validate_config(read_run_config(args.run_dir),
+                             source=str(args.run_dir / "config.yaml"))
     return _execute(config, args)
 
 

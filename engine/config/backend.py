@@ -7,30 +7,35 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
-from gristmill.config.base import RelPath, Strict
+from gristmill.config.base import Field, RelPath, Strict
 from gristmill.config.fleet import EngineSettings, FleetConfig
 
 
 class Timeouts(Strict):
-    connect: float = Field(10.0, gt=0, description="Seconds to open a connection.")
-    first_token: float = Field(120.0, gt=0, description="Seconds until the response starts "
+    connect: float = Field(10.0, answers=False, gt=0, description="Seconds to open a connection.")
+    first_token: float = Field(120.0, answers=False, gt=0, description="Seconds until the response starts "
                                "(headers, and the first event when streaming).")
-    total: float = Field(600.0, gt=0, description="Seconds for the whole request.")
+    total: float = Field(600.0, answers=False, gt=0, description="Seconds for the whole request.")
 
 
 class Retry(Strict):
-    max_attempts: int = Field(6, ge=1, le=100, description="Attempts per request, the first included.")
-    base_s: float = Field(0.5, ge=0, description="First backoff ceiling; doubles per attempt.")
-    max_s: float = Field(60.0, ge=0, description="Largest backoff ceiling.")
+    max_attempts: int = Field(6, answers=False, ge=1, le=100, description="Attempts per request, the first included.")
+    base_s: float = Field(0.5, answers=False, ge=0, description="First backoff ceiling; doubles per attempt.")
+    max_s: float = Field(60.0, answers=False, ge=0, description="Largest backoff ceiling.")
 
 
-class BatchConfig(Strict):
+# Fields renamed since runs were first written: a pipeline config with an old name is an
+# error naming the new one; a run directory's own config.yaml is read with the new names.
+RENAMED = {"batch": "micro_batch", "metrics": "scrape_metrics"}
+
+
+class MicroBatchConfig(Strict):
     """Micro-batches of prompts in one /v1/completions request."""
 
-    max_prompts: int = Field(32, ge=2, le=4096, description="Most prompts in one request.")
-    window_ms: float = Field(3.0, ge=0, le=1000, description="How long the first prompt of "
+    max_prompts: int = Field(32, answers=False, ge=2, le=4096, description="Most prompts in one request.")
+    window_ms: float = Field(3.0, answers=False, ge=0, le=1000, description="How long the first prompt of "
                              "a batch waits for others before the batch is sent.")
 
 
@@ -39,46 +44,46 @@ class BackendConfig(EngineSettings):
     prefix_caching) apply to kind vllm-inproc; a kind: vllm backend sets them in `fleet`."""
 
     kind: Literal["openai", "vllm", "vllm-inproc"] = Field(
-        "openai", description="'openai': any OpenAI-compatible HTTP server (hosted APIs, vllm "
+        "openai", answers=False, description="'openai': any OpenAI-compatible HTTP server (hosted APIs, vllm "
         "serve, llama.cpp server) at `base_urls`. 'vllm': gristmill starts the `vllm serve` "
         "processes of `fleet`. 'vllm-inproc': vLLM's engine inside this process (needs "
         "`import vllm` to work here; no HTTP, no SSE).")
-    base_urls: list[str] = Field(default_factory=list, description="Base URLs, e.g. "
+    base_urls: list[str] = Field(answers=False, default_factory=list, description="Base URLs, e.g. "
                                  "'https://api.openai.com/v1'; several are balanced by least "
                                  "outstanding requests. Required for kind 'openai'.")
-    fleet: FleetConfig | None = Field(None, description="The servers to start (kind: vllm).")
-    model: str = Field(min_length=1, description="Model name sent with every request; for "
+    fleet: FleetConfig | None = Field(None, answers=True, description="The servers to start (kind: vllm).")
+    model: str = Field(answers=True, min_length=1, description="Model name sent with every request; for "
                        "vllm-inproc the model path or Hugging Face name to load.")
-    engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm-inproc: "
+    engine_args: dict[str, Any] = Field(answers=True, default_factory=dict, description="vllm-inproc: "
                                         "further AsyncEngineArgs fields, e.g. "
                                         "{'enforce_eager': true, 'gpu_memory_utilization': 0.8}.")
-    batch: BatchConfig | None = Field(None, description="api 'completions': send many "
-                                        "prompts in one request (see backends.batch); off "
+    micro_batch: MicroBatchConfig | None = Field(None, answers=False, description="api 'completions': send many "
+                                        "prompts in one request (see backends.micro_batch); off "
                                         "by default.")
-    api: Literal["chat", "completions"] = Field("chat", description="Endpoint family.")
-    api_key_env: str | None = Field(None, description="Name of the environment variable holding "
+    api: Literal["chat", "completions"] = Field("chat", answers=True, description="Endpoint family.")
+    api_key_env: str | None = Field(None, answers=False, description="Name of the environment variable holding "
                                     "the API key (the key itself never goes in a config).")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
-    query: dict[str, str] = Field(default_factory=dict, description="Extra query parameters, "
+    headers: dict[str, str] = Field(answers=False, default_factory=dict, description="Extra HTTP headers.")
+    query: dict[str, str] = Field(answers=False, default_factory=dict, description="Extra query parameters, "
                                   "e.g. {'api-version': '2024-10-21'} for Azure.")
-    max_in_flight: int = Field(64, ge=1, le=100_000, description="Most requests in flight at once.")
-    rpm: int | None = Field(None, ge=1, description="Requests per rate window (default window: a minute).")
-    tpm: int | None = Field(None, ge=1, description="Tokens (prompt + completion) per rate window.")
-    rate_window_s: float = Field(60.0, gt=0, description="Length of the rate window in seconds.")
-    adaptive: bool = Field(True, description="Halve the in-flight cap on 429/503 and regrow it "
+    max_in_flight: int = Field(64, answers=False, ge=1, le=100_000, description="Most requests in flight at once.")
+    rpm: int | None = Field(None, answers=False, ge=1, description="Requests per rate window (default window: a minute).")
+    tpm: int | None = Field(None, answers=False, ge=1, description="Tokens (prompt + completion) per rate window.")
+    rate_window_s: float = Field(60.0, answers=False, gt=0, description="Length of the rate window in seconds.")
+    adaptive: bool = Field(True, answers=False, description="Halve the in-flight cap on 429/503 and regrow it "
                            "by AIMD.")
-    metrics: bool = Field(False, description="Scrape each endpoint's /metrics (vLLM names) "
+    scrape_metrics: bool = Field(False, answers=False, description="Scrape each endpoint's /metrics (vLLM names) "
                           "and set its in-flight cap so the running batch stays full and the "
                           "waiting queue short; max_in_flight is then only the ceiling "
                           "(default: on for kind: vllm).")
-    metrics_interval_s: float = Field(0.5, gt=0, description="Seconds between scrapes.")
-    tokenizer: RelPath | None = Field(None, description="A local tokenizer.json for exact token "
+    metrics_interval_s: float = Field(0.5, answers=False, gt=0, description="Seconds between scrapes.")
+    tokenizer: RelPath | None = Field(None, answers=False, description="A local tokenizer.json for exact token "
                                       "counts; without it, 4 characters per token.")
-    default_max_tokens: int = Field(1024, ge=1, description="Completion tokens assumed for TPM "
+    default_max_tokens: int = Field(1024, answers=False, ge=1, description="Completion tokens assumed for TPM "
                                     "when a stage sets no max_tokens.")
-    timeouts: Timeouts = Field(default_factory=Timeouts, description="Per-phase deadlines "
+    timeouts: Timeouts = Field(answers=False, default_factory=Timeouts, description="Per-phase deadlines "
                                "of a request.")
-    retry: Retry = Field(default_factory=Retry, description="How failed requests are retried "
+    retry: Retry = Field(answers=False, default_factory=Retry, description="How failed requests are retried "
                          "(429, 5xx, resets, cut streams, timeouts; never 400/401/403/404/422).")
 
     @model_validator(mode="before")
@@ -89,7 +94,15 @@ class BackendConfig(EngineSettings):
             url = data.pop("base_url")
             data.setdefault("base_urls", [url] if isinstance(url, str) else url)
         if isinstance(data, dict) and data.get("kind") == "vllm":
-            data = {"metrics": True, "fleet": {}, **data}
+            data = {"scrape_metrics": True, "fleet": {}, **data}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        for old, new in RENAMED.items():
+            if isinstance(data, dict) and old in data:
+                raise ValueError(f"{old}: renamed to {new}; write {new}: instead")
         return data
 
     @model_validator(mode="after")
@@ -115,11 +128,12 @@ class BackendConfig(EngineSettings):
         if self.fleet is not None and self.kind != "vllm":
             raise ValueError("fleet: only a kind: vllm backend starts servers; add "
                              "kind: vllm or remove fleet")
-        if self.kind == "vllm-inproc" and self.metrics:
-            raise ValueError("metrics: kind 'vllm-inproc' has no /metrics endpoint to scrape; "
-                             "set metrics: false")
-        if self.batch is not None and (self.kind == "vllm-inproc" or self.api != "completions"):
-            raise ValueError("batch: batching needs an HTTP backend with api 'completions' "
+        if self.kind == "vllm-inproc" and self.scrape_metrics:
+            raise ValueError("scrape_metrics: kind 'vllm-inproc' has no /metrics endpoint to "
+                             "scrape; set scrape_metrics: false")
+        if self.micro_batch is not None and (self.kind == "vllm-inproc"
+                                             or self.api != "completions"):
+            raise ValueError("micro_batch: batching needs an HTTP backend with api 'completions' "
                              "(several prompts in one /v1/completions request)")
         return self
 

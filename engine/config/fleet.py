@@ -3,9 +3,9 @@ serve` processes gristmill starts, on which GPUs, with which engine settings."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
-from gristmill.config.base import Strict
+from gristmill.config.base import Field, Strict
 
 # Flags gristmill sets itself (from the fields below, or the port it picks).
 MANAGED_FLAGS = ("--host", "--port", "--tensor-parallel-size", "-tp", "--served-model-name")
@@ -15,39 +15,39 @@ class EngineSettings(Strict):
     """vLLM engine settings of both kinds: in `fleet` for the `vllm serve` servers of kind
     vllm, on the backend itself for kind vllm-inproc."""
 
-    dtype: str = Field("auto", description="Weight dtype: auto, bfloat16, float16, float32 "
+    dtype: str = Field("auto", answers=True, description="Weight dtype: auto, bfloat16, float16, float32 "
                        "(--dtype).")
-    max_model_len: int | None = Field(None, ge=16, description="Prompt + answer tokens per "
+    max_model_len: int | None = Field(None, answers=True, ge=16, description="Prompt + answer tokens per "
                                       "sequence (--max-model-len); default: the model's.")
-    max_num_seqs: int | None = Field(None, ge=1, description="The largest running batch of "
+    max_num_seqs: int | None = Field(None, answers=False, ge=1, description="The largest running batch of "
                                      "one engine (--max-num-seqs); default: vLLM's.")
-    prefix_caching: bool | None = Field(None, description="Reuse the KV cache of shared "
+    prefix_caching: bool | None = Field(None, answers=False, description="Reuse the KV cache of shared "
                                         "prompt prefixes: --enable-prefix-caching (true) or "
                                         "--no-enable-prefix-caching (false); default: vLLM's.")
 
 
 class FleetConfig(EngineSettings):
-    model: str | None = Field(None, description="What `vllm serve` loads: a Hugging Face id "
+    model: str | None = Field(None, answers=True, description="What `vllm serve` loads: a Hugging Face id "
                               "or a local folder; default: the backend's `model`.")
-    gpus: list[int] = Field(default_factory=list, description="GPU ids to use, e.g. [0, 1, 2, "
+    gpus: list[int] = Field(answers=False, default_factory=list, description="GPU ids to use, e.g. [0, 1, 2, "
                             "3]; each server gets its group in CUDA_VISIBLE_DEVICES. Empty: "
                             "`servers` servers that see what the environment gives them "
                             "(CPU, or every GPU).")
-    gpus_per_server: int = Field(1, ge=1, le=64, description="GPUs per server: a tensor-"
+    gpus_per_server: int = Field(1, answers=False, ge=1, le=64, description="GPUs per server: a tensor-"
                                  "parallel group (--tensor-parallel-size).")
-    servers: int | None = Field(None, ge=1, le=256, description="Number of servers; default: "
+    servers: int | None = Field(None, answers=False, ge=1, le=256, description="Number of servers; default: "
                                 "len(gpus) / gpus_per_server, or 1 without gpus.")
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="--max-num-batched-"
+    max_num_batched_tokens: int | None = Field(None, answers=False, ge=1, description="--max-num-batched-"
                                                "tokens per scheduler step.")
-    enforce_eager: bool = Field(False, description="--enforce-eager: no CUDA graphs (faster "
+    enforce_eager: bool = Field(False, answers=False, description="--enforce-eager: no CUDA graphs (faster "
                                 "start, slower decode).")
-    extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` "
+    extra_args: list[str] = Field(answers=True, default_factory=list, description="More `vllm serve` "
                                   "arguments, e.g. ['--gpu-memory-utilization', '0.92'].")
-    env: dict[str, str] = Field(default_factory=dict, description="Environment variables for "
+    env: dict[str, str] = Field(answers=False, default_factory=dict, description="Environment variables for "
                                 "the servers (over the inherited ones).")
-    startup_timeout_s: float = Field(900.0, gt=0, description="Seconds a server may take to "
+    startup_timeout_s: float = Field(900.0, answers=False, gt=0, description="Seconds a server may take to "
                                      "answer /health (weights download and load included).")
-    max_restarts: int = Field(3, ge=0, le=100, description="Failed start attempts in a row "
+    max_restarts: int = Field(3, answers=False, ge=0, le=100, description="Failed start attempts in a row "
                               "after a server died before the fleet gives up on it (the run "
                               "fails once every server is given up).")
 

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gristmill.config.backend import RENAMED
 from gristmill.config.pipeline import PipelineConfig
 from gristmill.config.yaml_file import read_yaml
 from gristmill.errors import ConfigError
@@ -35,6 +36,21 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> PipelineConf
     for override in overrides:
         apply_override(data, override)
     return validate_config(data, base_dir=path.parent.resolve(), source=str(path))
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A run directory's own config.yaml, as a dict in today's field names (a run written
+    before a field was renamed resumes as it was)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    data = read_yaml(path)
+    for backend in (data.get("backends") or {}).values():
+        if isinstance(backend, dict):
+            for old, new in RENAMED.items():
+                if old in backend:
+                    backend[new] = backend.pop(old)
+    return data
 
 
 def validate_config(data: dict[str, Any], *, base_dir: Path | None = None,
@@ -163,7 +179,7 @@ def on_fleet(backend: dict[str, Any], name: str, model: str | None,
         raise ConfigError(f"--gpus/--gpus-per-server: backend {name!r} starts no servers; "
                           "add --vllm-model NAME (a Hugging Face id or a local folder)")
     if model is not None:
-        backend.update(kind="vllm", model=model, base_urls=[], metrics=True)
+        backend.update(kind="vllm", model=model, base_urls=[], scrape_metrics=True)
         backend["fleet"] = {**(backend.get("fleet") or {}), "model": None}
     backend["fleet"] = {**backend["fleet"], **fleet}
     placed = backend["fleet"]

@@ -7,25 +7,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator,
+from pydantic import (ConfigDict, PrivateAttr, ValidationInfo, field_validator,
                       model_validator)
 
-from gristmill.config.backend import BackendConfig, BatchConfig, Retry, Timeouts  # noqa: F401
-from gristmill.config.base import (NAME_PATTERN, RESERVED_NAMES, RelPath,  # noqa: F401
+from gristmill.config.backend import BackendConfig, MicroBatchConfig, Retry, Timeouts  # noqa: F401
+from gristmill.config.base import (NAME_PATTERN, RESERVED_NAMES, Field, RelPath,  # noqa: F401
                                    Strict)  # (re-exported)
 from gristmill.config.seeds import SeedsConfig  # noqa: E402
 from gristmill.errors import ConfigError
 
 
 class OutputConfig(Strict):
-    type: Literal["text", "list"] = Field("text", description="'text': the answer is one item. "
+    type: Literal["text", "list"] = Field("text", answers=True, description="'text': the answer is one item. "
                                           "'list': a JSON list of strings, each becomes an item.")
-    min_items: int = Field(1, ge=1, description="'list': fewest strings the answer must "
+    min_items: int = Field(1, answers=True, ge=1, description="'list': fewest strings the answer must "
                            "hold (minItems of the schema).")
-    max_items: int = Field(5, ge=1, description="'list': most strings the answer may hold "
+    max_items: int = Field(5, answers=True, ge=1, description="'list': most strings the answer may hold "
                            "(maxItems of the schema); at least min_items.")
-    max_chars: int | None = Field(None, ge=1, description="maxLength of each string in the schema.")
-    json_schema: bool = Field(True, description="Send a JSON-schema response_format; turn off for "
+    max_chars: int | None = Field(None, answers=True, ge=1, description="maxLength of each string in the schema.")
+    json_schema: bool = Field(True, answers=True, description="Send a JSON-schema response_format; turn off for "
                               "endpoints without it (a tolerant parser reads the answer).")
 
     @model_validator(mode="after")
@@ -37,17 +37,17 @@ class OutputConfig(Strict):
 
 class Sampling(Strict):
     model_config = ConfigDict(extra="allow")  # pass-through of server-specific parameters
-    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; "
+    temperature: float | None = Field(None, answers=True, ge=0, le=2, description="Sampling temperature; "
                                       "default: the server's.")
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling: the "
+    top_p: float | None = Field(None, answers=True, gt=0, le=1, description="Nucleus sampling: the "
                                 "smallest set of tokens whose probabilities sum to this; "
                                 "default: the server's.")
-    max_tokens: int | None = Field(None, ge=1, description="Most completion tokens per answer; "
+    max_tokens: int | None = Field(None, answers=True, ge=1, description="Most completion tokens per answer; "
                                    "default: the server's (the rate limiter then assumes the "
                                    "backend's default_max_tokens).")
-    stop: list[str] | None = Field(None, description="Strings that end the answer when "
+    stop: list[str] | None = Field(None, answers=True, description="Strings that end the answer when "
                                    "generated.")
-    seed: int | None = Field(None, description="Sampling seed sent with each request (kind "
+    seed: int | None = Field(None, answers=True, description="Sampling seed sent with each request (kind "
                              "vllm-inproc on vLLM's CPU build drops it; `gristmill demo` "
                              "refuses it). Any other key here, e.g. repetition_penalty, is "
                              "passed to the server as is.")
@@ -58,101 +58,101 @@ class ValidatorsConfig(Strict):
     below (an entry replaces the default of its name). Each validator's parameters: the
     config reference's "Validator parameters" (docs/config-reference.md)."""
 
-    defaults: bool = Field(True, description="Include the built-in defaults (stream: refusal, "
+    defaults: bool = Field(True, answers=True, description="Include the built-in defaults (stream: refusal, "
                            "json_prefix, repetition, language, max_length; final: truncated, "
                            "schema, placeholders, restates_question).")
-    stream: list[str | dict[str, Any]] = Field(default_factory=list, description="Checks on "
+    stream: list[str | dict[str, Any]] = Field(answers=True, default_factory=list, description="Checks on "
                                                "the text as it streams; {name: x, enabled: "
                                                "false} turns a default off.")
-    final: list[str | dict[str, Any]] = Field(default_factory=list, description="Checks on "
+    final: list[str | dict[str, Any]] = Field(answers=True, default_factory=list, description="Checks on "
                                               "the whole answer.")
-    abort_early: bool = Field(True, description="Stop a streamed answer the moment a streaming "
+    abort_early: bool = Field(True, answers=True, description="Stop a streamed answer the moment a streaming "
                               "check rejects it; off: the same checks judge it once complete.")
-    check_every_chars: int = Field(512, ge=1, description="Streaming checks run when this much "
+    check_every_chars: int = Field(512, answers=True, ge=1, description="Streaming checks run when this much "
                                    "new text has arrived (~128 tokens): a bad answer is stopped "
                                    "at most that much later, for a fraction of the CPU.")
-    max_regenerations: int = Field(2, ge=0, le=20, description="New requests (with their "
+    max_regenerations: int = Field(2, answers=True, ge=0, le=20, description="New requests (with their "
                                    "attempt number) after a rejected answer, before the item "
                                    "becomes a reject.")
 
 
 class StageConfig(Strict):
-    name: str = Field(pattern=NAME_PATTERN, description="Identifier; later templates use it "
+    name: str = Field(answers=True, pattern=NAME_PATTERN, description="Identifier; later templates use it "
                       "as a variable holding this stage's output.")
-    backend: str = Field("default", description="Key in `backends`.")
-    model: str | None = Field(None, description="Overrides the backend's model for this stage.")
-    system: str | None = Field(None, description="Jinja2 template of the system message.")
-    prompt: str = Field(min_length=1, description="Jinja2 template of the user message "
+    backend: str = Field("default", answers=True, description="Key in `backends`.")
+    model: str | None = Field(None, answers=True, description="Overrides the backend's model for this stage.")
+    system: str | None = Field(None, answers=True, description="Jinja2 template of the system message.")
+    prompt: str = Field(answers=True, min_length=1, description="Jinja2 template of the user message "
                         "(or the prompt, for completions).")
-    output: OutputConfig = Field(default_factory=OutputConfig, description="The shape of "
+    output: OutputConfig = Field(answers=True, default_factory=OutputConfig, description="The shape of "
                                  "the answer: one text, or a JSON list of items.")
-    fan_out: int = Field(1, ge=1, le=1000, description="Requests per input item (variable "
+    fan_out: int = Field(1, answers=True, ge=1, le=1000, description="Requests per input item (variable "
                          "`variant` tells them apart).")
-    sampling: Sampling = Field(default_factory=Sampling, description="Sampling parameters "
+    sampling: Sampling = Field(answers=True, default_factory=Sampling, description="Sampling parameters "
                                "of this stage's requests.")
-    stream: bool = Field(False, description="Stream the answer (costs CPU; use it where a "
+    stream: bool = Field(False, answers=False, description="Stream the answer (costs CPU; use it where a "
                          "streaming validator needs it).")
-    workers: int | None = Field(None, ge=1, le=100_000, description="Concurrent items in this "
+    workers: int | None = Field(None, answers=False, ge=1, le=100_000, description="Concurrent items in this "
                                 "stage; default: the backend's max_in_flight.")
-    queue_size: int | None = Field(None, ge=1, description="Items waiting for this stage; "
+    queue_size: int | None = Field(None, answers=False, ge=1, description="Items waiting for this stage; "
                                    "default: 2 x workers.")
-    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig, description="The "
+    validators: ValidatorsConfig = Field(answers=True, default_factory=ValidatorsConfig, description="The "
                                          "checks on this stage's answers.")
 
 
 class KindSettings(Strict):
     """How one AgentInstruct stage kind reaches its model."""
 
-    backend: str = Field("default", description="Key in `backends`.")
-    model: str | None = Field(None, description="Overrides the backend's model.")
-    sampling: Sampling = Field(default_factory=Sampling, description="Sampling parameters of "
+    backend: str = Field("default", answers=True, description="Key in `backends`.")
+    model: str | None = Field(None, answers=True, description="Overrides the backend's model.")
+    sampling: Sampling = Field(answers=True, default_factory=Sampling, description="Sampling parameters of "
                                "this kind's requests; each kind has its own defaults.")
-    stream: bool = Field(False, description="Stream the answers (lets streaming validators "
+    stream: bool = Field(False, answers=False, description="Stream the answers (lets streaming validators "
                          "stop a bad one early; costs CPU).")
-    workers: int | None = Field(None, ge=1, le=100_000, description="Concurrent items of this "
+    workers: int | None = Field(None, answers=False, ge=1, le=100_000, description="Concurrent items of this "
                                 "kind; default: the backend's max_in_flight.")
-    queue_size: int | None = Field(None, ge=1, description="Items waiting for this kind; "
+    queue_size: int | None = Field(None, answers=False, ge=1, description="Items waiting for this kind; "
                                    "default: 2 x workers.")
-    validators: ValidatorsConfig | None = Field(None, description="Default: the flow's "
+    validators: ValidatorsConfig | None = Field(None, answers=True, description="Default: the flow's "
                                                 "`validators`.")
 
 
 class AgentInstructConfig(Strict):
-    skills: list[str] = Field(min_length=1, description="Skill folders to run, e.g. "
+    skills: list[str] = Field(answers=True, min_length=1, description="Skill folders to run, e.g. "
                               "reading_comprehension.")
-    skills_dir: RelPath | None = Field(None, description="Where skill folders live; default: "
+    skills_dir: RelPath | None = Field(None, answers=True, description="Where skill folders live; default: "
                                        "the skills shipped with gristmill.")
-    skills_per_seed: int | None = Field(None, ge=1, description="Sample this many of the skills "
+    skills_per_seed: int | None = Field(None, answers=True, ge=1, description="Sample this many of the skills "
                                         "that accept a seed; default: every one.")
-    agents_per_seed: int = Field(2, ge=1, le=50, description="Transformation agents per seed "
+    agents_per_seed: int = Field(2, answers=True, ge=1, le=50, description="Transformation agents per seed "
                                  "and skill.")
-    agents: list[str] | None = Field(None, min_length=1, description="Only these "
+    agents: list[str] | None = Field(None, answers=True, min_length=1, description="Only these "
                                      "transformation agents (by name, e.g. poem, identity) "
                                      "in each skill; default: all of the skill's agents.")
-    refine_rounds: int = Field(2, ge=0, le=10, description="Suggester-editor rounds.")
-    json_schema: bool = Field(True, description="Request structured outputs with a JSON-schema "
+    refine_rounds: int = Field(2, answers=True, ge=0, le=10, description="Suggester-editor rounds.")
+    json_schema: bool = Field(True, answers=True, description="Request structured outputs with a JSON-schema "
                               "response_format; off: a tolerant parser reads prose.")
-    max_chars: int | None = Field(None, ge=1, description="maxLength of each string in the "
+    max_chars: int | None = Field(None, answers=True, ge=1, description="maxLength of each string in the "
                                   "JSON lists (instructions, suggestions): a small model "
                                   "cannot run on inside one.")
-    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig, description="The "
+    validators: ValidatorsConfig = Field(answers=True, default_factory=ValidatorsConfig, description="The "
                                          "checks on every kind's answers, unless a kind sets "
                                          "its own.")
-    transform: KindSettings = Field(default_factory=lambda: KindSettings(
+    transform: KindSettings = Field(answers=True, default_factory=lambda: KindSettings(
         sampling=Sampling(temperature=0.7, max_tokens=1024)), description="Content "
         "transformation: an agent rewrites the seed (default sampling: temperature 0.7, "
         "max_tokens 1024).")
-    generate: KindSettings = Field(default_factory=lambda: KindSettings(
+    generate: KindSettings = Field(answers=True, default_factory=lambda: KindSettings(
         sampling=Sampling(temperature=0.8, max_tokens=1024)), description="Instruction "
         "generation from the skill's taxonomy (default sampling: temperature 0.8, max_tokens "
         "1024).")
-    suggest: KindSettings = Field(default_factory=lambda: KindSettings(
+    suggest: KindSettings = Field(answers=True, default_factory=lambda: KindSettings(
         sampling=Sampling(temperature=0.7, max_tokens=512)), description="The suggester of "
         "each refinement round (default sampling: temperature 0.7, max_tokens 512).")
-    edit: KindSettings = Field(default_factory=lambda: KindSettings(
+    edit: KindSettings = Field(answers=True, default_factory=lambda: KindSettings(
         sampling=Sampling(temperature=0.5, max_tokens=512)), description="The editor of each "
         "refinement round (default sampling: temperature 0.5, max_tokens 512).")
-    answer: KindSettings = Field(default_factory=lambda: KindSettings(
+    answer: KindSettings = Field(answers=True, default_factory=lambda: KindSettings(
         sampling=Sampling(temperature=0.3, max_tokens=1024)), description="The answer to the "
         "final instruction (default sampling: temperature 0.3, max_tokens 1024).")
 
@@ -162,20 +162,20 @@ class AgentInstructConfig(Strict):
 
 
 class DedupConfig(Strict):
-    enabled: bool = Field(True, description="At the end of a finished run, write dataset.jsonl "
+    enabled: bool = Field(True, answers=False, description="At the end of a finished run, write dataset.jsonl "
                           "without exact and near-duplicate instructions (the smallest id of "
                           "each cluster is kept).")
-    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity of "
+    threshold: float = Field(0.8, answers=False, gt=0, le=1, description="Estimated Jaccard similarity of "
                              "word 5-gram sets above which two instructions are duplicates.")
 
 
 class CriterionConfig(Strict):
     """One binary criterion of the judge: pass or fail, with a one-paragraph critique."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="Identifier, e.g. 'faithful'.")
-    question: str = Field(min_length=1, description="What a passing answer does, asked as a "
+    name: str = Field(answers=True, pattern=NAME_PATTERN, description="Identifier, e.g. 'faithful'.")
+    question: str = Field(answers=True, min_length=1, description="What a passing answer does, asked as a "
                           "yes/no question (yes = pass).")
-    alternatives: list[str] = Field(default_factory=list, description="Other phrasings of the "
+    alternatives: list[str] = Field(answers=True, default_factory=list, description="Other phrasings of the "
                                     "question: `gristmill judge align` picks, per criterion, the "
                                     "one that agrees best with the human labels.")
 
@@ -191,63 +191,63 @@ DEFAULT_CRITERIA = [
 
 
 class FewShotConfig(Strict):
-    k: int = Field(4, ge=0, le=32, description="Labelled examples in each judge prompt, "
+    k: int = Field(4, answers=True, ge=0, le=32, description="Labelled examples in each judge prompt, "
                    "retrieved per record by word overlap (0: zero-shot).")
-    from_labels: bool = Field(False, description="Draw examples from all the run's human labels "
+    from_labels: bool = Field(False, answers=True, description="Draw examples from all the run's human labels "
                               "(read when the judge starts), besides `examples`.")
-    disagreement_bonus: float = Field(0.3, ge=0, le=10, description="Score added to an example "
+    disagreement_bonus: float = Field(0.3, answers=True, ge=0, le=10, description="Score added to an example "
                                       "the judge got wrong (judge and human disagreed).")
-    recency_bonus: float = Field(0.2, ge=0, le=10, description="Score added to the newest "
+    recency_bonus: float = Field(0.2, answers=True, ge=0, le=10, description="Score added to the newest "
                                  "label, falling linearly to 0 for the oldest.")
-    max_chars: int = Field(1500, ge=100, description="Each example's instruction and answer are "
+    max_chars: int = Field(1500, answers=True, ge=100, description="Each example's instruction and answer are "
                            "cut to this many characters.")
 
 
 class JudgeExample(Strict):
     """A human-labelled record shown to the judge (aligned judges list theirs)."""
 
-    record_id: str = Field(description="Id of the labelled record (a record never sees its "
+    record_id: str = Field(answers=True, description="Id of the labelled record (a record never sees its "
                            "own label).")
-    instruction: str = Field(description="The record's instruction.")
-    answer: str = Field(description="The record's answer.")
-    passed: bool = Field(description="The human's verdict: true = pass.")
-    critique: str = Field("", description="Why, in the labeller's words.")
-    criterion: str = Field("", description="'' for the overall verdict.")
-    labeled_at: float = Field(0.0, description="When the label was given (Unix time); newer "
+    instruction: str = Field(answers=True, description="The record's instruction.")
+    answer: str = Field(answers=True, description="The record's answer.")
+    passed: bool = Field(answers=True, description="The human's verdict: true = pass.")
+    critique: str = Field("", answers=True, description="Why, in the labeller's words.")
+    criterion: str = Field("", answers=True, description="'' for the overall verdict.")
+    labeled_at: float = Field(0.0, answers=True, description="When the label was given (Unix time); newer "
                               "labels get the recency bonus.")
-    disagreed: bool = Field(False, description="The judge's verdict differed from the human's.")
+    disagreed: bool = Field(False, answers=True, description="The judge's verdict differed from the human's.")
 
 
 class JudgeConfig(Strict):
     """An LLM judge after the last stage: binary criteria, JSON-schema structured verdicts."""
 
-    enabled: bool = Field(True, description="Judge the records; false keeps the section but "
+    enabled: bool = Field(True, answers=True, description="Judge the records; false keeps the section but "
                           "runs no judge.")
-    version: str = Field("judge-v0", pattern=r"^[A-Za-z0-9_.-]+$", description="Stored with "
+    version: str = Field("judge-v0", answers=True, pattern=r"^[A-Za-z0-9_.-]+$", description="Stored with "
                          "every verdict; aligned judges are judge-v1, judge-v2, ...")
-    backend: str = Field("default", description="Key in `backends`.")
-    model: str | None = Field(None, description="Overrides the backend's model.")
-    system: str | None = Field(None, description="System message; default: a strict reviewer.")
-    criteria: list[CriterionConfig] = Field(
+    backend: str = Field("default", answers=True, description="Key in `backends`.")
+    model: str | None = Field(None, answers=True, description="Overrides the backend's model.")
+    system: str | None = Field(None, answers=True, description="System message; default: a strict reviewer.")
+    criteria: list[CriterionConfig] = Field(answers=True,
         default_factory=lambda: [CriterionConfig(**c) for c in DEFAULT_CRITERIA],
         min_length=1, description="Criteria for every record.")
-    skills: dict[str, list[CriterionConfig]] = Field(default_factory=dict, description="Extra "
+    skills: dict[str, list[CriterionConfig]] = Field(answers=True, default_factory=dict, description="Extra "
                                                      "criteria per skill (a record's `skill`).")
-    on_fail: Literal["reject", "flag"] = Field("reject", description="'reject': a failed record "
+    on_fail: Literal["reject", "flag"] = Field("reject", answers=True, description="'reject': a failed record "
                                                "goes to rejects.jsonl (with the record); 'flag': "
                                                "it stays in the output with its verdict.")
-    few_shot: FewShotConfig = Field(default_factory=FewShotConfig, description="How "
+    few_shot: FewShotConfig = Field(answers=True, default_factory=FewShotConfig, description="How "
                                     "labelled examples are picked for each judge prompt.")
-    examples: list[JudgeExample] = Field(default_factory=list, description="Labelled examples "
+    examples: list[JudgeExample] = Field(answers=True, default_factory=list, description="Labelled examples "
                                          "to retrieve from (written by `judge align`).")
-    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=800),
+    sampling: Sampling = Field(answers=True, default_factory=lambda: Sampling(temperature=0.0, max_tokens=800),
                                description="Sampling of the judge's requests (default: "
                                "temperature 0, max_tokens 800).")
-    max_regenerations: int = Field(2, ge=0, le=20, description="New requests after an "
+    max_regenerations: int = Field(2, answers=True, ge=0, le=20, description="New requests after an "
                                    "unparseable verdict before the record becomes a reject.")
-    workers: int | None = Field(None, ge=1, le=100_000, description="Records judged at once; "
+    workers: int | None = Field(None, answers=False, ge=1, le=100_000, description="Records judged at once; "
                                 "default: the backend's max_in_flight.")
-    queue_size: int | None = Field(None, ge=1, description="Records waiting for the judge; "
+    queue_size: int | None = Field(None, answers=False, ge=1, description="Records waiting for the judge; "
                                    "default: 2 x workers.")
 
     def criteria_for(self, skill: str | None) -> list[CriterionConfig]:
@@ -264,32 +264,32 @@ class JudgeConfig(Strict):
 
 
 class MessageTemplate(Strict):
-    role: Literal["system", "user", "assistant"] = Field(description="The message's role.")
-    content: str = Field(description="Jinja2 template of the message; it sees what the stages "
+    role: Literal["system", "user", "assistant"] = Field(answers=True, description="The message's role.")
+    content: str = Field(answers=True, description="Jinja2 template of the message; it sees what the stages "
                          "see, plus every stage's output by name.")
 
 
 class PipelineConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; the default run "
+    name: str = Field(answers=False, pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; the default run "
                       "directory is runs/<name>-<timestamp>.")
-    seeds: SeedsConfig = Field(description="Where the seed documents are and how they are "
+    seeds: SeedsConfig = Field(answers=True, description="Where the seed documents are and how they are "
                                "read, cleaned, chunked and deduplicated.")
-    backends: dict[str, BackendConfig] = Field(min_length=1, description="The model servers "
+    backends: dict[str, BackendConfig] = Field(answers=True, min_length=1, description="The model servers "
                                                "by name; stages, kinds and the judge use "
                                                "`default` unless they name another.")
-    stages: list[StageConfig] = Field(default_factory=list, description="A staged pipeline "
+    stages: list[StageConfig] = Field(answers=True, default_factory=list, description="A staged pipeline "
                                       "(or use `agentinstruct`).")
-    agentinstruct: AgentInstructConfig | None = Field(None, description="The AgentInstruct "
+    agentinstruct: AgentInstructConfig | None = Field(None, answers=True, description="The AgentInstruct "
                                                       "flow over skills (instead of `stages`).")
-    record: list[MessageTemplate] | None = Field(None, description="The `messages` of each "
+    record: list[MessageTemplate] | None = Field(None, answers=True, description="The `messages` of each "
                                                  "output record; default: the second-to-last "
                                                  "stage as user, the last as assistant.")
-    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate "
+    dedup: DedupConfig = Field(answers=False, default_factory=DedupConfig, description="Duplicate "
                                "instructions removed at the end of a finished run.")
-    judge: JudgeConfig | None = Field(None, description="An LLM judge of every record "
+    judge: JudgeConfig | None = Field(None, answers=True, description="An LLM judge of every record "
                                       "(see docs/judge.md); or the "
                                       "path of a judge file, e.g. RUN/judge/judge-v1.yaml.")
-    grace_s: float = Field(30.0, ge=0, description="On the first Ctrl-C, seconds to let "
+    grace_s: float = Field(30.0, answers=False, ge=0, description="On the first Ctrl-C, seconds to let "
                            "in-flight requests finish.")
     _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)
 

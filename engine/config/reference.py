@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from gristmill.config.backend import BackendConfig
+from gristmill.config.base import changes_answers
 from gristmill.config.pipeline import (KindSettings, PipelineConfig,
                                        Sampling, ValidatorsConfig)
 
@@ -49,6 +50,11 @@ servers) to call, then either `stages` or `agentinstruct` (exactly one), and opt
 here. `--set KEY=VALUE` changes one field from the command line (`stages.answer.workers=8`: a
 list item by index or by `name`). Examples: [the README](../README.md#a-config) and
 `configs/*.yaml`; what each part does: [the README's list](../README.md#documentation).
+
+The `answers` column says whether a field changes the answers a run gets: resuming a run
+(`gristmill resume`, or `run --run-dir` on an existing one) after such a change is refused
+unless `--force`, since it would mix two datasets. The others (where requests go, how many at
+once, how fast, how patiently) may change between sessions.
 """
 
 
@@ -235,11 +241,16 @@ def _doc(model: type) -> str:
     return " ".join(doc.split())
 
 
-def _table(model: type[BaseModel], anchors: dict[type[BaseModel], str]) -> list[str]:
-    rows = ["| field | type | default | bounds | description |", "|---|---|---|---|---|"]
+def _table(model: type[BaseModel], anchors: dict[type[BaseModel], str],
+           answers: bool = True) -> list[str]:
+    """A model's fields; `answers`: with the column saying whether each changes answers (a
+    validator's parameters all do: they sit under a stage's validators)."""
+    rows = ["| field | type | default | bounds |" + (" answers |" if answers else "")
+            + " description |", "|---|---|---|---|" + ("---|" if answers else "") + "---|"]
     for name, info in model.model_fields.items():
+        column = (" yes |" if changes_answers(info) else " no |") if answers else ""
         rows.append(f"| `{name}` | {_cell(_type(info.annotation, anchors))} | "
-                    f"{_cell(_default(info))} | {_cell(_bounds(info))} | "
+                    f"{_cell(_default(info))} | {_cell(_bounds(info))} |{column} "
                     f"{_cell(_prose(info.description or ''))} |")
     return rows
 
@@ -277,7 +288,7 @@ def _validator_sections() -> list[str]:
             extra = {k: v for k, v in defaults[name].items() if k != "name"}
             lines += ["On by default" + (f", with `{json.dumps(extra)}`." if extra else "."), ""]
         if cls.Params.model_fields:
-            lines += _table(cls.Params, {}) + [""]
+            lines += _table(cls.Params, {}, answers=False) + [""]
         else:
             lines += ["No parameters.", ""]
     return lines

@@ -1,40 +1,67 @@
 """Which config changes would change answers. Resuming a run with such a change would mix two
-datasets, so it is refused (unless --force) with the fields that changed."""
+datasets, so it is refused (unless --force) with the fields that changed. Each field declares
+whether it changes answers (`Field(answers=...)` in the models); this walks the models beside
+the two dumped configs."""
 
 from __future__ import annotations
 
+import types
+import typing
 from typing import Any
 
-# Fields that change how fast or where requests go, never what is answered.
-OPERATIONAL = frozenset({
-    "max_in_flight", "rpm", "tpm", "rate_window_s", "adaptive", "metrics", "metrics_interval_s",
-    "timeouts", "retry", "workers", "queue_size", "grace_s", "headers", "query", "base_urls",
-    "api_key_env", "default_max_tokens", "tokenizer", "stream",
-    # where and how a fleet runs the model (its model, dtype, max_model_len, extra_args count)
-    "kind", "gpus", "gpus_per_server", "servers", "max_num_seqs", "max_num_batched_tokens",
-    "prefix_caching", "enforce_eager", "env", "startup_timeout_s", "max_restarts",
-})
+from pydantic import BaseModel
+
+from gristmill.config.base import changes_answers
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in OPERATIONAL:
-                continue
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
-        out = {}
-        for i, value in enumerate(data):
-            out.update(flatten(value, f"{prefix}[{i}]"))
-        return out
-    return {prefix: data}
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The types a field may hold: each member of a union, else the annotation itself."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _model(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) \
+        else None
+
+
+def _values(annotation: Any, value: Any, path: str) -> dict[str, Any]:
+    """The answer-changing values under one field, by dotted path: into a model, a list of
+    models or a mapping of models; anything else is one value."""
+    for member in _members(annotation):
+        args = typing.get_args(member)
+        if (model := _model(member)) and isinstance(value, dict):
+            return answer_values(model, value, path)
+        if typing.get_origin(member) is list and args and (model := _model(args[0])) \
+                and isinstance(value, list):
+            return {k: v for i, item in enumerate(value) if isinstance(item, dict)
+                    for k, v in answer_values(model, item, f"{path}[{i}]").items()}
+        if typing.get_origin(member) is dict and len(args) == 2 \
+                and (model := _model(args[1])) and isinstance(value, dict):
+            return {k: v for key, item in value.items() if isinstance(item, dict)
+                    for k, v in answer_values(model, item, f"{path}.{key}").items()}
+    return {path: value}
+
+
+def answer_values(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every answer-changing value of `data` (a dumped `model`) by dotted path; keys the model
+    does not know are kept too (compared, never ignored)."""
+    out: dict[str, Any] = {}
+    known = set()
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        known.add(key)
+        if key in data and changes_answers(field):
+            out.update(_values(field.annotation, data[key], f"{prefix}.{key}" if prefix else key))
+    for key in data.keys() - known:
+        out[f"{prefix}.{key}" if prefix else key] = data[key]
+    return out
 
 
 def answer_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted paths whose values differ, ignoring operational fields and the run name."""
-    a, b = flatten(old), flatten(new)
-    a.pop("name", None)
-    b.pop("name", None)
+    """Dotted paths whose answer-changing values differ between two dumped pipeline configs."""
+    from gristmill.config.pipeline import PipelineConfig
+
+    a, b = answer_values(PipelineConfig, old), answer_values(PipelineConfig, new)
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from annotated_types import MinLen
+from pydantic import field_validator, model_validator
 
-from gristmill.config.base import RelPath, Strict
+from gristmill.config.base import Field, RelPath, Strict
 
 EXTENSIONS: dict[str, str] = {
     ".py": "python", ".pyi": "python",
@@ -65,9 +66,9 @@ DEFAULT_SKIP_DIRS = ["node_modules", "vendor", "third_party", ".git", "build", "
 
 
 class ChunkConfig(Strict):
-    max_tokens: int = Field(512, ge=32, description="Largest chunk in tokens, counted with the "
+    max_tokens: int = Field(512, answers=True, ge=32, description="Largest chunk in tokens, counted with the "
                             "same counter as the rate limiter.")
-    overlap_tokens: int = Field(64, ge=0, description="Tokens of a chunk's tail repeated at the "
+    overlap_tokens: int = Field(64, answers=True, ge=0, description="Tokens of a chunk's tail repeated at the "
                                 "start of the next one (whole sentences/paragraphs when "
                                 "possible); 0 for none.")
 
@@ -81,11 +82,11 @@ class ChunkConfig(Strict):
 
 
 class CodeConfig(Strict):
-    languages: list[str] | Literal["all"] = Field("all", description="Languages to read from "
+    languages: list[str] | Literal["all"] = Field("all", answers=True, description="Languages to read from "
                                                   "code trees, e.g. [python, go], or 'all'.")
-    max_file_bytes: int = Field(200_000, ge=1, description="Larger code files are skipped "
+    max_file_bytes: int = Field(200_000, answers=True, ge=1, description="Larger code files are skipped "
                                 "(usually generated or data).")
-    skip_dirs: list[str] = Field(default_factory=lambda: list(DEFAULT_SKIP_DIRS),
+    skip_dirs: list[str] = Field(answers=True, default_factory=lambda: list(DEFAULT_SKIP_DIRS),
                                  description="Folder names (fnmatch patterns) never entered, "
                                  "for prose and code alike: vendored files are poor seeds.")
 
@@ -103,25 +104,25 @@ class CodeConfig(Strict):
 
 
 class SeedsConfig(Strict):
-    path: RelPath | Annotated[list[RelPath], Field(min_length=1)] = Field(
+    path: RelPath | Annotated[list[RelPath], MinLen(1)] = Field(answers=True,
         description="A file or folder, or a list of them. Ids use each file's path relative "
         "to the folder it was found under, so moving that folder keeps them.")
     format: Literal["auto", "jsonl", "text", "code", "parquet", "hf"] = Field(
-        "auto", description="'auto': by suffix, per file (a folder may mix prose, code, "
+        "auto", answers=True, description="'auto': by suffix, per file (a folder may mix prose, code, "
         "JSONL and Parquet; a saved Hugging Face dataset folder is read with `datasets`). "
         "Any other value reads every file in the path that way.")
-    field: str = Field("text", description="JSONL field / Parquet or dataset column holding "
+    field: str = Field("text", answers=True, description="JSONL field / Parquet or dataset column holding "
                        "the text.")
-    min_chars: int = Field(300, ge=0, description="Chunks with fewer characters (after "
+    min_chars: int = Field(300, answers=True, ge=0, description="Chunks with fewer characters (after "
                            "cleaning) are dropped and counted as 'too_short'; a chunk of "
                            "exactly min_chars is kept. A short document is one chunk.")
-    chunk: ChunkConfig = Field(default_factory=ChunkConfig, description="How long "
+    chunk: ChunkConfig = Field(answers=True, default_factory=ChunkConfig, description="How long "
                                "documents are split into chunks.")
-    dedup: bool = Field(True, description="Drop chunks whose cleaned text was already "
+    dedup: bool = Field(True, answers=True, description="Drop chunks whose cleaned text was already "
                         "seen in this run (exact match, 8-byte digest).")
-    code: CodeConfig = Field(default_factory=CodeConfig, description="Which source files "
+    code: CodeConfig = Field(answers=True, default_factory=CodeConfig, description="Which source files "
                              "of code trees are read.")
-    hf_split: str = Field("train", description="Split to read from a Hugging Face dataset.")
+    hf_split: str = Field("train", answers=True, description="Split to read from a Hugging Face dataset.")
 
     @property
     def paths(self) -> list[Path]:

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from gristmill.dataset.cache import AnswerCache
 from gristmill.scheduling.client import ModelClient
 from gristmill.config.pipeline import JudgeConfig, PipelineConfig
-from gristmill.config.load import format_validation_error, validate_config, with_cli_overrides
+from gristmill.config.load import (format_validation_error, read_run_config, validate_config,
+                                   with_cli_overrides)
 from gristmill.config.yaml_file import read_yaml
 from gristmill.errors import ConfigError
 from gristmill.flows.items import Item
@@ -33,10 +34,7 @@ VERSION_FILE = re.compile(r"^judge-v(\d+)\.yaml$")
 
 
 def run_config(run_dir: Path, backend_url: str | None = None) -> PipelineConfig:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    config = validate_config(read_yaml(path), source=str(path))
+    config = validate_config(read_run_config(run_dir), source=str(run_dir / "config.yaml"))
     return with_cli_overrides(config, backend_url=backend_url)
 
 

@@ -26,7 +26,7 @@ import yaml
 
 from gristmill.config.pipeline import PipelineConfig
 from gristmill.config.resume import answer_changes
-from gristmill.config.yaml_file import read_yaml
+from gristmill.config.load import read_run_config
 from gristmill.dataset.files import read_json, write_atomic
 from gristmill.errors import ConfigError
 
@@ -85,7 +85,7 @@ class RunDir:
 
     def check_resume(self, config: PipelineConfig, force: bool) -> None:
         """Refuse to continue a run whose answers the new config would change."""
-        old = read_yaml(self.path / "config.yaml")
+        old = read_run_config(self.path)
         changes = answer_changes(old, config.model_dump(mode="json"))
         manifest = read_json(self.path / "manifest.json")  # None: the first session died
         if manifest is not None and manifest.get("skills_digest") != skills_digest(config):
