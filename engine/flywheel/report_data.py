@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 
-from gristmill.dataset.files import read_json
+from gristmill.dataset.files import read_json, read_jsonl
 from gristmill.flywheel.labels import LabelStore
 from gristmill.flywheel.review_index import JsonlTail, judge_fields
 
@@ -117,18 +116,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
 
 def read_timeline(path: Path) -> list[dict[str, Any]]:
     """timeline.jsonl's points; a line torn by a crash is skipped."""
-    if not path.is_file():
-        return []
-    points = []
-    with path.open("rb") as fh:
-        for line in fh:
-            try:
-                point = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(point, dict) and isinstance(point.get("t"), (int, float)):
-                points.append(point)
-    return points
+    return [p for p in read_jsonl(path) if isinstance(p.get("t"), (int, float))]
 
 
 def _labels(run_dir: Path) -> dict[str, Any]:
