@@ -4,6 +4,8 @@ waiter queued, no task left pending. And memory stays bounded while seeds stream
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import gc
 
 import pytest
@@ -204,3 +206,25 @@ async def test_gc_tuning_leaves_a_callers_own_freeze_alone():
         assert gc.get_threshold()[0] == DEFAULT_YOUNG
     finally:
         gc.unfreeze()
+
+
+async def test_a_failing_close_still_writes_the_summary_and_closes_the_run_dir(
+        mock_server_factory, tmp_path, monkeypatch):
+    """The store's last commit fails (a full disk, say): the run raises that error, and still
+    leaves state.json and summary.json and releases the run directory's log."""
+    from gristmill.dataset.store import Store
+
+    server = mock_server_factory("--latency-ms", "0-5")
+    run = make_run(server.base_url, tmp_path, max_in_flight=8)
+    close = Store.close
+
+    def failing_close(store: Store) -> None:
+        close(store)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Store, "close", failing_close)
+    with pytest.raises(OSError, match="No space left"):
+        await run.execute()
+    assert json.loads((tmp_path / "run" / "summary.json").read_bytes())["records"] == 80
+    assert json.loads((tmp_path / "run" / "state.json").read_bytes())["status"] == "finished"
+    assert run.dir._log_handler not in logging.getLogger("gristmill").handlers
+    assert_nothing_leaked(run)
