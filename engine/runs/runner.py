@@ -70,7 +70,7 @@ def make_client(name: str, config: BackendConfig) -> ModelClient:
     backend = make_backend(name, config)
     client = ModelClient(backend, pool,
                          policy=RetryPolicy(config.retry.max_attempts, config.retry.base_s,
-                                            config.retry.max_s),
+                                            config.retry.max_s, config.retry.malformed_retries),
                          aimd=AIMD(config.max_in_flight) if config.adaptive else None,
                          count_tokens=counter_for(str(config.tokenizer) if config.tokenizer else None),
                          default_max_tokens=config.default_max_tokens,
