@@ -245,3 +245,33 @@ def test_a_server_always_breaking_answers_gives_rejects_after_the_budget(mock_se
         assert "bad JSON in an SSE event" in r["reason"]
     assert server.stats()["requests"] == 9 == summary["backends"]["default"]["requests"]
     assert "rejected 3 × question: MalformedAnswer" in result.stdout
+
+
+# -- pages in a broken charset --------------------------------------------------------------
+async def test_pages_in_a_broken_charset_are_read_not_raised():
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+
+    from gristmill.runs.metrics_poller import _scrape
+
+    broken, utf8 = b"\xff\xfe busy \xc3(", {"Content-Type": "text/plain; charset=utf-8"}
+
+    async def error_page(request: web.Request) -> web.Response:
+        return web.Response(status=500, body=broken, headers=utf8)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=broken + b"\nvllm:num_requests_running 3\n", headers=utf8)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", error_page)
+    app.router.add_get("/metrics", metrics)
+    async with TestServer(app) as server:
+        client = client_for(str(server.make_url("/v1")), retry={"max_attempts": 1})
+        try:
+            with pytest.raises(ServerError, match="HTTP 500"):
+                await client.call(Request("mock", messages=CHAT))
+        finally:
+            await client.aclose()
+        async with ClientSession() as session:
+            load = await _scrape(session, str(server.make_url("/metrics")))
+    assert load is not None and load.running == 3
