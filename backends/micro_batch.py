@@ -19,10 +19,11 @@ from typing import Any, AsyncIterator
 import orjson
 
 from gristmill.config.pipeline import MicroBatchConfig
-from gristmill.errors import BackendError, ServerError
-
-from gristmill.backends.openai_http.backend import OpenAIHTTPBackend, usage_of
+from gristmill.errors import BackendError
 from gristmill.protocol import Completion, Delta, Request, SentCallback, Usage
+
+from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
+from gristmill.backends.openai_http.wire import finish_of, malformed, model_of, text_of, usage_of
 
 
 def plan(pending: int, oldest_age_s: float, max_prompts: int,
@@ -52,23 +53,31 @@ def batchable(request: Request) -> bool:
 def split_answer(data: dict[str, Any], count: int,
                  model: str) -> list[Completion | BackendError]:
     """Each prompt's completion, by choice index. The server reports one usage for the
-    batch: each prompt gets a share by characters (the totals stay exact)."""
+    batch: each prompt gets a share by characters (the totals stay exact). A member whose
+    choice is missing or malformed gets a `MalformedAnswer`; the others their answers."""
     by_index: dict[int, dict[str, Any]] = {}
     for choice in data["choices"]:
         if isinstance(choice, dict) and isinstance(choice.get("index"), int):
             by_index[choice["index"]] = choice
     usage = usage_of(data.get("usage"))
-    texts = [str(by_index[i].get("text") or "") if i in by_index else "" for i in range(count)]
+    answers = [_member_answer(by_index.get(i), i) for i in range(count)]
+    texts = [a[0] if isinstance(a, tuple) else "" for a in answers]
     shares_c = _shares(usage.completion_tokens, [len(t) for t in texts])
     shares_p = _shares(usage.prompt_tokens, [1] * count)
-    results: list[Completion | BackendError] = []
-    for i, text in enumerate(texts):
-        if i not in by_index:
-            results.append(ServerError(f"batched answer has no choice with index {i}"))
-            continue
-        results.append(Completion(text, by_index[i].get("finish_reason"),
-                                  Usage(shares_p[i], shares_c[i]), data.get("model", model)))
-    return results
+    model = model_of(data, model)
+    return [Completion(a[0], a[1], Usage(shares_p[i], shares_c[i]), model)
+            if isinstance(a, tuple) else a for i, a in enumerate(answers)]
+
+
+def _member_answer(choice: dict[str, Any] | None,
+                   index: int) -> tuple[str, str | None] | BackendError:
+    """(text, finish_reason) of one member's choice, or the error that member gets."""
+    if choice is None:
+        return malformed(f"the batched answer has no choice with index {index}")
+    try:
+        return text_of(choice, chat=False), finish_of(choice)
+    except BackendError as error:
+        return error
 
 
 def _all(callbacks: list[SentCallback]) -> SentCallback:

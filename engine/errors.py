@@ -64,6 +64,15 @@ class TotalTimeout(BackendTimeout):
     phase = "total"
 
 
+class MalformedAnswer(BackendError):
+    """The server answered (status 200) but not in the wire format: bad JSON in the body or an
+    SSE event, a missing or null field, a wrong content type, a stream that ended without a
+    finish. The answer was billed, so it is retried on its own small budget
+    (`retry.malformed_retries`), apart from the budget of transient errors."""
+
+    retryable = True
+
+
 class BadRequest(BackendError):
     """4xx other than 429 (400/401/403/404/422...): retrying cannot help."""
 

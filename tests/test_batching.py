@@ -12,7 +12,7 @@ from gristmill.backends.micro_batch import CompletionBatcher, plan, split_answer
 from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
 from gristmill.protocol import Request
 from gristmill.config.pipeline import BackendConfig, MicroBatchConfig
-from gristmill.errors import ServerError
+from gristmill.errors import MalformedAnswer
 from gristmill.runs.assembly import make_client
 
 
@@ -46,7 +46,7 @@ def test_split_answer_fails_only_the_member_without_a_choice():
     data = {"choices": [{"index": 0, "text": "a"}], "usage": None}
     ok, missing = split_answer(data, 2, "m")
     assert ok.text == "a"
-    assert isinstance(missing, ServerError) and "index 1" in str(missing)
+    assert isinstance(missing, MalformedAnswer) and "index 1" in str(missing)
 
 
 def config(url: str, max_attempts: int = 6, **batch) -> BackendConfig:

@@ -6,8 +6,8 @@ concurrency 1024 its own accept and parse work sets the pace of a wave (measured
 benchmarks/RESULTS.md). Here a request is parsed in `data_received` and answered by one loop timer
 at arrival + latency: no task, no request object. Answers, wire format and /stats are the
 aiohttp edge's (`mock_answers`, `mock_wire`, `mock_faults.Stats`); what needs per-request
-coroutines (faults, rate limits, bad answers, paced tokens, --gpu, --vary) is refused at
-start-up by `check_fast_args`.
+coroutines (faults, rate limits, bad answers, a broken wire format, paced tokens, --gpu,
+--vary) is refused at start-up by `check_fast_args`.
 
 One request per connection at a time: a pipelined request waits in the buffer until the
 answer before it is written, so answers leave in order."""
@@ -45,7 +45,8 @@ def check_fast_args(args: argparse.Namespace) -> None:
     refused = [name for name, on in (
         ("--gpu", args.gpu), ("--tokens-per-s", args.tokens_per_s > 0),
         ("--rate-429/500/reset/cut/hang", any(args.fault_rates.values())),
-        ("--bad-rate", args.bad_rate > 0), ("--rpm/--tpm", args.rpm or args.tpm),
+        ("--bad-rate", args.bad_rate > 0), ("--bad-wire-rate", args.bad_wire_rate > 0),
+        ("--rpm/--tpm", args.rpm or args.tpm),
         ("--vary", args.vary)) if on]
     if refused:
         raise ConfigError(f"--fast serves plain answers after --latency-ms only; drop "

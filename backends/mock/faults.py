@@ -18,6 +18,9 @@ from gristmill.backends.mock.bad import BAD_KINDS
 from gristmill.errors import ConfigError
 
 FAULT_KINDS = ("429", "500", "reset", "cut", "hang")  # drawn in this order
+# Answers that break the wire format (`--bad-wire-rate`); sse-json fits only streams,
+# body-json only whole bodies, the others both.
+WIRE_KINDS = ("sse-json", "body-json", "html", "null-delta", "truncated")
 
 
 class Latency:
@@ -115,6 +118,31 @@ class FaultDrawer:
         return None
 
 
+class WireDrawer:
+    """Per arrival, whatever the body: is this answer's wire format broken? One draw from its
+    own seeded generator (apart from faults and bad answers), so a seed breaks the same
+    arrivals every run and a retried request may come out whole."""
+
+    __slots__ = ("rate", "kinds", "_rng")
+
+    def __init__(self, rate: float, kinds: tuple[str, ...], seed: int = 0) -> None:
+        self.rate, self.kinds = rate, kinds
+        self._rng = random.Random(seed + 0x317E)
+
+    def draw(self) -> float | None:
+        """None for a whole answer, else a number in [0, 1) that picks the kind."""
+        if self.rate <= 0.0:
+            return None
+        u = self._rng.random()
+        return u / self.rate if u < self.rate else None
+
+    def kind(self, pick: float, stream: bool) -> str | None:
+        """The kind among those that fit a stream or a body; None when none fits."""
+        unfit = "body-json" if stream else "sse-json"
+        kinds = [k for k in self.kinds if k != unfit]
+        return kinds[int(pick * len(kinds))] if kinds else None
+
+
 class WindowMax:
     """Largest request count and token sum seen in any sliding window, over all arrivals.
 
@@ -166,6 +194,7 @@ class Stats:
         self.faults: dict[str, int] = {}
         self.bad_answers = 0
         self.bad_kinds: dict[str, int] = {}
+        self.wire_faults: dict[str, int] = {}  # answers sent with a broken format, by kind
         self.arrivals: list[float] = []
         self.window.reset()
 
@@ -181,7 +210,7 @@ class Stats:
         out = {k: getattr(self, k) for k in (
             "requests", "completed", "status_counts", "prompt_tokens", "completion_tokens",
             "tokens_sent", "in_flight", "peak_in_flight", "disconnects", "rate_limited", "faults",
-            "bad_answers", "bad_kinds")}
+            "bad_answers", "bad_kinds", "wire_faults")}
         out["max_requests_in_window"] = self.window.max_requests
         out["max_tokens_in_window"] = self.window.max_tokens
         if self.record_arrivals:
@@ -285,6 +314,10 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     if not kinds or set(kinds) - set(BAD_KINDS):
         raise ConfigError(f"--bad-kinds: a comma-separated list of {','.join(BAD_KINDS)}")
     args.bad_kinds = kinds
+    wire = tuple(k.strip() for k in args.bad_wire_kinds.split(",") if k.strip())
+    if not wire or set(wire) - set(WIRE_KINDS):
+        raise ConfigError(f"--bad-wire-kinds: a comma-separated list of {','.join(WIRE_KINDS)}")
+    args.bad_wire_kinds = wire
     if args.bad_tokens < 1:
         raise ConfigError("--bad-tokens must be >= 1")
     if args.rate_window_s <= 0 or min(args.tokens_per_s, args.retry_after, args.rpm, args.tpm) < 0:
@@ -327,6 +360,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "requests, which get it whenever it is allowed)")
     add("--bad-tokens", type=int, default=1000, metavar="N",
         help="length of a bad answer in tokens, max_tokens permitting (default 1000)")
+    add("--bad-wire-rate", type=_arg(parse_fraction), default=0.0, metavar="F",
+        help="fraction of answers whose wire format is broken (drawn per arrival; default 0)")
+    add("--bad-wire-kinds", default=",".join(WIRE_KINDS), metavar="K,K",
+        help=f"kinds of broken answers: {','.join(WIRE_KINDS)} (default all): a bad SSE "
+        "event, a bad JSON body, an HTML page with 200, a null delta (message, text), a "
+        "stream or body that ends early; each answer gets one that fits it")
     add("--retry-after", type=float, default=1.0, metavar="S",
         help="Retry-After seconds of injected 429s (default 1)")
     add("--seed", type=int, default=0, help="seed of the fault and latency draws (default 0)")

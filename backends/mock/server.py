@@ -23,14 +23,15 @@ from aiohttp import web
 from gristmill.backends.mock.answers import Answer, BadRequest, build_answer
 from gristmill.backends.mock.bad import BadDrawer, bad_answer
 from gristmill.backends.mock.fast import Shutdown, check_fast_args, fast_edge
-from gristmill.backends.mock.faults import (FaultDrawer, RateLimiter, Stats, add_arguments,
-                                            check_args, retry_after_value)
+from gristmill.backends.mock.faults import (FaultDrawer, RateLimiter, Stats, WireDrawer,
+                                            add_arguments, check_args, retry_after_value)
 from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq,
                                          add_gpu_arguments, check_gpu_args, metric_values,
                                          render_metrics, wait_tokens)
 from gristmill.backends.mock.judge import add_judge_arguments, is_judge_request, judge_answer
-from gristmill.backends.mock.wire import (completion_body, error_body, finish_reason, models_body,
-                                          stats_body, stream_events)
+from gristmill.backends.mock.wire import (HTML_PAGE, broken_body, broken_stream, completion_body,
+                                          error_body, finish_reason, models_body, stats_body,
+                                          stream_events)
 from gristmill.errors import ConfigError
 
 BACKLOG = 4096
@@ -68,6 +69,8 @@ class MockApp:
         self.last: web.BaseRequest | None = None
         self.faults = FaultDrawer(self.config.fault_rates, self.config.seed)
         self.bad = BadDrawer(self.config.bad_rate, self.config.bad_kinds, self.config.seed)
+        self.wire = WireDrawer(self.config.bad_wire_rate, self.config.bad_wire_kinds,
+                               self.config.seed)
         self.latency_rng = random.Random(self.config.seed + 1)  # apart from the fault draws
 
     # -- routing --------------------------------------------------------------------------
@@ -123,10 +126,11 @@ class MockApp:
             st.arrivals.append(round(now - self.t0, 6))
         fault = self.faults.draw()  # per arrival, whatever the body: a stable fault sequence
         bad = self.bad.draw()  # likewise, so a regenerated request may be answered well
+        wire = self.wire.draw()  # likewise, so a retried request may come out whole
         st.in_flight += 1
         st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
         try:
-            return await self._answer(request, chat, now, fault, bad)
+            return await self._answer(request, chat, now, fault, bad, wire)
         except asyncio.CancelledError:
             st.disconnects += 1  # the client went away: aiohttp cancels the handler
             raise
@@ -134,7 +138,8 @@ class MockApp:
             st.in_flight -= 1
 
     async def _answer(self, request: web.BaseRequest, chat: bool, now: float,
-                      fault: str | None, bad: float | None) -> web.StreamResponse:
+                      fault: str | None, bad: float | None,
+                      wire: float | None) -> web.StreamResponse:
         st = self.stats
         try:
             body = orjson.loads(await request.read())
@@ -171,7 +176,12 @@ class MockApp:
         if kind is not None:  # counted once it is being sent
             st.bad_answers += 1
             st.bad_kinds[kind] = st.bad_kinds.get(kind, 0) + 1
-        return await self._deliver(request, body, chat, answer, headers, fault == "cut")
+        broken = None if wire is None or fault == "cut" else self.wire.kind(
+            wire, bool(body.get("stream")))  # a cut connection already breaks the answer
+        if broken is not None:
+            st.wire_faults[broken] = st.wire_faults.get(broken, 0) + 1
+        return await self._deliver(request, body, chat, answer, headers, fault == "cut",
+                                   broken)
 
     def _bad_kind(self, body: dict, pick: float | None) -> str | None:
         if pick is None:
@@ -198,19 +208,21 @@ class MockApp:
         return None
 
     async def _deliver(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
-                       headers: dict[str, str] | None, cut: bool) -> web.StreamResponse:
+                       headers: dict[str, str] | None, cut: bool,
+                       broken: str | None) -> web.StreamResponse:
         if self.gpu is None:
-            return await self._send(request, body, chat, answer, headers, cut, None)
+            return await self._send(request, body, chat, answer, headers, cut, broken, None)
         seq = self.gpu.submit(answer.prompt_tokens, answer.completion_tokens)
         try:
-            return await self._send(request, body, chat, answer, headers, cut, seq)
+            return await self._send(request, body, chat, answer, headers, cut, broken, seq)
         finally:
             self.gpu.cancel(seq)  # a no-op once done; frees the slot of a client that left
 
     async def _send(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
-                    headers: dict[str, str] | None, cut: bool,
+                    headers: dict[str, str] | None, cut: bool, broken: str | None,
                     seq: Seq | None) -> web.StreamResponse:
-        """Timing from the options, or from the simulated GPU when `seq` is given."""
+        """Timing from the options, or from the simulated GPU when `seq` is given; `broken`
+        is the kind of broken wire format to send, if any."""
         st, cfg = self.stats, self.config
         if seq is None and not cfg.latency_ms.is_zero:
             await asyncio.sleep(cfg.latency_ms.sample(self.latency_rng))
@@ -219,13 +231,21 @@ class MockApp:
         st.status(200)
         self.next_id += 1
         rid = f"cmpl-{self.id_prefix}{self.next_id:08x}"
+        if broken == "html":  # what a proxy or a starting server may send in its place
+            return web.Response(body=HTML_PAGE, content_type="text/html", headers=headers)
         if body.get("stream"):
-            return await self._stream(request, body, chat, answer, rid, headers, cut, seq)
+            return await self._stream(request, body, chat, answer, rid, headers, cut, broken,
+                                      seq)
         if seq is not None:
             await wait_tokens(seq, seq.target)  # that is, until it is done
         elif cfg.tokens_per_s > 0:
             await asyncio.sleep(answer.completion_tokens / cfg.tokens_per_s)
-        payload = orjson.dumps(completion_body(chat, answer, rid, body["model"]))
+        answer_body = completion_body(chat, answer, rid, body["model"])
+        if broken is not None:
+            st.tokens_sent += answer.completion_tokens
+            return web.Response(body=broken_body(broken, chat, answer_body), content_type=JSON,
+                                headers=headers)
+        payload = orjson.dumps(answer_body)
         if cut:
             return await self._cut_body(request, payload, answer, headers)
         st.tokens_sent += answer.completion_tokens
@@ -247,12 +267,15 @@ class MockApp:
         return resp
 
     async def _stream(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
-                      rid: str, headers: dict[str, str] | None, cut: bool,
+                      rid: str, headers: dict[str, str] | None, cut: bool, broken: str | None,
                       seq: Seq | None) -> web.StreamResponse:
         instant = self.config.tokens_per_s <= 0 and not cut and seq is None
         options = body.get("stream_options")
         usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        events, tail = stream_events(chat, answer, rid, body["model"], usage, not instant)
+        events, tail = stream_events(chat, answer, rid, body["model"], usage,
+                                     not instant or broken is not None)
+        if broken is not None:  # from per-token events, so one event can be singled out
+            events, tail = broken_stream(broken, chat, events, tail)
         resp = web.StreamResponse(headers={**SSE_HEADERS, **headers} if headers else SSE_HEADERS)
         try:
             await resp.prepare(request)
@@ -268,7 +291,8 @@ class MockApp:
         except ConnectionResetError:  # a write found the socket closed; aiohttp stays quiet
             self.stats.disconnects += 1
             return resp
-        self.stats.finish(finish_reason(answer))
+        if broken is None:
+            self.stats.finish(finish_reason(answer))
         return resp
 
     async def _write_events(self, resp: web.StreamResponse, events: list[bytes], tail: bytes,

@@ -87,3 +87,49 @@ def stream_events(chat: bool, answer: Answer, rid: str, model: str, include_usag
                       + dumps(_usage(answer)) + b"}\n\n")
     finals.append(DONE)
     return events, b"".join(finals)
+
+
+# -- a broken wire format (`--bad-wire-rate`) ----------------------------------------------
+HTML_PAGE = (b"<!DOCTYPE html><html><head><title>Gateway</title></head><body><h1>Please "
+             b"wait</h1><p>The service is starting (injected).</p></body></html>")
+BAD_EVENT = b"data: {not json\n\n"
+
+
+def broken_body(kind: str, chat: bool, body: dict[str, Any]) -> bytes:
+    """A completion body broken as `kind` says: body-json (not JSON), null-delta (each
+    message, or completion text, null), truncated (the first half of the JSON)."""
+    if kind == "null-delta":
+        for choice in body["choices"]:
+            choice["message" if chat else "text"] = None
+        return orjson.dumps(body)
+    payload = orjson.dumps(body)
+    if kind == "truncated":
+        return payload[: len(payload) // 2]
+    return b"{not json" + payload
+
+
+def broken_stream(kind: str, chat: bool, events: list[bytes],
+                  tail: bytes) -> tuple[list[bytes], bytes]:
+    """`stream_events` (one event per token) broken as `kind` says: sse-json (an event that is
+    not JSON), null-delta (a chunk whose delta, or completion text, is null), truncated (half
+    the tokens, then the stream ends cleanly with no finish and no [DONE]). The count of
+    events stays or shrinks, so pacing by tokens still ends."""
+    if kind == "truncated":
+        return events[: len(events) // 2], b""
+    return _splice(events, tail, BAD_EVENT if kind == "sse-json" else _null_event(chat, tail))
+
+
+def _null_event(chat: bool, tail: bytes) -> bytes:
+    """The first finish chunk of `tail`, its delta (or text) and finish_reason made null."""
+    chunk = orjson.loads(tail[len(b"data: "): tail.index(b"\n\n")])
+    choice = chunk["choices"][0]
+    choice["delta" if chat else "text"], choice["finish_reason"] = None, None
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _splice(events: list[bytes], tail: bytes, bad: bytes) -> tuple[list[bytes], bytes]:
+    """`bad` sent with the middle token event (with the finish when there is no token)."""
+    if not events:
+        return events, bad + tail
+    middle = len(events) // 2
+    return [*events[:middle], bad + events[middle], *events[middle + 1:]], tail

@@ -2,7 +2,8 @@
 
 One aiohttp session per base URL (keep-alive, connector limit = the in-flight cap); requests go
 to the endpoint with the most room, and failing endpoints leave the rotation (`endpoints.py`). Library errors are mapped to gristmill's
-exception hierarchy here, at the edge, with the phase a timeout happened in."""
+exception hierarchy here, at the edge, with the phase a timeout happened in; an answer that
+breaks the wire format is a `MalformedAnswer` (`wire.py`)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from gristmill.config.pipeline import BackendConfig
 from gristmill.errors import (BackendError, BadRequest, ConnectionReset, ConnectTimeout,
                               FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
 from gristmill.capabilities import Capabilities
-from gristmill.protocol import Completion, Delta, RateHints, Request, SentCallback, Usage
+from gristmill.protocol import Completion, Delta, RateHints, Request, SentCallback
 
 from gristmill.backends.openai_http.endpoints import Endpoint, EndpointSet
 from gristmill.backends.openai_http.ratelimit_headers import parse_rate_headers, parse_retry_after
 from gristmill.backends.openai_http.sse import DONE, SSEDecoder
+from gristmill.backends.openai_http.wire import (body_of, first_answer, malformed, model_of,
+                                                 read_chunk, usage_of)
 
 HintsCallback = Callable[[RateHints], None]
 
@@ -60,12 +63,6 @@ def error_for_status(status: int, headers: Any, text: str) -> BackendError:
     if status >= 500 or status == 408:
         return ServerError(message, status=status)
     return BadRequest(message, status=status)
-
-
-def usage_of(data: dict[str, Any] | None) -> Usage:
-    if not data:
-        return Usage()
-    return Usage(data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0)
 
 
 class Failures:
@@ -197,7 +194,8 @@ class OpenAIHTTPBackend:
 
     @staticmethod
     async def _refusal(resp: aiohttp.ClientResponse) -> BackendError:
-        return error_for_status(resp.status, resp.headers, await resp.text())
+        # an error page in a broken charset is still an error page, not a crash
+        return error_for_status(resp.status, resp.headers, await resp.text(errors="replace"))
 
     def _hints(self, headers: Any) -> None:
         if self.on_rate_hints is not None:
@@ -216,24 +214,13 @@ class OpenAIHTTPBackend:
                     if not self._accept(endpoint, resp):
                         raise await self._refusal(resp)
                     raw = await resp.read()
-        try:
-            data = orjson.loads(raw)
-            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-                raise TypeError("no choices list")
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            raise ServerError(f"malformed response body ({type(exc).__name__}): {raw[:200]!r}") from None
-        return data
+        return body_of(raw, resp.content_type)
 
     async def complete(self, request: Request, sent: SentCallback | None = None) -> Completion:
         data = await self.complete_body(request, sent)
-        try:
-            choice = data["choices"][0]
-            text = choice["message"]["content"] if "message" in choice else choice["text"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise ServerError(f"malformed response body ({type(exc).__name__}): "
-                              f"{str(data)[:200]}") from None
-        return Completion(text or "", choice.get("finish_reason"), usage_of(data.get("usage")),
-                          data.get("model", request.model))
+        text, finish = first_answer(data, request.messages is not None)
+        return Completion(text, finish, usage_of(data.get("usage")),
+                          model_of(data, request.model))
 
     async def stream(self, request: Request,
                      sent: SentCallback | None = None) -> AsyncIterator[Delta]:
@@ -244,7 +231,10 @@ class OpenAIHTTPBackend:
         decoder = SSEDecoder()
         chat = request.messages is not None
         async with self._post(request, sent) as (resp, cm, deadline):
-            started = False
+            if resp.content_type != "text/event-stream":  # e.g. a proxy's HTML page
+                raise malformed(f"a stream came as {resp.content_type}",
+                                await resp.content.read(200))
+            started = finished = False
             async for chunk in resp.content.iter_any():
                 if not started:
                     cm.reschedule(deadline)
@@ -254,15 +244,16 @@ class OpenAIHTTPBackend:
                     if event is DONE:
                         done = True
                         break
-                    for choice in event.get("choices") or ():
-                        piece = choice["delta"].get("content") if chat else choice.get("text")
-                        if piece:
-                            parts.append(piece)
-                        finish = choice.get("finish_reason") or finish
-                    if event.get("usage"):
-                        usage = usage_of(event["usage"])
+                    got_finish, got_usage = read_chunk(event, chat, parts)
+                    finish = got_finish or finish
+                    usage = got_usage or usage
                 if parts or finish or usage:
                     yield Delta("".join(parts), finish, usage)
                 if done:
                     return
-            raise ConnectionReset("stream ended before [DONE]")
+                finished = finished or finish is not None
+            # A cut connection raised above; a stream that closed cleanly after its finish
+            # (some servers send no [DONE]) is whole, one that closed before it is broken.
+            if not finished:
+                raise malformed("the stream ended without a finish_reason or [DONE]",
+                                decoder.tail)

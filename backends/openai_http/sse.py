@@ -1,13 +1,16 @@
 """Server-sent events from an OpenAI-compatible stream, parsed with orjson.
 
 `SSEDecoder.feed(chunk)` takes one network read and returns the JSON payloads of the complete
-events in it; a partial line waits for the next read. Work is proportional to the bytes read."""
+events in it; a partial line waits for the next read. Work is proportional to the bytes read.
+An event that is not JSON is the server's fault: `MalformedAnswer`, like any wire error."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+
+from gristmill.errors import MalformedAnswer
 
 DONE = object()
 
@@ -17,6 +20,11 @@ class SSEDecoder:
 
     def __init__(self) -> None:
         self._tail = b""
+
+    @property
+    def tail(self) -> bytes:
+        """The start of an event still waiting for its end."""
+        return self._tail
 
     def feed(self, chunk: bytes) -> list[Any]:
         data = self._tail + chunk if self._tail else chunk
@@ -29,5 +37,9 @@ class SSEDecoder:
                 if payload == b"[DONE]":
                     events.append(DONE)
                 elif payload:
-                    events.append(orjson.loads(payload))
+                    try:
+                        events.append(orjson.loads(payload))
+                    except orjson.JSONDecodeError:
+                        raise MalformedAnswer("malformed answer: bad JSON in an SSE event: "
+                                              f"{payload[:200]!r}", status=200) from None
         return events

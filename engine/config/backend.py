@@ -24,6 +24,11 @@ class Retry(Strict):
     max_attempts: int = Field(6, answers=False, ge=1, le=100, description="Attempts per request, the first included.")
     base_s: float = Field(0.5, answers=False, ge=0, description="First backoff ceiling; doubles per attempt.")
     max_s: float = Field(60.0, answers=False, ge=0, description="Largest backoff ceiling.")
+    malformed_retries: int = Field(2, answers=False, ge=0, le=20, description="Retries of an "
+                                   "answer that broke the wire format (bad JSON, a missing "
+                                   "field, an HTML page, a stream without a finish): it was "
+                                   "billed, so it has this budget of its own, apart from "
+                                   "max_attempts; then the item is a reject.")
 
 
 # Fields renamed since runs were first written: a pipeline config with an old name is an

@@ -33,7 +33,7 @@ def make_client(name: str, config: BackendConfig, log_dir: Path | None = None) -
     tokenizer = str(config.tokenizer) if config.tokenizer else None
     return ModelClient(backend, pool,
                        policy=RetryPolicy(config.retry.max_attempts, config.retry.base_s,
-                                          config.retry.max_s),
+                                          config.retry.max_s, config.retry.malformed_retries),
                        aimd=AIMD(config.max_in_flight) if config.adaptive else None,
                        count_tokens=counter_for(tokenizer),
                        default_max_tokens=config.default_max_tokens, rng=random.Random())

@@ -28,7 +28,8 @@ async def _scrape(session: aiohttp.ClientSession, url: str) -> ServerLoad | None
         async with session.get(url) as resp:
             if resp.status != 200:
                 return None
-            return ServerLoad.from_metrics(parse_metrics(await resp.text()))
+            # a page in a broken charset is still read: a scrape never ends the run
+            return ServerLoad.from_metrics(parse_metrics(await resp.text(errors="replace")))
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.debug("metrics scrape of %s failed: %s", url, exc)
         return None

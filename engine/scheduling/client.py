@@ -2,7 +2,8 @@
 
 `ModelClient.call` is the only way a stage reaches a model. It takes a permit (priority:
 deeper stages first), makes one attempt, gives the permit back with the actual token usage,
-and on a transient failure goes back into the permit queue after its backoff."""
+and on a transient failure or a malformed answer (each on its own budget) goes back into the
+permit queue after its backoff."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from functools import partial
 from typing import Protocol
 
 from gristmill.dataset.cache import AnswerCache
-from gristmill.errors import BackendError, RateLimited
+from gristmill.errors import BackendError, MalformedAnswer, RateLimited
 from gristmill.protocol import Backend, Completion, Request, SentCallback, Usage
 from gristmill.scheduling.aimd import AIMD
 from gristmill.scheduling.permits import Permit, PermitPool
@@ -95,7 +96,7 @@ class ModelClient:
     async def _request(self, request: Request, priority: int, watch: StreamObserver | None,
                        key: bytes | None) -> Completion:
         tokens = self.estimate_tokens(request)
-        attempt = 0
+        attempt = malformed = 0  # all attempts; those answered malformed
         while True:
             attempt += 1
             permit = await self.pool.acquire(priority, tokens)
@@ -108,7 +109,8 @@ class ModelClient:
                     completion = await self.backend.complete(request, sent)
             except BackendError as error:
                 self.pool.release(permit)
-                delay = self._failed(error, permit, attempt)
+                malformed += isinstance(error, MalformedAnswer)
+                delay = self._failed(error, permit, attempt, malformed)
                 if delay is None:
                     error.attempts = attempt
                     raise
@@ -163,14 +165,15 @@ class ModelClient:
             if cap != self.caps.get("aimd"):
                 self.set_cap("aimd", cap)
 
-    def _failed(self, error: BackendError, permit: Permit, attempt: int) -> float | None:
+    def _failed(self, error: BackendError, permit: Permit, attempt: int,
+                malformed: int) -> float | None:
         self.errors[type(error).__name__] += 1
         if isinstance(error, RateLimited):
             if error.retry_after:
                 self.pool.pause(error.retry_after)
             if self.aimd is not None:
                 self.set_cap("aimd", self.aimd.on_overload(permit.granted_at, self.pool.clock()))
-        delay = retry_delay(self.policy, error, attempt, self.rng)
+        delay = retry_delay(self.policy, error, attempt, self.rng, malformed)
         if delay is not None:
             self.retries += 1
             log.debug("%s: attempt %d failed (%s), retry in %.2fs", self.backend.name,
