@@ -27,7 +27,6 @@ figures are in benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import unicodedata
 import zlib
@@ -39,6 +38,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import orjson
 from datasketch import MinHash, MinHashLSH
+
+from gristmill.dataset.files import atomic_path
 
 BLOCK = 8192  # signature rows per numpy block
 SLICE = 1024  # rows hashed into band keys at a time; divides BLOCK
@@ -282,12 +283,8 @@ def _copy_lines(source: Path, out: Any, indices: list[int], offsets: array, leng
 
 
 def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as out:
+    with atomic_path(path, durable=True) as tmp, tmp.open("wb") as out:
         write(out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
 
 
 def _measure(n: int) -> None:

@@ -9,7 +9,6 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
+from gristmill.dataset.files import atomic_path
 from gristmill.errors import ConfigError
 
 log = logging.getLogger("gristmill.export")
@@ -179,23 +179,12 @@ def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-@contextmanager
-def _atomic(out: Path) -> Iterator[Path]:
-    """Write beside the target and rename at the end, so a failure never leaves half a file."""
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
-        yield tmp
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_parquet(records: Iterable[dict[str, Any]], out: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = arrow_schema()
-    with _atomic(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for chunk in _batched(map(to_row, records), BATCH):
             writer.write_batch(pa.RecordBatch.from_pylist(chunk, schema=schema))
 
@@ -213,7 +202,7 @@ def to_openai(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_jsonl(lines: Iterable[dict[str, Any]], out: Path) -> None:
-    with _atomic(out) as tmp, tmp.open("wb") as fh:
+    with atomic_path(out) as tmp, tmp.open("wb") as fh:
         for chunk in _batched(lines, BATCH):
             fh.write(b"".join(orjson.dumps(x, option=orjson.OPT_APPEND_NEWLINE) for x in chunk))
 

@@ -4,17 +4,32 @@ JSON and JSONL readers every command uses on a run (running, killed or finished)
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
 
 
+@contextmanager
+def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
+    """A path beside `path` to write instead; renamed over `path` when the block ends, removed
+    if it fails: readers see the old file or the new one, never half of one. `durable`: the
+    new file is on disk (fsync) before it replaces the old."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        if durable:
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never half of one (write, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
