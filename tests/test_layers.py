@@ -62,3 +62,17 @@ def test_nothing_probes_a_backend_with_getattr():
              if (lines := getattr_on_backends(p.read_text()))}
     assert found == {}
     assert getattr_on_backends("http = getattr(client.backend, 'inner', None)") == [1]
+
+
+def test_every_package_folder_is_in_the_distribution():
+    """setuptools is given the packages by name (the folders map to one import root): a new
+    folder missing from pyproject.toml would be missing from the installed package."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    roots = {"engine": "gristmill", "backends": "gristmill.backends",
+             "configs": "gristmill.configs"}
+    found = {".".join([name, *init.parent.relative_to(ROOT / folder).parts])
+             for folder, name in roots.items() for init in (ROOT / folder).rglob("__init__.py")}
+    assert listed == found
