@@ -16,6 +16,7 @@ times run on this loop only; the others run on it and on uvloop."""
 from __future__ import annotations
 
 import asyncio
+import math
 import selectors
 import time
 from asyncio.log import logger
@@ -54,6 +55,17 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._now
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: object,
+                   context: object = None) -> asyncio.TimerHandle:
+        # A real clock always moves on between two readings, so a positive delay too small
+        # to change the float `now + delay` still ends in the future there. Here it must too:
+        # code that re-arms a timer for "what is left" of a span (which float rounding can
+        # leave a hair above zero) would otherwise fire it forever at the same instant.
+        when = self._now + delay
+        if delay > 0 and when <= self._now:
+            when = math.nextafter(self._now, math.inf)
+        return self.call_at(when, callback, *args, context=context)  # type: ignore[arg-type]
 
     def _skip_to_next_timer(self) -> None:
         # `_run_once` has just dropped cancelled timers from the head of the heap, so the head
