@@ -2,7 +2,9 @@
 
 Which loop a test runs on: an engine-core test (`engine_core` marker; it talks to the
 in-process scripted backend, tests/scripted.py) runs on the virtual-clock loop and on uvloop,
-or on the virtual-clock loop only when it asserts virtual times (`virtual_clock` marker); a
+or on the virtual-clock loop only when it asserts virtual times (`virtual_clock` marker), or
+on asyncio's loop and uvloop when it waits on threads, which virtual time cannot
+(`real_clock`: a whole run, whose store writes from a thread); a
 test against a subprocess server (the `mock_server` fixtures, or the `integration` marker)
 runs on uvloop, as the CLI does; any other async test on asyncio's loop. Every test loop runs
 in asyncio's debug mode (`asyncio_debug` in pyproject, set per loop: the mock servers' own
@@ -30,6 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "engine_core: in-process, on the virtual clock and uvloop")
     config.addinivalue_line("markers", "virtual_clock: asserts virtual times: that loop only")
     config.addinivalue_line("markers", "integration: talks to subprocess servers: uvloop")
+    config.addinivalue_line("markers", "real_clock: in-process but waits on threads (a run's "
+                            "store): asyncio's loop and uvloop, on the real clock")
     config.addinivalue_line("markers", "vllm: runs a real vLLM (provisioned on first use); "
                             "part of the default suite, select with -m vllm")
     config.stash[SLOW_CALLBACKS] = []
@@ -40,11 +44,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
     if item.get_closest_marker("virtual_clock"):
         return {"virtual": new_virtual_loop}
-    if item.get_closest_marker("engine_core"):
-        return {"virtual": new_virtual_loop, "uvloop": uvloop.new_event_loop}
+    # before `engine_core`: a module of engine-core tests may hold one integration test
     if item.get_closest_marker("integration") or SUBPROCESS_FIXTURES & set(
             getattr(item, "fixturenames", ())):
         return {"uvloop": uvloop.new_event_loop}
+    if item.get_closest_marker("real_clock"):
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    if item.get_closest_marker("engine_core"):
+        return {"virtual": new_virtual_loop, "uvloop": uvloop.new_event_loop}
     return {"asyncio": asyncio.new_event_loop}
 
 
