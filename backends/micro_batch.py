@@ -26,6 +26,11 @@ from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
 from gristmill.backends.openai_http.wire import finish_of, malformed, model_of, text_of, usage_of
 
 
+# A loop runs a timer up to its clock's resolution early; a window that ends within this much
+# counts as ended, or the timer re-armed for the rest would fire again at once, in a spin.
+TIMER_SLACK_S = 1e-6
+
+
 def plan(pending: int, oldest_age_s: float, max_prompts: int,
          window_s: float) -> tuple[int, float | None]:
     """(prompts to send now, seconds until the next decision, None: no decision pending).
@@ -34,7 +39,7 @@ def plan(pending: int, oldest_age_s: float, max_prompts: int,
         return max_prompts, None
     if pending == 0:
         return 0, None
-    if oldest_age_s >= window_s:
+    if oldest_age_s >= window_s - TIMER_SLACK_S:
         return pending, None
     return 0, window_s - oldest_age_s
 

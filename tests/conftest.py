@@ -1,10 +1,19 @@
 """Shared fixtures: the mock server as a real process on 127.0.0.1, configs, and loops.
 
-Tests marked `both_loops` run once on asyncio's loop and once on uvloop."""
+Which loop a test runs on: an engine-core test (`engine_core` marker; it talks to the
+in-process scripted backend, tests/scripted.py) runs on the virtual-clock loop and on uvloop,
+or on the virtual-clock loop only when it asserts virtual times (`virtual_clock` marker), or
+on asyncio's loop and uvloop when it waits on threads, which virtual time cannot
+(`real_clock`: a whole run, whose store writes from a thread); a
+test against a subprocess server (the `mock_server` fixtures, or the `integration` marker)
+runs on uvloop, as the CLI does; any other async test on asyncio's loop. Every test loop runs
+in asyncio's debug mode (`asyncio_debug` in pyproject, set per loop: the mock servers' own
+processes do not inherit it); slow callbacks it reports are listed in the summary."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -12,21 +21,74 @@ import pytest
 import uvloop
 
 from gristmill.backends.mock.process import MockServerProcess
+from tests.virtual_clock import new_virtual_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.vllm_fixtures"]
+SUBPROCESS_FIXTURES = {"mock_server", "mock_server_factory"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "both_loops: run on asyncio's loop and on uvloop")
+    config.addinivalue_line("markers", "engine_core: in-process, on the virtual clock and uvloop")
+    config.addinivalue_line("markers", "virtual_clock: asserts virtual times: that loop only")
+    config.addinivalue_line("markers", "integration: talks to subprocess servers: uvloop")
+    config.addinivalue_line("markers", "real_clock: in-process but waits on threads (a run's "
+                            "store): asyncio's loop and uvloop, on the real clock")
     config.addinivalue_line("markers", "vllm: runs a real vLLM (provisioned on first use); "
                             "part of the default suite, select with -m vllm")
+    config.stash[SLOW_CALLBACKS] = []
+    handler = SlowCallbacks(config.stash[SLOW_CALLBACKS])
+    logging.getLogger("asyncio").addHandler(handler)
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    if item.get_closest_marker("both_loops"):
+    if item.get_closest_marker("virtual_clock"):
+        return {"virtual": new_virtual_loop}
+    # before `engine_core`: a module of engine-core tests may hold one integration test
+    if item.get_closest_marker("integration") or SUBPROCESS_FIXTURES & set(
+            getattr(item, "fixturenames", ())):
+        return {"uvloop": uvloop.new_event_loop}
+    if item.get_closest_marker("real_clock"):
         return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    if item.get_closest_marker("engine_core"):
+        return {"virtual": new_virtual_loop, "uvloop": uvloop.new_event_loop}
     return {"asyncio": asyncio.new_event_loop}
+
+
+# -- slow callbacks: reported, not failed ------------------------------------------------
+SLOW_CALLBACKS = pytest.StashKey[list[tuple[str, str]]]()
+_current_test = [""]
+
+
+class SlowCallbacks(logging.Handler):
+    """Keeps asyncio debug mode's "Executing <callback> took N seconds" warnings."""
+
+    def __init__(self, found: list[tuple[str, str]]) -> None:
+        super().__init__(logging.WARNING)
+        self.found = found
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing"):
+            self.found.append((_current_test[0], message))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    _current_test[0] = item.nodeid
+    try:
+        return (yield)
+    finally:
+        _current_test[0] = ""
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    found = config.stash.get(SLOW_CALLBACKS, [])
+    if not found:
+        return
+    terminalreporter.section(f"slow callbacks (asyncio debug mode): {len(found)}")
+    for nodeid, message in found:
+        terminalreporter.write_line(f"{nodeid or '(between tests)'}: {message[:300]}")
 
 
 @pytest.fixture

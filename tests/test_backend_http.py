@@ -17,7 +17,7 @@ from gristmill.config.pipeline import OutputConfig
 from gristmill.runs.runner import RunOptions, run
 from tests.conftest import pipeline_config
 
-pytestmark = pytest.mark.both_loops
+pytestmark = pytest.mark.integration
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tides?"}]
 
 

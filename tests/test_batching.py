@@ -1,10 +1,13 @@
 """Micro-batching of /v1/completions prompts: the flush decision as a plain function, answers
-mapped back by choice index, and against the mock server (a real process): fewer requests,
-the same answers, a failed batch retried per member, nothing left after cancels and close."""
+mapped back by choice index; on the scripted backend and the virtual clock: fewer requests,
+the same answers, the window kept, a failed batch retried per member, nothing left after
+cancels and close; and against the mock server (a real process), the same answers on the
+wire."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -12,8 +15,8 @@ from gristmill.backends.micro_batch import CompletionBatcher, plan, split_answer
 from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
 from gristmill.protocol import Request
 from gristmill.config.pipeline import BackendConfig, MicroBatchConfig
-from gristmill.errors import MalformedAnswer
-from gristmill.runs.assembly import make_client
+from gristmill.errors import MalformedAnswer, ServerError
+from tests.scripted import ScriptedBackend, Step, assert_settled, fail, make_client
 
 
 @pytest.mark.parametrize("pending, age, expected", [
@@ -42,6 +45,14 @@ def test_split_answer_maps_choices_by_index_and_shares_usage():
     assert [c.usage.completion_tokens for c in (first, second, third)] == [1, 3, 3]
 
 
+def test_a_window_ending_within_a_timer_s_slack_has_ended():
+    """A timer fired a hair early (loops run timers up to their clock's resolution early)
+    sends the batch instead of re-arming a timer for the rest, which would spin."""
+    assert plan(3, 0.05 - 1e-12, 8, 0.05) == (3, None)
+    count, wake = plan(3, 0.04, 8, 0.05)
+    assert count == 0 and wake == pytest.approx(0.01)
+
+
 def test_split_answer_fails_only_the_member_without_a_choice():
     data = {"choices": [{"index": 0, "text": "a"}], "usage": None}
     ok, missing = split_answer(data, 2, "m")
@@ -65,7 +76,8 @@ def assert_idle(batcher: CompletionBatcher) -> None:
     assert batcher.inner.in_flight == 0
 
 
-async def test_batched_answers_equal_single_answers(mock_server):
+@pytest.mark.integration
+async def test_batched_answers_equal_single_answers_over_http(mock_server):
     single = OpenAIHTTPBackend("single", config(mock_server.base_url))
     batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(mock_server.base_url)),
                                 MicroBatchConfig(max_prompts=8, window_ms=50))
@@ -75,81 +87,122 @@ async def test_batched_answers_equal_single_answers(mock_server):
         got = await asyncio.gather(*(batcher.complete(prompt(i)) for i in range(20)))
         assert [c.text for c in got] == [c.text for c in expected]
         assert mock_server.stats()["requests"] == 3  # 8 + 8 + 4
-        assert batcher.batches == 3 and batcher.batched_prompts == 20
         total = sum(c.usage.completion_tokens for c in got)
         assert total == sum(c.usage.completion_tokens for c in expected)
-        # different params never share a request
-        mock_server.reset()
-        await asyncio.gather(batcher.complete(prompt(1)), batcher.complete(prompt(2, top_p=0.5)))
-        assert mock_server.stats()["requests"] == 2
         assert_idle(batcher)
     finally:
         await single.aclose()
         await batcher.aclose()
 
 
-async def test_failed_batches_are_retried_per_member(mock_server_factory):
-    server = mock_server_factory("--rate-500", "0.5", "--seed", "3")
+def scripted_batcher(max_prompts: int = 8, window_ms: float = 50,
+                     **backend) -> CompletionBatcher:
+    return CompletionBatcher(ScriptedBackend(**backend),  # type: ignore[arg-type]
+                             MicroBatchConfig(max_prompts=max_prompts, window_ms=window_ms))
+
+
+@pytest.mark.engine_core
+async def test_batched_answers_equal_single_answers():
+    single = ScriptedBackend()
+    batcher = scripted_batcher(8, 50)
+    expected = [await single.complete(prompt(i)) for i in range(20)]
+    got = await asyncio.gather(*(batcher.complete(prompt(i)) for i in range(20)))
+    assert [c.text for c in got] == [c.text for c in expected]
+    assert len(batcher.inner.calls) == 3  # 8 + 8 + 4
+    assert [len(c.request.prompt) for c in batcher.inner.calls] == [8, 8, 4]
+    assert batcher.batches == 3 and batcher.batched_prompts == 20
+    total = sum(c.usage.completion_tokens for c in got)
+    assert total == sum(c.usage.completion_tokens for c in expected)
+    # different params never share a request
+    await asyncio.gather(batcher.complete(prompt(1)), batcher.complete(prompt(2, top_p=0.5)))
+    assert len(batcher.inner.calls) == 5
+    assert_idle(batcher)
+    await batcher.aclose()
+    await assert_settled()
+
+
+@pytest.mark.virtual_clock
+async def test_a_full_batch_goes_at_once_and_the_rest_when_the_window_ends():
+    batcher = scripted_batcher(8, 50, default=Step(latency=0.5))
+    loop = asyncio.get_running_loop()
+    first = [asyncio.create_task(batcher.complete(prompt(i))) for i in range(10)]
+    await asyncio.sleep(0.02)
+    late = [asyncio.create_task(batcher.complete(prompt(i))) for i in range(10, 12)]
+    await asyncio.gather(*first, *late)
+    # 8 at once; the other 2 wait for the oldest's window (0.05), joined by the late 2
+    assert batcher.inner.started_at == pytest.approx([0.0, 0.05])
+    assert [len(c.request.prompt) for c in batcher.inner.calls] == [8, 4]
+    assert loop.time() == pytest.approx(0.55)
+    assert_idle(batcher)
+    await batcher.aclose()
+    await assert_settled()
+
+
+@pytest.mark.engine_core
+async def test_failed_batches_are_retried_per_member():
+    rng = random.Random(3)
+    backend = ScriptedBackend(lambda request, index: fail(ServerError("500"), latency=0.001)
+                              if rng.random() < 0.5 else Step(latency=0.001))
     # half the requests fail: enough attempts that no member runs out (0.5**30)
-    client = make_client("b", config(server.base_url, max_attempts=30, max_prompts=4,
-                                     window_ms=5))
-    try:
-        got = await asyncio.gather(*(client.call(prompt(i)) for i in range(16)))
-        assert all(c.text for c in got)
-        assert client.retries > 0 and client.errors["ServerError"] > 0
-        stats = server.stats()
-        assert stats["requests"] < 16 + client.retries  # members shared their retries' requests
-        assert client.in_flight == 0
-        assert_idle(client.backend)
-    finally:
-        await client.aclose()
+    batcher = CompletionBatcher(backend, MicroBatchConfig(max_prompts=4, window_ms=5))  # type: ignore[arg-type]
+    client = make_client(batcher, cap=64, max_attempts=30, base_s=0.01, max_s=0.05)
+    got = await asyncio.gather(*(client.call(prompt(i)) for i in range(16)))
+    assert [c.text for c in got] == [f"Answer about: Prompt number {i} about mills"
+                                     for i in range(16)]
+    assert client.retries > 0 and client.errors["ServerError"] > 0
+    assert len(backend.calls) < 16 + client.retries  # members shared their retries' requests
+    assert client.in_flight == 0
+    assert_idle(client.backend)
+    await client.aclose()
+    await assert_settled(client)
 
 
-async def test_cancelled_members_leave_the_queue_and_nothing_leaks(mock_server_factory):
-    server = mock_server_factory("--latency-ms", "300")
-    batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(server.base_url)),
-                                MicroBatchConfig(max_prompts=8, window_ms=200))
-    try:
-        tasks = [asyncio.create_task(batcher.complete(prompt(i))) for i in range(5)]
-        await asyncio.sleep(0.02)
-        assert batcher.waiting == 5
-        for task in tasks[:2]:
-            task.cancel()
-        await asyncio.wait(tasks[:2])
-        assert batcher.waiting == 3  # the cancelled ones are no longer queued
-        await asyncio.sleep(0.25)  # window over: the batch of 3 is out (server latency 300 ms)
-        assert batcher.sending == 1 and batcher.batched_prompts == 3
-        tasks[2].cancel()  # cancelled while its batch is out: the others still get answers
-        done = await asyncio.gather(*tasks[3:])
-        assert all(c.text for c in done) and tasks[2].cancelled()
-        assert server.stats()["requests"] == 1
-        assert_idle(batcher)
-    finally:
-        await batcher.aclose()
+@pytest.mark.virtual_clock
+async def test_cancelled_members_leave_the_queue_and_nothing_leaks():
+    batcher = scripted_batcher(8, 200, default=Step(latency=0.3))
+    tasks = [asyncio.create_task(batcher.complete(prompt(i))) for i in range(5)]
+    await asyncio.sleep(0.02)
+    assert batcher.waiting == 5
+    for task in tasks[:2]:
+        task.cancel()
+    await asyncio.wait(tasks[:2])
+    assert batcher.waiting == 3  # the cancelled ones are no longer queued
+    await asyncio.sleep(0.25)  # window over (0.2): the batch of 3 is out until 0.5
+    assert batcher.sending == 1 and batcher.batched_prompts == 3
+    assert batcher.inner.started_at == pytest.approx([0.2])
+    tasks[2].cancel()  # cancelled while its batch is out: the others still get answers
+    done = await asyncio.gather(*tasks[3:])
+    assert all(c.text for c in done) and tasks[2].cancelled()
+    assert len(batcher.inner.calls) == 1 and batcher.inner.outcomes == ["ok"]
+    assert_idle(batcher)
+    await batcher.aclose()
+    await assert_settled()
 
 
-async def test_close_cancels_queued_and_sent_batches(mock_server_factory):
-    server = mock_server_factory("--latency-ms", "5000")
-    batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(server.base_url)),
-                                MicroBatchConfig(max_prompts=2, window_ms=1000))
+@pytest.mark.engine_core
+async def test_close_cancels_queued_and_sent_batches():
+    batcher = scripted_batcher(2, 1000, default=Step(latency=5.0))
     tasks = [asyncio.create_task(batcher.complete(prompt(i))) for i in range(3)]
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.01)
     assert batcher.sending == 1 and batcher.waiting == 1  # one full batch out, one queued
     await batcher.aclose()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert batcher.inner.outcomes == ["cancelled"] and batcher.inner.closed
     assert_idle(batcher)
+    await assert_settled()
 
 
-async def test_streamed_and_chat_requests_pass_through(mock_server):
-    batcher = CompletionBatcher(OpenAIHTTPBackend("b", config(mock_server.base_url)),
-                                MicroBatchConfig(max_prompts=8, window_ms=1000))
-    try:
-        request = Request("mock", prompt="p", stream=True, params={"max_tokens": 5})
-        streamed = [d async for d in batcher.stream(request)]
-        assert streamed and batcher.batches == 0
-        fanned = await batcher.complete(prompt(2, n=2))  # n > 1: indices are not prompts
-        assert fanned.text and batcher.batches == 0
-        assert_idle(batcher)
-    finally:
-        await batcher.aclose()
+@pytest.mark.engine_core
+async def test_streamed_and_chat_requests_pass_through():
+    batcher = scripted_batcher(8, 1000)
+    request = Request("mock", prompt="p", stream=True, params={"max_tokens": 5})
+    streamed = [d async for d in batcher.stream(request)]
+    assert streamed and batcher.batches == 0
+    fanned = await batcher.complete(prompt(2, n=2))  # n > 1: indices are not prompts
+    chat = await batcher.complete(Request("mock", messages=[{"role": "user", "content": "c"}]))
+    assert fanned.text and chat.text and batcher.batches == 0
+    assert [c.request.prompt for c in batcher.inner.calls[:2]] == ["p", prompt(2).prompt]
+    assert_idle(batcher)
+    await batcher.aclose()
+    await assert_settled()

@@ -3,6 +3,9 @@ import asyncio
 import pytest
 
 from gristmill.flows.channel import Channel, EndOfStream
+from tests.scripted import assert_settled
+
+pytestmark = pytest.mark.engine_core
 
 
 async def test_send_waits_while_full_and_end_travels_after_items():
@@ -18,6 +21,7 @@ async def test_send_waits_while_full_and_end_travels_after_items():
     assert [x async for x in ch] == [2, 3]
     with pytest.raises(EndOfStream):
         await ch.receive()
+    await assert_settled()
 
 
 async def test_end_reaches_every_waiting_receiver_only_after_all_producers_close():
@@ -31,6 +35,7 @@ async def test_end_reaches_every_waiting_receiver_only_after_all_producers_close
     for r in receivers:
         with pytest.raises(EndOfStream):
             await asyncio.wait_for(r, 1)
+    await assert_settled()
 
 
 async def test_cancelled_receiver_does_not_swallow_an_item():
@@ -44,6 +49,7 @@ async def test_cancelled_receiver_does_not_swallow_an_item():
     with pytest.raises(asyncio.CancelledError):
         await a
     assert ch.statistics()["waiting_receivers"] == 0
+    await assert_settled()
 
 
 async def test_send_says_whether_it_woke_a_waiting_receiver():
@@ -54,3 +60,4 @@ async def test_send_says_whether_it_woke_a_waiting_receiver():
     await asyncio.sleep(0)
     assert await ch.send(2) is True
     assert await asyncio.wait_for(receiver, 1) == 2
+    await assert_settled()

@@ -74,20 +74,24 @@ def test_due_for_probe_skips_restarting_servers_and_says_when_next():
     assert due_for_probe([d], 2.0) == ([], float("inf"))
 
 
+@pytest.mark.virtual_clock
 async def test_pick_waits_for_an_endpoint_to_come_back_then_gives_up():
+    loop = asyncio.get_running_loop()
     a, b = eps(0, 0)
-    endpoints = EndpointSet([a, b], POLICY)
+    endpoints = EndpointSet([a, b], POLICY, clock=loop.time)
     endpoints.mark_down(a.url)
     endpoints.mark_down(b.url)
     waiter = asyncio.create_task(endpoints.pick())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(5.0)
     assert not waiter.done()
     endpoints.mark_up(b.url)
     assert await waiter is b
     endpoints.mark_down(b.url)
-    endpoints.down_wait_s = 0.05
+    endpoints.down_wait_s = 3.0
+    start = loop.time()
     with pytest.raises(ConnectionReset, match="no endpoint in rotation"):
         await endpoints.pick()
+    assert loop.time() - start == pytest.approx(3.0)  # it waited exactly down_wait_s
 
 
 def backend(*urls: str, **kw) -> OpenAIHTTPBackend:
@@ -105,6 +109,7 @@ async def ask(b: OpenAIHTTPBackend, i: int) -> str:
     raise AssertionError("no answer after 10 attempts")
 
 
+@pytest.mark.integration
 async def test_dead_endpoint_is_ejected_then_probed_back(mock_server):
     dead_port = free_port()
     dead_url = f"http://127.0.0.1:{dead_port}/v1"
@@ -117,11 +122,15 @@ async def test_dead_endpoint_is_ejected_then_probed_back(mock_server):
         assert all(await asyncio.gather(*(ask(b, i) for i in range(20))))
         assert dead.state == "ejected" and dead.failures >= 2
         assert mock_server.stats()["requests"] == 20  # all answered by the live one
-        with MockServerProcess(port=dead_port) as revived:
+        # started and stopped off the loop: a process start blocks for a while
+        revived = await asyncio.to_thread(MockServerProcess(port=dead_port).start)
+        try:
             while not dead.in_rotation:  # the probe runs when the backoff ends
                 await asyncio.sleep(0.05)
             assert await asyncio.gather(*(ask(b, i) for i in range(20)))
             assert revived.stats()["requests"] > 0
+        finally:
+            await asyncio.to_thread(revived.stop)
     finally:
         prober.cancel()
         await asyncio.gather(prober, return_exceptions=True)

@@ -9,7 +9,7 @@ from gristmill.config.load import validate_config
 from gristmill.runs.runner import RunOptions, run
 from tests.conftest import pipeline_config
 
-pytestmark = pytest.mark.both_loops
+pytestmark = pytest.mark.integration
 
 
 async def run_pipeline(config_dict, tmp_path, **options):

@@ -1,4 +1,6 @@
-"""Each error type is retried or not, as specified; Retry-After is obeyed."""
+"""Against the mock server (a real process): each HTTP failure maps to the error type the
+client retries (or not) by. The retry logic itself, on the scripted backend and the virtual
+clock, is in tests/test_client_retries.py."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from gristmill.errors import (BadRequest, ConnectionReset, FirstTokenTimeout, Ra
                               ServerError, TotalTimeout)
 from gristmill.runs.assembly import make_client
 
-pytestmark = pytest.mark.both_loops
+pytestmark = pytest.mark.integration
 
 CHAT = [{"role": "user", "content": "Say something about mills."}]
 
@@ -73,42 +75,6 @@ async def test_cut_stream_is_a_retryable_reset(mock_server_factory):
     assert server.stats()["requests"] == 3
 
 
-class RecordingWatch:
-    """The client's side of a stream watch, recorded: what each attempt was fed."""
-
-    every = 8
-
-    def __init__(self):
-        self.attempts = []
-
-    def start(self):
-        self.attempts.append([])
-
-    def feed(self, text):
-        self.attempts[-1].append(text)
-
-
-async def test_a_retried_stream_is_watched_from_its_own_start(mock_server_factory):
-    server = mock_server_factory("--rate-cut", "0.5", "--seed", "2", "--output-tokens", "60")
-    client = client_for(server.base_url, retry={"max_attempts": 5, "base_s": 0.01,
-                                                "max_s": 0.02})
-    try:
-        for i in range(20):  # until one answer needed a retry
-            watch = RecordingWatch()
-            completion = await client.call(
-                Request("mock", messages=[{"role": "user", "content": f"q{i}"}], stream=True),
-                watch=watch)
-            if len(watch.attempts) > 1:
-                break
-        else:
-            pytest.fail("no request was cut and retried")
-    finally:
-        await client.aclose()
-    assert sum(map(len, watch.attempts[:-1])) > 0, "the cut attempt fed its text"
-    fed = "".join(watch.attempts[-1])  # the answer's own stream, from its start
-    assert completion.text.startswith(fed) and len(completion.text) - len(fed) < watch.every
-
-
 @pytest.mark.parametrize("path, status", [("/nope/v1", 404), ("/v1", 400)])
 async def test_client_errors_are_never_retried(mock_server_factory, path, status):
     server = mock_server_factory()
@@ -120,27 +86,11 @@ async def test_client_errors_are_never_retried(mock_server_factory, path, status
     assert server.stats()["requests"] <= 1 and client.retries == 0
 
 
-async def test_retry_after_is_obeyed(mock_server_factory):
-    server = mock_server_factory("--rate-429", "1.0", "--retry-after", "0.4",
-                                 "--record-arrivals")
+async def test_retry_after_reaches_the_client_and_is_retried(mock_server_factory):
+    # how long the client waits is tested on the virtual clock (test_client_retries.py)
+    server = mock_server_factory("--rate-429", "1.0", "--retry-after", "0.05")
     client = client_for(server.base_url)
-    with pytest.raises(RateLimited):
+    with pytest.raises(RateLimited) as exc:
         await call_and_count(server, client)
-    arrivals = server.stats()["arrivals"]
-    assert len(arrivals) == 3
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    assert all(gap >= 0.38 for gap in gaps), gaps
-
-
-async def test_some_faults_still_complete_every_request(mock_server_factory):
-    server = mock_server_factory("--rate-500", "0.2", "--rate-reset", "0.1", "--seed", "3")
-    client = client_for(server.base_url, retry={"max_attempts": 10, "base_s": 0.001,
-                                                "max_s": 0.01})
-    try:
-        for i in range(30):
-            completion = await client.call(Request("mock", messages=[
-                {"role": "user", "content": f"question {i}"}]))
-            assert completion.text and completion.finish_reason in ("stop", "length")
-    finally:
-        await client.aclose()
-    assert client.retries > 0 and client.in_flight == 0
+    assert exc.value.retry_after == pytest.approx(0.05) and exc.value.status == 429
+    assert server.stats()["requests"] == 3 and client.retries == 2

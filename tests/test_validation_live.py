@@ -11,7 +11,7 @@ from gristmill.config.load import validate_config
 from gristmill.runs.runner import RunOptions, run
 from tests.conftest import pipeline_config
 
-pytestmark = pytest.mark.both_loops
+pytestmark = pytest.mark.integration
 
 
 def one_stage(base_url, tmp_path, *, seeds, stream, regenerations, max_tokens=2000):

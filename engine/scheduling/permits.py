@@ -20,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import time
 from typing import Callable
 
 from gristmill.protocol import RateHints
 from gristmill.scheduling.window import Entry, SlidingWindow
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class Permit:
@@ -55,7 +58,7 @@ class Waiter:
 class PermitPool:
     def __init__(self, cap: int, *, rpm: int | None = None, tpm: int | None = None,
                  window_s: float = 60.0, margin_s: float = 0.05,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         if cap < 1:
             raise ValueError("cap must be >= 1")
         self._cap = cap
@@ -63,7 +66,9 @@ class PermitPool:
         self.requests = SlidingWindow(rpm, window_s, margin_s)
         self.tokens = SlidingWindow(tpm, window_s, margin_s)
         self.paused_until = 0.0
-        self.clock = clock
+        # The running loop's clock by default: the window timers are `call_later`s on that
+        # loop, so the decisions must read the same clock (also a test loop's virtual one).
+        self.clock = clock or _loop_time
         self._waiters: list[Waiter] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
