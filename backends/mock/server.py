@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import random
 import signal
@@ -40,6 +41,17 @@ SHUTDOWN_GRACE_S = 0.5  # hung and paced requests are cut after this on SIGTERM
 JSON = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
+
+
+SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
+
+def fingerprint(name: str, value: str) -> str:
+    """A credential header's value as `sha256:<first 16 hex digits>`, so /stats shows which key
+    came without showing the key; other headers as they came."""
+    if name.lower() not in SECRET_HEADERS:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
 class MockApp:
     """Request handling. Hooks for later modes (bad answers, judge, simulated GPU batching)
@@ -110,12 +122,13 @@ class MockApp:
         return self.limiter.headers(now) if self.limiter.enforced else None
 
     def _last_request(self) -> dict[str, Any] | None:
-        """Method, path, query and headers (lower-cased) of the last completion request."""
+        """Method, path, query and headers (lower-cased; a credential as its fingerprint) of
+        the last completion request."""
         r = self.last  # a request is a (possibly empty) mapping: test against None
         if r is None:
             return None
         return {"method": r.method, "path": r.path, "query": dict(r.query),
-                "headers": {k.lower(): v for k, v in r.headers.items()}}
+                "headers": {k.lower(): fingerprint(k, v) for k, v in r.headers.items()}}
 
     # -- completions ----------------------------------------------------------------------
     async def _complete(self, request: web.BaseRequest, chat: bool) -> web.StreamResponse:

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Callable
 import aiohttp
 import orjson
 
+from gristmill.config.keys import api_key, auth_headers
 from gristmill.config.pipeline import BackendConfig
 from gristmill.errors import (BackendError, BadRequest, ConnectionReset, ConnectTimeout,
                               FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
@@ -106,11 +107,8 @@ class OpenAIHTTPBackend:
         self.config = config
         self.on_rate_hints = on_rate_hints
         self.path = "/chat/completions" if config.api == "chat" else "/completions"
-        self._headers = dict(config.headers)
-        if config.api_key_env:
-            key = os.environ.get(config.api_key_env)
-            if key:
-                self._headers["Authorization"] = f"Bearer {key}"
+        key = api_key(name, config.api_key_env, config.base_urls, os.environ)
+        self._headers = {**config.headers, **auth_headers(key, config.auth_header)}
         self.endpoints = EndpointSet([Endpoint(url, cap=config.max_in_flight)
                                       for url in config.base_urls])
         # Rate windows count a request from its send, which only aiohttp's tracing sees; it

@@ -124,6 +124,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     config = validate_config(read_run_config(args.run_dir),
                              source=str(args.run_dir / "config.yaml"))
+    warn_about_keys(config)
     return _execute(config, args)
 
 
@@ -167,6 +168,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from gristmill.config.load import load_config
 
     config = load_config(args.config, args.overrides)
+    warn_about_keys(config)
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
     print(f"ok: {len(config.stages)} stage(s), backends: {', '.join(config.backends)}",
           file=sys.stderr)
@@ -182,7 +184,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 gpus_per_server=args.gpus_per_server)
     if args.dry_run:
         return print_dry_run(config, args.limit)
+    warn_about_keys(config)
     return _execute(config, args)
+
+
+def warn_about_keys(config: Any) -> None:
+    """A key set in the environment that a backend will not send: say so, and how."""
+    import os
+
+    from gristmill.config.keys import key_warnings
+
+    for warning in key_warnings(config.backends, os.environ):
+        print(f"gristmill: warning: {warning}", file=sys.stderr)
 
 
 def print_dry_run(config: Any, limit: int | None) -> int:

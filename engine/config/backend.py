@@ -66,8 +66,14 @@ class BackendConfig(EngineSettings):
                                         "prompts in one request (see backends.micro_batch); off "
                                         "by default.")
     api: Literal["chat", "completions"] = Field("chat", answers=True, description="Endpoint family.")
-    api_key_env: str | None = Field(None, answers=False, description="Name of the environment variable holding "
-                                    "the API key (the key itself never goes in a config).")
+    api_key_env: str | None = Field("auto", answers=False, description="The environment variable "
+                                    "holding the API key (the key itself never goes in a config). "
+                                    "'auto': $GRISTMILL_API_KEY, else $OPENAI_API_KEY, the latter "
+                                    "only to OpenAI's API or a server on this machine; null: no "
+                                    "key.")
+    auth_header: Literal["bearer", "api-key"] = Field("bearer", answers=False, description="How "
+                                                      "the key is sent: 'Authorization: Bearer "
+                                                      "KEY', or Azure's 'api-key: KEY' header.")
     headers: dict[str, str] = Field(answers=False, default_factory=dict, description="Extra HTTP headers.")
     query: dict[str, str] = Field(answers=False, default_factory=dict, description="Extra query parameters, "
                                   "e.g. {'api-version': '2024-10-21'} for Azure.")
