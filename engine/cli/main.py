@@ -26,7 +26,8 @@ def _run_args(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
     if run_dir:
         p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<config-name>-"
                        "<timestamp>); an existing one is resumed")
-    p.add_argument("--limit", type=int, help="admit at most N seeds")
+    p.add_argument("--limit", type=int, help="admit at most N seeds (a resume keeps the run's "
+                   "limit unless given another; 0: no limit)")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
     p.add_argument("--no-cache", action="store_true", help="do not replay or store answers")
     p.add_argument("--force", action="store_true", help="resume even if the config changed "

@@ -19,7 +19,7 @@ from gristmill.flows.pipeline import Pipeline
 from gristmill.runs import state
 from gristmill.runs.assembly import assemble
 from gristmill.runs.gc_tuning import tuned_gc
-from gristmill.runs.options import RunOptions
+from gristmill.runs.options import RunOptions, kept_settings, with_kept_settings
 from gristmill.runs.rundir import RunDir, default_run_dir
 
 
@@ -45,6 +45,7 @@ class Run:
         self.dir = RunDir(options.run_dir or default_run_dir(config.name))
         if self.dir.resuming:
             self.dir.check_resume(config, options.force)
+            options = self.options = with_kept_settings(options, self.dir.read_settings())
         self.store: Store | None = None  # opened by execute()
         self.session_started = time.time()  # tells resumed sessions apart in timeline.jsonl
         self.dedup: dict[str, int] | None = None  # dataset.jsonl stats, at the end
@@ -106,6 +107,7 @@ class Run:
         fresh = not self.dir.resuming or self.options.force
         if fresh:
             self.dir.write_config(self.config)
+        self.dir.write_settings(kept_settings(self.options))
         self._open_store()
         status = "interrupted"
         try:

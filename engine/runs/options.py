@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from gristmill.runs.lifecycle import Run
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 @dataclass
 class RunOptions:
     run_dir: Path | None = None
-    limit: int | None = None
+    limit: int | None = None  # seeds to admit (0: no limit); kept by a resume
     progress: bool | None = None  # None: live display on a terminal, plain lines otherwise
     progress_interval_s: float = 10.0
     on_start: Callable[[Run], None] | None = None  # e.g. to install signal handlers
@@ -21,3 +21,19 @@ class RunOptions:
     force: bool = False  # resume even if the config changed answers
     state_interval_s: float = 2.0
     tune_gc: bool = True  # fewer collector passes while the run lasts (runs/gc_tuning.py)
+
+
+# Settings a run keeps across sessions (RUN/settings.json): they change no answer, so a resume
+# uses the stored value of each one its caller does not give.
+KEPT = ("limit",)
+
+
+def kept_settings(options: RunOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in KEPT if getattr(options, name) is not None}
+
+
+def with_kept_settings(options: RunOptions, stored: dict[str, Any] | None) -> RunOptions:
+    """`options`, with each kept setting it leaves unset taken from an earlier session."""
+    inherited = {name: stored[name] for name in KEPT
+                 if getattr(options, name) is None and stored and stored.get(name) is not None}
+    return replace(options, **inherited) if inherited else options

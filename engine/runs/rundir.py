@@ -2,6 +2,7 @@
 
     config.yaml     the resolved config (secrets are never in it: keys come from the environment)
     manifest.json   package versions, git revision, backends and models, skills digest
+    settings.json   command-line settings that change no answer (--limit), kept by a resume
     run.sqlite      the response cache (answers already paid for) and the seed texts
     output.jsonl    accepted records, one per line (append-only)
     rejects.jsonl   failed or rejected work: id, item_id, stage, validator or error, reason, ...
@@ -94,6 +95,14 @@ class RunDir:
             raise ConfigError(f"{self.path} was started with a different config; resuming would "
                               f"change answers. Changed: {', '.join(changes)}. Use the original "
                               "config, a new --run-dir, or --force to continue anyway.")
+
+    def read_settings(self) -> dict[str, Any] | None:
+        """settings.json: what an earlier session was told on its command line that changes
+        no answer (`--limit`), for a resume to keep."""
+        return read_json(self.path / "settings.json")
+
+    def write_settings(self, settings: dict[str, Any]) -> None:
+        write_atomic(self.path / "settings.json", orjson.dumps(settings))
 
     def write_config(self, config: PipelineConfig) -> None:
         """config.yaml: written before any request, so a later session knows it resumes."""
