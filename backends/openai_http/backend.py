@@ -134,9 +134,6 @@ class OpenAIHTTPBackend:
     def in_flight(self) -> int:
         return sum(e.outstanding for e in self.endpoints.endpoints)
 
-    def outstanding(self, url: str) -> int:
-        return self.endpoints.by_url(url).outstanding
-
     async def pick_endpoint(self) -> Endpoint:
         endpoint = await self.endpoints.pick()
         if endpoint.session is None:
