@@ -4,8 +4,10 @@ Azure's header, and a canary key that reaches its server and nothing else."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 import yaml
@@ -94,3 +96,19 @@ async def test_a_canary_openai_key_reaches_a_loopback_server_and_nothing_else(mo
     assert backend._headers["Authorization"] == f"Bearer {canary}"  # held here only
     assert canary not in repr(config) + repr(config.backends["default"]) + repr(backend)
     assert canary not in repr(vars(backend).get("config")) + repr(backend.capabilities)
+
+
+@pytest.mark.parametrize("edge", [(), ("--fast",)], ids=["aiohttp", "fast"])
+def test_both_mock_edges_show_a_credential_only_as_its_fingerprint(mock_server_factory, edge):
+    server = mock_server_factory(*edge)
+    body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
+    for header, value in (("Authorization", "Bearer sk-canary-edge"), ("api-key", "az-canary")):
+        request = urllib.request.Request(server.base_url + "/chat/completions", body.encode(),
+                                         {"Content-Type": "application/json", header: value})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+        stats = server.stats()
+        shown = stats["last_request"]["headers"][header.lower()]
+        assert shown == "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+        assert value not in json.dumps(stats)
+        assert stats["last_request"]["headers"]["content-type"] == "application/json"

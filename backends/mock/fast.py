@@ -27,7 +27,7 @@ from gristmill.backends.mock.faults import Stats
 from gristmill.backends.mock.gpu import METRICS_TYPE, metric_values, render_metrics
 from gristmill.backends.mock.judge import is_judge_request, judge_answer
 from gristmill.backends.mock.wire import (completion_body, error_body, finish_reason, models_body,
-                                          stats_body, stream_events)
+                                          request_summary, stats_body, stream_events)
 from gristmill.errors import ConfigError
 
 MAX_HEAD = 64 * 1024
@@ -80,10 +80,9 @@ class FastApp:
             return None
         method, target, head = self.last
         path, _, query = target.decode("latin-1").partition("?")
-        headers = dict(_header_pairs(head))
         pairs = (p.partition("=") for p in query.split("&") if p)
-        return {"method": method.decode(), "path": path, "query": {k: v for k, _, v in pairs},
-                "headers": headers}
+        return request_summary(method.decode(), path, {k: v for k, _, v in pairs},
+                               dict(_header_pairs(head)))
 
 
 class FastConnection(asyncio.Protocol):

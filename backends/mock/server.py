@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import random
 import signal
@@ -31,8 +30,8 @@ from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, 
                                          render_metrics, wait_tokens)
 from gristmill.backends.mock.judge import add_judge_arguments, is_judge_request, judge_answer
 from gristmill.backends.mock.wire import (HTML_PAGE, broken_body, broken_stream, completion_body,
-                                          error_body, finish_reason, models_body, stats_body,
-                                          stream_events)
+                                          error_body, finish_reason, models_body,
+                                          request_summary, stats_body, stream_events)
 from gristmill.errors import ConfigError
 
 BACKLOG = 4096
@@ -41,17 +40,6 @@ SHUTDOWN_GRACE_S = 0.5  # hung and paced requests are cut after this on SIGTERM
 JSON = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
-
-
-SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
-
-
-def fingerprint(name: str, value: str) -> str:
-    """A credential header's value as `sha256:<first 16 hex digits>`, so /stats shows which key
-    came without showing the key; other headers as they came."""
-    if name.lower() not in SECRET_HEADERS:
-        return value
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
 class MockApp:
     """Request handling. Hooks for later modes (bad answers, judge, simulated GPU batching)
@@ -125,10 +113,7 @@ class MockApp:
         """Method, path, query and headers (lower-cased; a credential as its fingerprint) of
         the last completion request."""
         r = self.last  # a request is a (possibly empty) mapping: test against None
-        if r is None:
-            return None
-        return {"method": r.method, "path": r.path, "query": dict(r.query),
-                "headers": {k.lower(): fingerprint(k, v) for k, v in r.headers.items()}}
+        return None if r is None else request_summary(r.method, r.path, r.query, r.headers)
 
     # -- completions ----------------------------------------------------------------------
     async def _complete(self, request: web.BaseRequest, chat: bool) -> web.StreamResponse:

@@ -3,9 +3,10 @@ prebuilt byte templates (orjson only encodes each token)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
@@ -23,6 +24,18 @@ def models_body(config: Any) -> bytes:
 
 def error_body(message: str, code: str, type_: str = "invalid_request_error") -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+
+
+SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
+
+def request_summary(method: str, path: str, query: Mapping[str, str],
+                    headers: Mapping[str, str]) -> dict[str, Any]:
+    """A request as /stats shows it: headers lower-cased, a credential as its fingerprint
+    (`sha256:` and 16 hex digits), so /stats tells which key came without showing it."""
+    return {"method": method, "path": path, "query": dict(query),
+            "headers": {k.lower(): "sha256:" + hashlib.sha256(v.encode()).hexdigest()[:16]
+                        if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}}
 
 
 def stats_body(stats: Any, last_request: dict[str, Any] | None, gpu: dict[str, Any] | None,
