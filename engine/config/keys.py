@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from gristmill.config.backend import BackendConfig
 
 BY_CONVENTION = "auto"
 OWN_KEY = "GRISTMILL_API_KEY"
@@ -64,7 +67,7 @@ def auth_headers(key: ApiKey, style: str) -> dict[str, str]:
         {"Authorization": f"Bearer {key.value}"}
 
 
-def key_warnings(backends: Mapping[str, object], environ: Mapping[str, str]) -> list[str]:
+def key_warnings(backends: Mapping[str, BackendConfig], environ: Mapping[str, str]) -> list[str]:
     """The warnings of `api_key` for every backend of a config (`config.backends`)."""
     return [w for name, b in backends.items()
-            if (w := api_key(name, b.api_key_env, b.base_urls, environ).warning)]  # type: ignore[attr-defined]
+            if (w := api_key(name, b.api_key_env, b.base_urls, environ).warning)]
