@@ -78,7 +78,7 @@ def pipeline(tmp_path: Path, backend: dict[str, Any]) -> dict[str, Any]:
     data["backends"]["default"] = backend
     for stage in data["stages"]:
         stage.update(output={"type": "text"}, validators={"defaults": False},
-                     sampling={"max_tokens": 24, "temperature": 0.8})
+                     sampling={"max_tokens": 160, "temperature": 0.8})
     return data
 
 
