@@ -85,3 +85,26 @@ class InvalidOutput(GristmillError):
         self.reason = reason
         self.text = text
         self.validator = validator
+
+
+class RunStopped(GristmillError):
+    """Going on is pointless: the run stops at once (not an item's failure, so never a
+    reject). Work in flight is dropped without being marked done; a resume asks again."""
+
+    stop_reason = "internal_error"
+
+
+class FatalUpstream(RunStopped):
+    """A backend refused for good: a bad key (401/403), a model it does not know (404), an
+    exhausted quota (429 `insufficient_quota`), no endpoint reachable for too long, or a
+    fleet that gave up. The message is one line: what the server said, the backend and URL,
+    which key variable was used (never the key) and what to change."""
+
+    stop_reason = "fatal_upstream"
+
+
+class ErrorRateExceeded(RunStopped):
+    """Too many requests of a backend ended in errors within the window
+    (`stop_on_error_rate`); validator and judge rejects never count."""
+
+    stop_reason = "error_rate"

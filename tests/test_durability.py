@@ -200,7 +200,7 @@ def test_sigint_flushes_and_resume_completes(mock_server_factory, tmp_path):
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert len(output_ids(tmp_path / "r")) == summary["records"] > 0
     state = json.loads((tmp_path / "r" / "state.json").read_text())
-    assert state["status"] == "stopped"
+    assert (state["status"], state["stop_reason"], state["exit_code"]) == ("stopped", "sigint", 130)
     resumed = subprocess.run([*GRISTMILL, "resume", str(tmp_path / "r"), "--no-progress"],
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr

@@ -77,5 +77,5 @@ async def test_a_micro_batched_fleet_is_probed_supervised_and_capped(tmp_path, m
     assert client.backend.waiting == 0 and client.backend.sending == 0
     state = orjson.loads((tmp_path / "run" / "state.json").read_bytes())
     summary = orjson.loads((tmp_path / "run" / "summary.json").read_bytes())
-    assert state["status"] == "interrupted"
+    assert (state["status"], state["stop_reason"]) == ("stopped", "cancelled")
     assert summary["backends"]["default"]["servers"]["restarts"] == 1

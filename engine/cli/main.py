@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gristmill.cli import flywheel as cli_flywheel
-from gristmill.errors import ConfigError
+from gristmill.errors import ConfigError, RunStopped
+from gristmill.runs.outcome import STOP_REASONS, exit_code_table
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +44,10 @@ def _gpu_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gristmill", description="Mill seed documents into "
-                                     "instruction-tuning data.")
+                                     "instruction-tuning data.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes (also in RUN/summary.json as "
+                                     "status, stop_reason, exit_code):\n" + exit_code_table())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a pipeline")
@@ -278,6 +282,10 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
                 say(f"model server healthy at {server.base_url}")
                 config = with_cli_overrides(config, backend_url=server.base_url)
             summary = runner.run(run(config, options))
+        except RunStopped as error:  # the summary is on disk; the cause is one line
+            print(f"gristmill: {error}\nto continue once fixed: gristmill resume {stop.run_dir or 'RUN'}",
+                  file=sys.stderr)
+            return STOP_REASONS[error.stop_reason][1]
         except asyncio.CancelledError:
             summary = None
         except KeyboardInterrupt:  # Ctrl-C before the run installed its handlers

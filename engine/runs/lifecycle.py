@@ -11,6 +11,7 @@ import time
 from typing import Any, AsyncIterator, Coroutine, Iterable, Iterator
 
 from gristmill.config.pipeline import PipelineConfig
+from gristmill.errors import RunStopped
 from gristmill.dataset.cache import AnswerCache
 from gristmill.dataset.sink import id_key
 from gristmill.dataset.store import Store
@@ -20,6 +21,7 @@ from gristmill.runs import state
 from gristmill.runs.assembly import assemble
 from gristmill.runs.gc_tuning import tuned_gc
 from gristmill.runs.options import RunOptions, kept_settings, with_kept_settings
+from gristmill.runs.outcome import Outcome
 from gristmill.runs.rundir import RunDir, default_run_dir
 
 
@@ -49,6 +51,8 @@ class Run:
         self.store: Store | None = None  # opened by execute()
         self.session_started = time.time()  # tells resumed sessions apart in timeline.jsonl
         self.dedup: dict[str, int] | None = None  # dataset.jsonl stats, at the end
+        self.outcome: Outcome | None = None  # set when the run ends
+        self._stop_reason: str | None = None  # why admission stopped early, if it did
         parts = assemble(config, self.dir.path, options.limit, self._reject)
         self.clients, self.source, self.stats = parts.clients, parts.source, parts.stats
         self.judge, self._make_record, self._first_item = (parts.judge, parts.make_record,
@@ -62,6 +66,12 @@ class Run:
         for index, seed in enumerate(seeds):
             self.store.put_seed(seed.id, seed.source, seed.text)  # the review page shows them
             yield self._first_item(seed, index)
+
+    def stop_admitting(self, reason: str) -> None:
+        """Read no more seeds (a signal, the target reached): started work runs to its end,
+        and `reason` is the run's stop reason."""
+        self._stop_reason = self._stop_reason or reason
+        self.pipeline.stop_admitting()
 
     def _admit(self) -> None:
         self.stats.seeds_admitted += 1
@@ -109,26 +119,28 @@ class Run:
             self.dir.write_config(self.config)
         self.dir.write_settings(kept_settings(self.options))
         self._open_store()
-        status = "interrupted"
+        stopped: RunStopped | None = None
         try:
-            async with contextlib.AsyncExitStack() as fleets, asyncio.TaskGroup() as group:
-                if fresh or not self.dir.has_manifest:
-                    group.create_task(asyncio.to_thread(self.dir.write_manifest, self.config))
-                for client in self.clients.values():  # stopped after the pipeline, or on error
-                    if (fleet := client.backend.capabilities.fleet) is not None:
-                        await fleets.enter_async_context(fleet)
-                async with background(self._watchers()):
-                    await self.pipeline.run(self.seeds(), self._admit)
-                await self.store.flush()
-                status = "finished" if not self.pipeline.stopped else "stopped"
-                if status == "finished" and self.config.dedup.enabled:
-                    from gristmill.dataset.dedup import dedup_run  # numpy, datasketch: if used
-
-                    self.dedup = await asyncio.to_thread(
-                        dedup_run, self.dir.path, self.config.dedup.threshold)
-        finally:
-            await self._close(status)
+            try:
+                await self._run_pipeline(fresh)
+            except* RunStopped as group:  # from a TaskGroup: the first one says why
+                stopped = group.exceptions[0]
+        except BaseException as error:
+            cancelled = isinstance(error, asyncio.CancelledError)
+            self.outcome = Outcome(self._stop_reason or "cancelled") if cancelled \
+                else Outcome.of_error(error)
+            await self._close()
+            raise
+        self.outcome = Outcome.of_error(stopped) if stopped is not None else \
+            Outcome(self._stop_reason or self._ran_out())
+        await self._close()
+        if stopped is not None:
+            raise stopped
         return state.summary(self)
+
+    def _ran_out(self) -> str:
+        limit = self.options.limit
+        return "limit" if limit and self.stats.seeds_admitted >= limit else "complete"
 
     def _watchers(self) -> Iterator[Coroutine[Any, Any, None]]:
         """What runs beside the pipeline: state.json, the progress display, and per backend
@@ -153,7 +165,23 @@ class Run:
                 yield poll_metrics(client, caps.endpoints, caps.scrape_metrics_s,
                                    self.config.backends[name].max_in_flight)
 
-    async def _close(self, status: str) -> None:
+    async def _run_pipeline(self, fresh: bool) -> None:
+        async with contextlib.AsyncExitStack() as fleets, asyncio.TaskGroup() as group:
+            if fresh or not self.dir.has_manifest:
+                group.create_task(asyncio.to_thread(self.dir.write_manifest, self.config))
+            for client in self.clients.values():  # stopped after the pipeline, or on error
+                if (fleet := client.backend.capabilities.fleet) is not None:
+                    await fleets.enter_async_context(fleet)
+            async with background(self._watchers()):
+                await self.pipeline.run(self.seeds(), self._admit)
+            await self.store.flush()
+            if not self.pipeline.stopped and self.config.dedup.enabled:
+                from gristmill.dataset.dedup import dedup_run  # numpy, datasketch: if used
+
+                self.dedup = await asyncio.to_thread(
+                    dedup_run, self.dir.path, self.config.dedup.threshold)
+
+    async def _close(self) -> None:
         """Flush and close everything, also after an error or a cancel (shielded: a second
         cancel must not leave the store's writer half done). The connections close while the
         store's writer makes its last commit: one is the loop's work, the other the disk's.
@@ -164,7 +192,7 @@ class Run:
         closing += [client.aclose() for client in self.clients.values()]  # the thread first
         results = await asyncio.shield(asyncio.gather(*closing, return_exceptions=True))
         try:
-            state.write_state(self, status)
+            state.write_state(self, self.outcome.status)
             self.dir.write_summary(state.summary(self))
         finally:
             self.dir.close()

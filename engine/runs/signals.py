@@ -40,7 +40,7 @@ class GracefulStop:
         if len(self.signals) == 1 and self._run is not None:
             print(f"\n{sig.name}: admitting no more seeds, finishing started work "
                   "(signal again to abort)", file=sys.stderr)
-            self._run.pipeline.stop_admitting()
+            self._run.stop_admitting(sig.name.lower())
             grace = self._run.config.grace_s
             asyncio.get_running_loop().call_later(grace, self._abort, f"grace period of {grace}s over")
         else:

@@ -21,7 +21,8 @@ def cache_stats(run: Run) -> dict[str, int]:
 
 def state(run: Run, status: str) -> dict[str, Any]:
     stats = run.stats
-    return {"status": status, "pid": os.getpid(), "updated": time.time(),
+    ended = run.outcome.as_dict() if run.outcome is not None else {}
+    return {"status": status, **ended, "pid": os.getpid(), "updated": time.time(),
             "run_dir": str(run.dir.path), "seeds_admitted": stats.seeds_admitted,
             "records": stats.resumed_records + stats.records,
             "rejects": sum(stats.rejects.values()), "elapsed_s": stats.elapsed,
@@ -51,6 +52,8 @@ def summary(run: Run) -> dict[str, Any]:
     stats = run.stats
     out = stats.summary()
     out["run_dir"] = str(run.dir.path)
+    if run.outcome is not None:
+        out.update(run.outcome.as_dict())
     out["records_total"] = stats.resumed_records + stats.records
     out["cache"] = cache_stats(run)
     if run.dedup is not None:

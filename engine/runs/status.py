@@ -29,6 +29,10 @@ def describe(run_dir: Path) -> str:
     status = state["status"]
     if status == "running" and not _alive(state["pid"]):
         status = "stopped without finishing (the process is gone); `gristmill resume` continues it"
+    elif state.get("stop_reason"):
+        status += f" ({state['stop_reason']}, exit {state['exit_code']})"
+        if state.get("detail"):
+            status += f": {state['detail']}"
     age = time.time() - state["updated"]
     lines = [f"{run_dir}: {status} (updated {age:.0f}s ago)",
              f"seeds admitted {state['seeds_admitted']:,} · records {state['records']:,} · "
