@@ -8,7 +8,7 @@ fleet are described by the protocols below; `gristmill.backends` implements them
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Collection, Protocol, Sequence
 
 
 class Endpoint(Protocol):
@@ -61,3 +61,6 @@ class Capabilities:
     rate_hints: bool = False  # reports the server's announced limits (`RateHints`)
     scrape_metrics_s: float | None = None  # each endpoint serves vLLM's /metrics: scrape so often
     fleet: Fleet | None = None  # servers started and supervised for this backend
+    # Asks the server, before any seed is read, whether the key works and the models (given)
+    # exist; raises FatalUpstream if not. None: nothing to ask (an in-process engine).
+    preflight: Callable[[Collection[str]], Awaitable[None]] | None = None

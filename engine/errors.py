@@ -46,6 +46,12 @@ class ConnectionReset(RetryableError):
     """The connection failed or was cut before the answer was complete."""
 
 
+class Unreachable(ConnectionReset):
+    """No connection could be made: the request never reached a server, so it is retried
+    without using up the item's budget, until the backend has had no endpoint answer for
+    `unreachable_after_s` (then the run stops: `FatalUpstream`)."""
+
+
 class BackendTimeout(RetryableError):
     """A per-phase deadline passed."""
 

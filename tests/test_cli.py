@@ -120,9 +120,9 @@ def test_api_key_never_reaches_the_run_directory_or_output(mock_server, tmp_path
                        cwd=tmp_path, env={"MILL_KEY": secret})
     bad_url = gristmill("run", str(write_config(tmp_path, data)), "--run-dir", "r2",
                         "--backend-url", "http://127.0.0.1:9/v1", "--set",
-                        "backends.default.retry.max_attempts=1", cwd=tmp_path,
+                        "backends.default.unreachable_after_s=0.5", cwd=tmp_path,
                         env={"MILL_KEY": secret})
-    assert result.returncode == 0 and bad_url.returncode == 0
+    assert result.returncode == 0 and bad_url.returncode == 3  # unreachable: a fatal stop
     for proc in (result, bad_url):
         assert secret not in proc.stdout + proc.stderr
     for path in tmp_path.rglob("*"):

@@ -79,7 +79,7 @@ def server(request):
     """The full mock, and its fast edge (`--fast`, the benchmarks' server): the same answers,
     errors and /stats from both."""
     edge = ["--fast"] if request.param == "fast" else []
-    with MockServer(*edge, "--model", "extra-model", "--record-arrivals") as s:
+    with MockServer(*edge, "--model", "test-model", "--model", "m", "--record-arrivals") as s:
         yield s
 
 
@@ -102,7 +102,7 @@ async def test_startup_line_health_and_models(server, session):
         assert r.status == 200
     async with session.get(server.base_url + "/models") as r:
         ids = [m["id"] for m in (await r.json())["data"]]
-    assert ids == ["mock", "extra-model"]
+    assert ids == ["test-model", "m"]
 
 
 async def test_chat_answer_is_deterministic_prose_with_usage(server, session):

@@ -10,8 +10,8 @@ import pytest
 
 from gristmill.protocol import Request
 from gristmill.config.pipeline import BackendConfig
-from gristmill.errors import (BadRequest, ConnectionReset, FirstTokenTimeout, RateLimited,
-                              ServerError, TotalTimeout)
+from gristmill.errors import (BadRequest, ConnectionReset, FatalUpstream, FirstTokenTimeout,
+                              RateLimited, ServerError, TotalTimeout)
 from gristmill.runs.assembly import make_client
 
 pytestmark = pytest.mark.integration
@@ -75,14 +75,15 @@ async def test_cut_stream_is_a_retryable_reset(mock_server_factory):
     assert server.stats()["requests"] == 3
 
 
-@pytest.mark.parametrize("path, status", [("/nope/v1", 404), ("/v1", 400)])
-async def test_client_errors_are_never_retried(mock_server_factory, path, status):
+@pytest.mark.parametrize("path, error", [("/nope/v1", FatalUpstream), ("/v1", BadRequest)])
+async def test_client_errors_are_never_retried(mock_server_factory, path, error):
+    """A 400 fails the item; a 404 (no such path) is fatal for the whole backend."""
     server = mock_server_factory()
     client = client_for(server.url + path)
     bad = Request("mock", messages=None, prompt=None)  # no messages: the server answers 400
-    with pytest.raises(BadRequest) as exc:
+    with pytest.raises(error) as exc:
         await call_and_count(server, client, bad)
-    assert exc.value.status == status
+    assert ("400" if error is BadRequest else "HTTP 404") in str(exc.value)
     assert server.stats()["requests"] <= 1 and client.retries == 0
 
 

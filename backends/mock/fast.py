@@ -22,11 +22,12 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
+from gristmill.backends.mock.account import Account
 from gristmill.backends.mock.answers import Answer, BadRequest, build_answer
 from gristmill.backends.mock.faults import Stats
 from gristmill.backends.mock.gpu import METRICS_TYPE, metric_values, render_metrics
 from gristmill.backends.mock.judge import is_judge_request, judge_answer
-from gristmill.backends.mock.wire import (completion_body, error_body, finish_reason, models_body,
+from gristmill.backends.mock.wire import (completion_body, error_body, finish_reason,
                                           request_summary, stats_body, stream_events)
 from gristmill.errors import ConfigError
 
@@ -47,7 +48,9 @@ def check_fast_args(args: argparse.Namespace) -> None:
         ("--rate-429/500/reset/cut/hang", any(args.fault_rates.values())),
         ("--bad-rate", args.bad_rate > 0), ("--bad-wire-rate", args.bad_wire_rate > 0),
         ("--rpm/--tpm", args.rpm or args.tpm),
-        ("--vary", args.vary)) if on]
+        ("--vary", args.vary),
+        ("--unauthorized-after/--quota-after",
+         args.unauthorized_after is not None or args.quota_after is not None)) if on]
     if refused:
         raise ConfigError(f"--fast serves plain answers after --latency-ms only; drop "
                           f"{', '.join(refused)} or --fast")
@@ -64,7 +67,8 @@ class FastApp:
         self.id_prefix, self.next_id = os.urandom(4).hex(), 0
         self.judge_requests = 0
         self.last: tuple[bytes, bytes, bytes] | None = None  # method, target, header block
-        self.models = models_body(config)
+        self.account = Account.from_args(config)
+        self.models = self.account.models_body()
         self.connections: set[FastConnection] = set()
 
     def reset(self) -> None:
@@ -192,6 +196,11 @@ class FastConnection(asyncio.Protocol):
         except BadRequest as exc:
             st.window.add(now, 0)
             return self._error(400, str(exc), "invalid_request")
+        refused = app.account.refusal(st.requests, body.get("model"))
+        if refused is not None:  # only --model applies here (check_fast_args)
+            st.window.add(now, 0)
+            status, message, _, code = refused
+            return self._error(status, message, code)
         st.window.add(now, answer.prompt_tokens + answer.completion_tokens)
         st.in_flight += 1
         st.peak_in_flight = max(st.peak_in_flight, st.in_flight)

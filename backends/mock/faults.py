@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 from gristmill.backends.mock.bad import BAD_KINDS
 from gristmill.errors import ConfigError
+from gristmill.backends.mock.account import add_account_arguments
 
 FAULT_KINDS = ("429", "500", "reset", "cut", "hang")  # drawn in this order
 # Answers that break the wire format (`--bad-wire-rate`); sse-json fits only streams,
@@ -337,10 +338,11 @@ def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     add("--port", type=int, default=8000, help="port to bind; 0 picks a free one (default 8000)")
-    add("--model", action="append", default=[], help="extra model name for /v1/models")
+    add_account_arguments(parser)
     add("--latency-ms", type=_arg(parse_latency), default="0", metavar="SPEC",
         help="time before a response starts: 100, 50-200 or exp:100 (default 0)")
     add("--tokens-per-s", type=float, default=0.0, metavar="R",

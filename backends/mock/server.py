@@ -20,6 +20,7 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
+from gristmill.backends.mock.account import Account
 from gristmill.backends.mock.answers import Answer, BadRequest, build_answer
 from gristmill.backends.mock.bad import BadDrawer, bad_answer
 from gristmill.backends.mock.fast import Shutdown, check_fast_args, fast_edge
@@ -30,7 +31,7 @@ from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, 
                                          render_metrics, wait_tokens)
 from gristmill.backends.mock.judge import add_judge_arguments, is_judge_request, judge_answer
 from gristmill.backends.mock.wire import (HTML_PAGE, broken_body, broken_stream, completion_body,
-                                          error_body, finish_reason, models_body,
+                                          error_body, finish_reason,
                                           request_summary, stats_body, stream_events)
 from gristmill.errors import ConfigError
 
@@ -56,7 +57,8 @@ class MockApp:
         self.reset()
         self.retry_after = retry_after_value(config.retry_after)
         self.id_prefix, self.next_id = os.urandom(4).hex(), 0
-        self.models_body = models_body(config)
+        self.account = Account.from_args(config)
+        self.models_body = self.account.models_body()
 
     def reset(self) -> None:
         """A fresh run: zeroed stats, empty limit windows, fault and latency draws from the
@@ -86,6 +88,8 @@ class MockApp:
                 return web.Response(body=b'{"ok":true}', content_type=JSON)
         elif method == "GET":
             if path == "/v1/models":
+                if (revoked := self.account.revoked(self.stats.requests)) is not None:
+                    return self._error(*revoked)
                 return web.Response(body=self.models_body, content_type=JSON)
             if path == "/health":
                 return web.Response(body=b'{"status":"ok"}', content_type=JSON)
@@ -154,6 +158,10 @@ class MockApp:
             return self._error(400, f"invalid JSON body: {exc}" if bad_json else str(exc),
                                "invalid_request_error", "invalid_json" if bad_json
                                else "invalid_request", self._limit_headers(now))
+        refused = self.account.refusal(st.requests, body.get("model"))
+        if refused is not None:
+            st.window.add(now, 0)
+            return self._error(*refused)
         kind = self._bad_kind(body, bad)
         if kind is not None:  # a long bad answer in place of the good one
             answer = bad_answer(answer, body, kind, self.config.bad_tokens)

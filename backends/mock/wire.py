@@ -15,13 +15,6 @@ from gristmill.backends.mock.answers import Answer
 DONE = b"data: [DONE]\n\n"
 
 
-def models_body(config: Any) -> bytes:
-    """/v1/models: "mock" and each --model."""
-    models = ["mock", *(m for m in config.model or () if m != "mock")]
-    return orjson.dumps({"object": "list", "data": [
-        {"id": m, "object": "model", "created": 0, "owned_by": "gristmill"} for m in models]})
-
-
 def error_body(message: str, code: str, type_: str = "invalid_request_error") -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
 

@@ -8,27 +8,30 @@ breaks the wire format is a `MalformedAnswer` (`wire.py`)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Collection
 
 import aiohttp
 import orjson
 
 from gristmill.config.keys import api_key, auth_headers
 from gristmill.config.pipeline import BackendConfig
-from gristmill.errors import (BackendError, BadRequest, ConnectionReset, ConnectTimeout,
-                              FirstTokenTimeout, RateLimited, ServerError, TotalTimeout)
+from gristmill.errors import (BackendError, ConnectionReset, FatalUpstream, FirstTokenTimeout,
+                              TotalTimeout, Unreachable)
 from gristmill.capabilities import Capabilities
 from gristmill.protocol import Completion, Delta, RateHints, Request, SentCallback
 
 from gristmill.backends.openai_http.endpoints import Endpoint, EndpointSet
-from gristmill.backends.openai_http.ratelimit_headers import parse_rate_headers, parse_retry_after
+from gristmill.backends.openai_http.ratelimit_headers import parse_rate_headers
+from gristmill.backends.openai_http.refusals import Where, preflight_verdict, refusal
 from gristmill.backends.openai_http.sse import DONE, SSEDecoder
 from gristmill.backends.openai_http.wire import (body_of, first_answer, malformed, model_of,
                                                  read_chunk, usage_of)
 
 HintsCallback = Callable[[RateHints], None]
+log = logging.getLogger("gristmill.backend")
 
 
 def build_body(request: Request) -> bytes:
@@ -57,26 +60,17 @@ def send_tracing() -> aiohttp.TraceConfig:
     return trace
 
 
-def error_for_status(status: int, headers: Any, text: str) -> BackendError:
-    message = f"HTTP {status}: {text[:300]}"
-    if status == 429 or status == 503:  # both mean "slow down": AIMD and Retry-After apply
-        return RateLimited(message, status=status, retry_after=parse_retry_after(headers))
-    if status >= 500 or status == 408:
-        return ServerError(message, status=status)
-    return BadRequest(message, status=status)
-
-
 class Failures:
     """Around one request: counts it against its endpoint, maps library errors to gristmill's
     exceptions (with the phase a timeout happened in), and tells the endpoint set about
     connection failures (which may eject the endpoint)."""
 
-    __slots__ = ("endpoints", "endpoint", "timeouts", "deadline")
+    __slots__ = ("backend", "endpoints", "endpoint", "config", "deadline")
 
-    def __init__(self, endpoints: EndpointSet, endpoint: Endpoint, config: BackendConfig,
-                 deadline: float) -> None:
-        self.endpoints, self.endpoint = endpoints, endpoint
-        self.timeouts, self.deadline = config.timeouts, deadline
+    def __init__(self, backend: str, endpoints: EndpointSet, endpoint: Endpoint,
+                 config: BackendConfig, deadline: float) -> None:
+        self.backend, self.endpoints, self.endpoint = backend, endpoints, endpoint
+        self.config, self.deadline = config, deadline
 
     def __enter__(self) -> None:
         self.endpoint.outstanding += 1
@@ -86,18 +80,30 @@ class Failures:
         self.endpoint.outstanding -= 1
         if kind is None:
             return False
-        if issubclass(kind, aiohttp.ConnectionTimeoutError):
-            self.endpoints.failed(self.endpoint)
-            raise ConnectTimeout(f"no connection within {self.timeouts.connect}s") from None
+        timeouts = self.config.timeouts
+        if issubclass(kind, (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError)):
+            self.unreachable(f"{kind.__name__}: {exc}" if exc is not None else kind.__name__)
         if issubclass(kind, TimeoutError):
             if asyncio.get_running_loop().time() < self.deadline - 0.001:  # before the total
-                raise FirstTokenTimeout(f"no answer within {self.timeouts.first_token}s") \
+                raise FirstTokenTimeout(f"no answer within {timeouts.first_token}s") \
                     from None
-            raise TotalTimeout(f"request took over {self.timeouts.total}s") from None
+            raise TotalTimeout(f"request took over {timeouts.total}s") from None
         if issubclass(kind, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
             self.endpoints.failed(self.endpoint)
             raise ConnectionReset(f"{kind.__name__}: {exc}") from None
         return False
+
+    def unreachable(self, why: str) -> None:
+        """No connection (refused, no route, connect timeout): the request never reached a
+        server. Retried freely until no endpoint has answered for `unreachable_after_s`."""
+        down_s = self.endpoints.not_connected(self.endpoint)
+        if down_s > self.config.unreachable_after_s:
+            urls = ", ".join(e.url for e in self.endpoints.endpoints)
+            raise FatalUpstream(
+                f"backend {self.backend!r}: no endpoint could be connected to for "
+                f"{down_s:.0f}s ({urls}; last: {why}); start the server or fix base_urls, "
+                "then `gristmill resume`") from None
+        raise Unreachable(f"{self.endpoint.url}: {why}") from None
 
 
 class OpenAIHTTPBackend:
@@ -108,6 +114,7 @@ class OpenAIHTTPBackend:
         self.on_rate_hints = on_rate_hints
         self.path = "/chat/completions" if config.api == "chat" else "/completions"
         key = api_key(name, config.api_key_env, config.base_urls, os.environ)
+        self.key_variable = key.variable if key.value is not None else None  # for messages
         self._headers = {**config.headers, **auth_headers(key, config.auth_header)}
         self.endpoints = EndpointSet([Endpoint(url, cap=config.max_in_flight)
                                       for url in config.base_urls])
@@ -117,7 +124,8 @@ class OpenAIHTTPBackend:
         self.capabilities = Capabilities(
             endpoints=self.endpoints, reports_sends=self.reports_sends,
             rate_hints=on_rate_hints is not None,
-            scrape_metrics_s=config.metrics_interval_s if config.scrape_metrics else None, fleet=fleet)
+            scrape_metrics_s=config.metrics_interval_s if config.scrape_metrics else None,
+            fleet=fleet, preflight=self.preflight if config.preflight else None)
 
     # -- sessions -------------------------------------------------------------------------
     def _session(self) -> aiohttp.ClientSession:
@@ -146,6 +154,27 @@ class OpenAIHTTPBackend:
             if session is not None:
                 await session.close()
 
+    async def preflight(self, models: Collection[str]) -> None:
+        """GET /models of each endpoint with the backend's key, one after the other (a few
+        round trips, once): raises FatalUpstream for a refused key, a base URL without /v1 or
+        a model not listed. An endpoint that does not answer is left to the run: its server
+        may still be coming up, and `unreachable_after_s` bounds the wait."""
+        timeout = aiohttp.ClientTimeout(total=self.config.timeouts.connect + 10)
+        async with aiohttp.ClientSession(timeout=timeout, headers=self._headers) as session:
+            for endpoint in self.endpoints.endpoints:
+                try:
+                    async with session.get(endpoint.url + "/models",
+                                           params=self.config.query or None) as resp:
+                        status, text = resp.status, await resp.text(errors="replace")
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    log.info("%s: preflight of %s got no answer (%s)", self.name, endpoint.url,
+                             exc)
+                    continue
+                verdict = preflight_verdict(status, text, endpoint.url, models, self.name,
+                                            self.key_variable)
+                if verdict is not None:
+                    raise verdict
+
     # -- requests -------------------------------------------------------------------------
     def _deadlines(self, stream: bool) -> tuple[float, float]:
         """(the deadline to start with, the total deadline). A stream must start within the
@@ -165,11 +194,11 @@ class OpenAIHTTPBackend:
         """POST a streamed request and yield the 200 response inside its deadline."""
         endpoint = await self.pick_endpoint()
         first, deadline = self._deadlines(True)
-        with Failures(self.endpoints, endpoint, self.config, deadline):
+        with Failures(self.name, self.endpoints, endpoint, self.config, deadline):
             async with asyncio.timeout_at(first) as cm:
                 async with self._send(endpoint, request, sent) as resp:
                     if not self._accept(endpoint, resp):
-                        raise await self._refusal(resp)
+                        raise await self._refusal(endpoint, resp, request.model)
                     try:
                         yield resp, cm, deadline
                     except BaseException:
@@ -180,6 +209,7 @@ class OpenAIHTTPBackend:
         """True for a 200; the server's rate hints are learned from every answer, and a
         broken server (500/502/504, not 429/503's "slow down") counts towards ejection."""
         self._hints(resp.headers)
+        self.endpoints.answered()
         if resp.status == 200:
             self.endpoints.succeeded(endpoint)
             return True
@@ -187,10 +217,11 @@ class OpenAIHTTPBackend:
             self.endpoints.failed(endpoint)
         return False
 
-    @staticmethod
-    async def _refusal(resp: aiohttp.ClientResponse) -> BackendError:
+    async def _refusal(self, endpoint: Endpoint, resp: aiohttp.ClientResponse,
+                       model: str) -> BackendError | FatalUpstream:
         # an error page in a broken charset is still an error page, not a crash
-        return error_for_status(resp.status, resp.headers, await resp.text(errors="replace"))
+        return refusal(resp.status, resp.headers, await resp.text(errors="replace"),
+                       endpoint.url, Where(self.name, model, self.key_variable))
 
     def _hints(self, headers: Any) -> None:
         if self.on_rate_hints is not None:
@@ -203,11 +234,11 @@ class OpenAIHTTPBackend:
         """The parsed JSON answer (several choices when `request.prompt` is a list)."""
         endpoint = await self.pick_endpoint()
         _, deadline = self._deadlines(False)
-        with Failures(self.endpoints, endpoint, self.config, deadline):  # a class: cheaper
+        with Failures(self.name, self.endpoints, endpoint, self.config, deadline):  # a class: cheaper
             async with asyncio.timeout_at(deadline):
                 async with self._send(endpoint, request, sent) as resp:
                     if not self._accept(endpoint, resp):
-                        raise await self._refusal(resp)
+                        raise await self._refusal(endpoint, resp, request.model)
                     raw = await resp.read()
         return body_of(raw, resp.content_type)
 

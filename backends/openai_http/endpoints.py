@@ -120,6 +120,7 @@ class EndpointSet:
         self.policy = policy or EjectionPolicy()
         self.clock = clock
         self.down_wait_s = 10.0  # how long a request waits for an endpoint to come back
+        self.unreachable_since: float | None = None  # first failed connect since any answer
         self._back = asyncio.Event()  # an endpoint came back into rotation
         self._ejected = asyncio.Event()  # wakes the probe loop
 
@@ -153,6 +154,19 @@ class EndpointSet:
 
     def succeeded(self, endpoint: Endpoint) -> None:
         record_success(endpoint)
+
+    def answered(self) -> None:
+        """Some endpoint answered (any status): the backend is reachable."""
+        self.unreachable_since = None
+
+    def not_connected(self, endpoint: Endpoint) -> float:
+        """A connection to `endpoint` could not be made: counts as its failure; returns how
+        long no endpoint of the set has answered since connections started failing."""
+        self.failed(endpoint)
+        now = self.clock()
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+        return now - self.unreachable_since
 
     def mark_down(self, url: str) -> None:
         self.by_url(url).down = True

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from gristmill.capabilities import Endpoints
-from gristmill.errors import GristmillError
+from gristmill.errors import FatalUpstream
 
 from gristmill.backends.vllm.runtime import Runtime, ensure_runtime
 from gristmill.backends.vllm.server import ServerDied, ServerSpec, VLLMServer, free_port
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gristmill.fleet")
 
 
-class FleetError(GristmillError):
-    """The fleet could not start, or lost every server for good."""
+class FleetError(FatalUpstream):
+    """The fleet could not start, or lost every server for good: the run stops (exit 3)."""
 
 
 def server_specs(fleet: "FleetConfig", served_name: str) -> list[ServerSpec]:

@@ -92,6 +92,15 @@ class BackendConfig(EngineSettings):
                                       "counts; without it, 4 characters per token.")
     default_max_tokens: int = Field(1024, answers=False, ge=1, description="Completion tokens assumed for TPM "
                                     "when a stage sets no max_tokens.")
+    unreachable_after_s: float = Field(120.0, answers=False, gt=0, description="Stop the run "
+        "(exit 3) once no endpoint has accepted a connection for this long; until then a "
+        "request that could not connect waits and retries without using its retry budget. "
+        "Longer than a server or load balancer restart, short enough that a wrong port or a "
+        "dead host does not hold a run for hours.")
+    preflight: bool = Field(True, answers=False, description="Before any seed is read, ask "
+        "each endpoint's /models with the key: a refused key, a model the server does not "
+        "list, or a base URL without /v1 stops the run (exit 3) before any work. Turn off for "
+        "servers whose /models is missing or lists other names than they serve.")
     timeouts: Timeouts = Field(answers=False, default_factory=Timeouts, description="Per-phase deadlines "
                                "of a request.")
     retry: Retry = Field(answers=False, default_factory=Retry, description="How failed requests are retried "

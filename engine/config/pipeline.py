@@ -169,6 +169,19 @@ class DedupConfig(Strict):
                              "word 5-gram sets above which two instructions are duplicates.")
 
 
+class ErrorRateConfig(Strict):
+    """When upstream errors mean an outage or a broken config rather than a few bad items."""
+
+    rate: float = Field(0.5, answers=False, gt=0, le=1, description="Stop (exit 4) when more "
+                        "than this share of a backend's last `window` requests ended in an "
+                        "error after their retries. A healthy API fails a few percent of "
+                        "items (context too long, content filter); half of them failing is "
+                        "a systematic cause.")
+    window: int = Field(200, answers=False, ge=10, le=1_000_000, description="Requests looked "
+                        "at; none is judged before this many ended, so a burst of a few dozen "
+                        "bad seeds (a cluster of long documents) does not stop a run.")
+
+
 class CriterionConfig(Strict):
     """One binary criterion of the judge: pass or fail, with a one-paragraph critique."""
 
@@ -291,6 +304,9 @@ class PipelineConfig(Strict):
                                       "path of a judge file, e.g. RUN/judge/judge-v1.yaml.")
     grace_s: float = Field(30.0, answers=False, ge=0, description="On the first Ctrl-C, seconds to let "
                            "in-flight requests finish.")
+    stop_on_error_rate: ErrorRateConfig | None = Field(
+        answers=False, default_factory=ErrorRateConfig, description="The error-rate guard, per "
+        "backend; validator and judge rejects never count. null: off.")
     _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)
 
     @field_validator("judge", mode="before")
@@ -309,6 +325,18 @@ class PipelineConfig(Strict):
         except ConfigError as exc:  # a ValueError, so the message names the field `judge`
             raise ValueError(f"cannot read the judge file {exc}; give a judge-v<N>.yaml written by "
                              "`gristmill judge align`") from None
+
+    def models_by_backend(self) -> dict[str, set[str]]:
+        """The model names each backend is asked for (stage, kind and judge overrides too)."""
+        wanted: dict[str, set[str]] = {name: set() for name in self.backends}
+        users: list[Any] = list(self.stages)
+        if self.agentinstruct is not None:
+            users += self.agentinstruct.kinds().values()
+        if self.judge is not None:
+            users.append(self.judge)
+        for user in users:
+            wanted[user.backend].add(user.model or self.backends[user.backend].model)
+        return {name: models for name, models in wanted.items() if models}
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineConfig":

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gristmill.backends.factory import build_backend
-from gristmill.config.pipeline import BackendConfig, PipelineConfig
+from gristmill.config.pipeline import BackendConfig, ErrorRateConfig, PipelineConfig
 from gristmill.dataset.records import RecordMaker, template_record
 from gristmill.flows import staged
 from gristmill.flows.items import Item
@@ -18,6 +18,7 @@ from gristmill.flows.stage import RejectSink
 from gristmill.flows.stats import RunStats, StageStats
 from gristmill.scheduling.aimd import AIMD
 from gristmill.scheduling.client import ModelClient
+from gristmill.scheduling.error_rate import ErrorRateGuard
 from gristmill.scheduling.permits import PermitPool, learn_rate_hints
 from gristmill.scheduling.retry import RetryPolicy
 from gristmill.scheduling.tokens import counter_for
@@ -25,7 +26,8 @@ from gristmill.seeds import SeedSource
 from gristmill.seeds.report import Seed
 
 
-def make_client(name: str, config: BackendConfig, log_dir: Path | None = None) -> ModelClient:
+def make_client(name: str, config: BackendConfig, log_dir: Path | None = None,
+                error_rate: ErrorRateConfig | None = None) -> ModelClient:
     pool = PermitPool(config.max_in_flight, rpm=config.rpm, tpm=config.tpm,
                       window_s=config.rate_window_s)
     backend = build_backend(name, config, on_rate_hints=partial(learn_rate_hints, pool),
@@ -36,7 +38,9 @@ def make_client(name: str, config: BackendConfig, log_dir: Path | None = None) -
                                           config.retry.max_s, config.retry.malformed_retries),
                        aimd=AIMD(config.max_in_flight) if config.adaptive else None,
                        count_tokens=counter_for(tokenizer),
-                       default_max_tokens=config.default_max_tokens, rng=random.Random())
+                       default_max_tokens=config.default_max_tokens, rng=random.Random(),
+                       guard=ErrorRateGuard(error_rate.rate, error_rate.window)
+                       if error_rate is not None else None)
 
 
 @dataclass
@@ -52,7 +56,7 @@ class Parts:
 
 def assemble(config: PipelineConfig, run_dir: Path, limit: int | None,
              reject: RejectSink) -> Parts:
-    clients = {name: make_client(name, b, run_dir / "logs")
+    clients = {name: make_client(name, b, run_dir / "logs", config.stop_on_error_rate)
                for name, b in config.backends.items()}
     first = next(iter(config.backends.values()))
     source = SeedSource(config.seeds, count=counter_for(

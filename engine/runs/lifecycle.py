@@ -21,7 +21,7 @@ from gristmill.runs import state
 from gristmill.runs.assembly import assemble
 from gristmill.runs.gc_tuning import tuned_gc
 from gristmill.runs.options import RunOptions, kept_settings, with_kept_settings
-from gristmill.runs.outcome import Outcome
+from gristmill.runs.outcome import Outcome, first_leaf
 from gristmill.runs.rundir import RunDir, default_run_dir
 
 
@@ -123,8 +123,8 @@ class Run:
         try:
             try:
                 await self._run_pipeline(fresh)
-            except* RunStopped as group:  # from a TaskGroup: the first one says why
-                stopped = group.exceptions[0]
+            except* RunStopped as group:  # from TaskGroups: the first one says why
+                stopped = first_leaf(group)
         except BaseException as error:
             cancelled = isinstance(error, asyncio.CancelledError)
             self.outcome = Outcome(self._stop_reason or "cancelled") if cancelled \
@@ -137,6 +137,14 @@ class Run:
         if stopped is not None:
             raise stopped
         return state.summary(self)
+
+    async def _preflight(self) -> None:
+        """Before the first seed is read: each backend that can, asks its server whether the
+        key works and the models exist (FatalUpstream if not)."""
+        wanted = self.config.models_by_backend()
+        for name, client in self.clients.items():
+            if (preflight := client.backend.capabilities.preflight) is not None and name in wanted:
+                await preflight(wanted[name])
 
     def _ran_out(self) -> str:
         limit = self.options.limit
@@ -172,6 +180,7 @@ class Run:
             for client in self.clients.values():  # stopped after the pipeline, or on error
                 if (fleet := client.backend.capabilities.fleet) is not None:
                     await fleets.enter_async_context(fleet)
+            await self._preflight()
             async with background(self._watchers()):
                 await self.pipeline.run(self.seeds(), self._admit)
             await self.store.flush()

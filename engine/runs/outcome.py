@@ -49,6 +49,12 @@ class Outcome:
         return cls("internal_error", f"{type(error).__name__}: {error}")
 
 
+def first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first exception of a (nested: TaskGroups within TaskGroups) group."""
+    first = group.exceptions[0]
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def exit_code_table() -> str:
     """The table as text, for `--help` (the docs hold the same as markdown)."""
     rows = {}

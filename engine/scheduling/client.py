@@ -16,9 +16,11 @@ from functools import partial
 from typing import Protocol
 
 from gristmill.dataset.cache import AnswerCache
-from gristmill.errors import BackendError, MalformedAnswer, RateLimited
+from gristmill.errors import (BackendError, ErrorRateExceeded, MalformedAnswer, RateLimited,
+                              Unreachable)
 from gristmill.protocol import Backend, Completion, Request, SentCallback, Usage
 from gristmill.scheduling.aimd import AIMD
+from gristmill.scheduling.error_rate import ErrorRateGuard
 from gristmill.scheduling.permits import Permit, PermitPool
 from gristmill.scheduling.retry import RetryPolicy, retry_delay
 from gristmill.scheduling.tokens import Counter as TokenCounter, count_messages
@@ -41,7 +43,7 @@ class StreamObserver(Protocol):
 class ModelClient:
     def __init__(self, backend: Backend, pool: PermitPool, *, policy: RetryPolicy,
                  aimd: AIMD | None, count_tokens: TokenCounter, default_max_tokens: int,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, guard: ErrorRateGuard | None = None) -> None:
         self.backend = backend
         self.pool = pool
         self.policy = policy
@@ -49,6 +51,7 @@ class ModelClient:
         self.count_tokens = count_tokens
         self.default_max_tokens = default_max_tokens
         self.rng = rng or random.Random()
+        self.guard = guard
         self.requests = 0
         self.retries = 0
         self.errors: Counter[str] = Counter()
@@ -96,7 +99,7 @@ class ModelClient:
     async def _request(self, request: Request, priority: int, watch: StreamObserver | None,
                        key: bytes | None) -> Completion:
         tokens = self.estimate_tokens(request)
-        attempt = malformed = 0  # all attempts; those answered malformed
+        attempt = malformed = unreachable = 0  # all attempts; malformed; not connected
         while True:
             attempt += 1
             permit = await self.pool.acquire(priority, tokens)
@@ -110,9 +113,11 @@ class ModelClient:
             except BackendError as error:
                 self.pool.release(permit)
                 malformed += isinstance(error, MalformedAnswer)
-                delay = self._failed(error, permit, attempt, malformed)
+                unreachable += isinstance(error, Unreachable)
+                delay = self._failed(error, permit, attempt, malformed, unreachable)
                 if delay is None:
                     error.attempts = attempt
+                    self._guard(error)
                     raise
                 await asyncio.sleep(delay)
                 continue
@@ -121,6 +126,8 @@ class ModelClient:
                 raise
             self.pool.release(permit, completion.usage.total_tokens or None)
             self._succeeded(completion)
+            if self.guard is not None:
+                self.guard.record(False)
             if key is not None and self.cache is not None:
                 self.cache.put(key, completion)
             return completion
@@ -165,20 +172,31 @@ class ModelClient:
             if cap != self.caps.get("aimd"):
                 self.set_cap("aimd", cap)
 
-    def _failed(self, error: BackendError, permit: Permit, attempt: int,
-                malformed: int) -> float | None:
+    def _failed(self, error: BackendError, permit: Permit, attempt: int, malformed: int,
+                unreachable: int) -> float | None:
         self.errors[type(error).__name__] += 1
         if isinstance(error, RateLimited):
             if error.retry_after:
                 self.pool.pause(error.retry_after)
             if self.aimd is not None:
                 self.set_cap("aimd", self.aimd.on_overload(permit.granted_at, self.pool.clock()))
-        delay = retry_delay(self.policy, error, attempt, self.rng, malformed)
+        delay = retry_delay(self.policy, error, attempt, self.rng, malformed, unreachable)
         if delay is not None:
             self.retries += 1
             log.debug("%s: attempt %d failed (%s), retry in %.2fs", self.backend.name,
                       attempt, error, delay)
         return delay
+
+    def _guard(self, error: BackendError) -> None:
+        """A request ended in `error`: stop the run if the error-rate guard trips."""
+        guard = self.guard
+        if guard is not None and guard.record(True):
+            raise ErrorRateExceeded(
+                f"backend {self.backend.name!r}: {guard.failed} of its last {guard.window} "
+                f"requests failed after their retries (the limit is {guard.rate:.0%}; errors "
+                f"so far: {', '.join(f'{k} {v}' for k, v in self.errors.most_common())}; last: "
+                f"{error}); fix the cause or change stop_on_error_rate, then "
+                "`gristmill resume`") from error
 
     @property
     def in_flight(self) -> int:
