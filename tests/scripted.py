@@ -148,11 +148,9 @@ class ScriptedBackend:
         step, call = await self._begin(request, sent)
         try:
             result = await body(step)
-        except asyncio.CancelledError:
-            self._end(call, "cancelled")
-            raise
-        except BackendError as error:
-            self._end(call, type(error).__name__)
+        except BaseException as error:  # a cancel, a backend error, a defect alike
+            cancelled = isinstance(error, asyncio.CancelledError)
+            self._end(call, "cancelled" if cancelled else type(error).__name__)
             raise
         self._end(call, "ok")
         return result

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 
 from gristmill.config.load import validate_config
-from gristmill.errors import ConnectionReset, ServerError
+from gristmill.errors import ConnectionReset, ErrorRateExceeded, ServerError
 from gristmill.flows.items import Item
 from gristmill.flows.pipeline import Pipeline
 from gristmill.protocol import Request
 from gristmill.runs.gc_tuning import YOUNG_THRESHOLD, tuned_gc
 from gristmill.runs.runner import Run, RunOptions
+from gristmill.scheduling.error_rate import ErrorRateGuard
 from gristmill.flows.stats import StageStats
 from tests.conftest import pipeline_config
 from tests.scripted import ScriptedBackend, Step, fail, prompt_of
@@ -107,12 +108,36 @@ async def test_failures_leave_nothing_behind(tmp_path):
 
     run, backend = scripted_run(tmp_path, faulty, max_in_flight=8,
                                 retry={"max_attempts": 2, "base_s": 0.001, "max_s": 0.002})
+    run.clients["default"].guard = None  # half the items fail by design: no error-rate stop
     summary = await run.execute()
     assert summary["rejects"] > 0 and summary["records"] + summary["rejects"] > 0
     assert {"ServerError", "ConnectionReset", "ok"} <= set(backend.outcomes)
     assert_nothing_leaked(run)
     rejects = (tmp_path / "run" / "rejects.jsonl").read_text().splitlines()
     assert len(rejects) == summary["rejects"]
+
+
+async def test_an_error_rate_stop_leaves_nothing_behind(tmp_path):
+    run, _ = scripted_run(tmp_path, lambda request, index: fail(ServerError("500", status=500),
+                                                                latency=0.001),
+                          max_in_flight=8, retry={"max_attempts": 1})
+    run.clients["default"].guard = ErrorRateGuard(rate=0.5, window=20)
+    with pytest.raises(ErrorRateExceeded, match="20 of its last 20 requests"):
+        await run.execute()
+    assert_nothing_leaked(run)
+    state = json.loads((tmp_path / "run" / "state.json").read_bytes())
+    assert (state["status"], state["stop_reason"], state["exit_code"]) == ("failed", "error_rate", 4)
+
+
+async def test_an_internal_error_is_the_stop_reason_and_leaves_nothing_behind(tmp_path):
+    run, _ = scripted_run(tmp_path, lambda request, index: fail(KeyError("a bug"),
+                                                                latency=0.001), max_in_flight=8)
+    with pytest.raises(BaseExceptionGroup):
+        await run.execute()
+    assert_nothing_leaked(run)
+    state = json.loads((tmp_path / "run" / "state.json").read_bytes())
+    assert (state["status"], state["stop_reason"], state["exit_code"]) == \
+        ("failed", "internal_error", 1) and "KeyError" in state["detail"]
 
 
 @pytest.mark.real_clock

@@ -44,6 +44,8 @@ class Outcome:
 
     @classmethod
     def of_error(cls, error: BaseException) -> "Outcome":
+        if isinstance(error, BaseExceptionGroup):  # from TaskGroups: the first says why
+            error = first_leaf(error)
         if isinstance(error, RunStopped):
             return cls(error.stop_reason, str(error))
         return cls("internal_error", f"{type(error).__name__}: {error}")
