@@ -291,6 +291,11 @@ class PipelineConfig(Strict):
                                       "path of a judge file, e.g. RUN/judge/judge-v1.yaml.")
     grace_s: float = Field(30.0, answers=False, ge=0, description="On the first Ctrl-C, seconds to let "
                            "in-flight requests finish.")
+    target_records: int | None = Field(None, answers=False, ge=1, description="Stop admitting seeds once "
+                                       "this many records are kept (after validators, the "
+                                       "judge and dedup); dataset.jsonl gets exactly this many, "
+                                       "the first in seed order. `--target-records` overrides "
+                                       "it (docs/runs.md).")
     _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)
 
     @field_validator("judge", mode="before")
