@@ -194,8 +194,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = with_cli_overrides(config, seeds=args.seeds, backend_url=args.backend_url,
                                 vllm_model=args.vllm_model, gpus=args.gpus,
                                 gpus_per_server=args.gpus_per_server)
+    target = config.target_records if args.target_records is None else args.target_records
+    if (args.keep_rate is not None or args.like is not None) and not (args.dry_run and target):
+        raise ConfigError("--keep-rate and --like estimate a target: give them with --dry-run "
+                          "--target-records N")
     if args.dry_run:
-        return print_dry_run(config, args.limit)
+        return print_dry_run(config, args.limit, target, args.keep_rate, args.like)
     warn_about_keys(config)
     return _execute(config, args)
 
@@ -210,8 +214,10 @@ def warn_about_keys(config: Any) -> None:
         print(f"gristmill: warning: {warning}", file=sys.stderr)
 
 
-def print_dry_run(config: Any, limit: int | None) -> int:
+def print_dry_run(config: Any, limit: int | None, target: int | None = None,
+                  keep_rate: float | None = None, like: Path | None = None) -> int:
     from gristmill.runs.dry_run import dry_run
+    from gristmill.runs.target_plan import describe, estimate
 
     plan = dry_run(config, limit)
     for shown in plan["prompts"]:
@@ -223,6 +229,8 @@ def print_dry_run(config: Any, limit: int | None) -> int:
     print(f"dry run: {plan['seeds']:,} seeds -> about {plan['requests']:,} requests, "
           f"at most {plan['prompt_tokens']:,} prompt + {plan['completion_tokens']:,} completion "
           "tokens (every answer at its max_tokens); no model was called")
+    if target:
+        print(describe(estimate(plan, target, keep_rate, like)))
     return 0
 
 
