@@ -208,3 +208,20 @@ def test_dry_run_estimates_the_seeds_for_a_target(mock_server, tmp_path):
                      "--like", str(earlier))
     assert f"2 records kept per seed, measured on {earlier}" in out and "about 50 seeds" in out
     _gristmill("run", str(config), "--keep-rate", "0.5", code=2)  # only with a dry run
+
+
+async def test_records_the_judge_fails_do_not_count(mock_server, tmp_path):
+    from gristmill.config.load import validate_config
+    from gristmill.runs.runner import run
+
+    data = {**pipeline_config(mock_server.base_url, tmp_path, seeds=60), "judge": {}}
+    config_path = tmp_path / "judged.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    whole, target = tmp_path / "whole", tmp_path / "target"
+    await run(validate_config(data), RunOptions(run_dir=whole, progress=False))
+    summary = await run(validate_config(data), RunOptions(run_dir=target, target_records=30,
+                                                          progress=False))
+    assert summary["stop_reason"] == "target" and summary["judge"]["failed"] > 0
+    dataset = _lines(target / "dataset.jsonl")
+    assert len(dataset) == 30 and all(r["judge"]["passed"] for r in dataset)
+    assert [r["id"] for r in dataset] == _first_in_seed_order(config_path, whole, 30, True)
