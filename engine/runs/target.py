@@ -29,17 +29,6 @@ class Dedup(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
-def make_target(n: int | None, dedup: Any) -> Target | None:
-    """The target of a run (None or 0: none); `dedup`: the config's dedup section."""
-    if not n:
-        return None
-    if not dedup.enabled:
-        return Target(n)
-    from gristmill.dataset.dedup import OnlineDeduper, instruction_text  # numpy: if used
-
-    return Target(n, OnlineDeduper(dedup.threshold), instruction_text)
-
-
 class Target:
     def __init__(self, n: int, dedup: Dedup | None = None,
                  text: Callable[[dict[str, Any]], str] | None = None) -> None:
@@ -90,6 +79,17 @@ class Target:
         stats = {**self.dedup.stats(), "order": "seed"}
         write_atomic(run_dir / "dedup.json", orjson.dumps(stats, option=orjson.OPT_INDENT_2))
         return stats
+
+
+def make_target(n: int | None, dedup: Any) -> Target | None:
+    """The target of a run (None or 0: none); `dedup`: the config's dedup section."""
+    if not n:
+        return None
+    if not dedup.enabled:
+        return Target(n)
+    from gristmill.dataset.dedup import OnlineDeduper, instruction_text  # numpy: if used
+
+    return Target(n, OnlineDeduper(dedup.threshold), instruction_text)
 
 
 def write_dataset(run_dir: Path, ids: list[str]) -> None:
