@@ -29,6 +29,9 @@ def _run_args(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
                        "<timestamp>); an existing one is resumed")
     p.add_argument("--limit", type=int, help="admit at most N seeds (a resume keeps the run's "
                    "limit unless given another; 0: no limit)")
+    p.add_argument("--target-records", type=int, metavar="N", help="stop admitting seeds once "
+                   "N records are kept; dataset.jsonl gets exactly N, the first in seed order "
+                   "(a resume keeps the run's target unless given another; 0: none)")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
     p.add_argument("--no-cache", action="store_true", help="do not replay or store answers")
     p.add_argument("--force", action="store_true", help="resume even if the config changed "
@@ -58,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(ending in /v1)")
     p.add_argument("--dry-run", action="store_true", help="show the first seeds' prompts and "
                    "estimate requests and tokens; call no model")
+    p.add_argument("--keep-rate", type=float, metavar="R", help="with --dry-run "
+                   "--target-records: records kept per seed, to estimate the seeds needed")
+    p.add_argument("--like", type=Path, metavar="RUN", help="with --dry-run --target-records: "
+                   "measure the records kept per seed from this earlier run directory")
     p.add_argument("--vllm-model", metavar="NAME", help="start `vllm serve NAME` (a Hugging "
                    "Face id or a local folder) for every stage, and stop it at the end")
     p.add_argument("--gpus", type=_gpu_list, metavar="0,1,...", help="with --vllm-model: "
@@ -187,8 +194,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = with_cli_overrides(config, seeds=args.seeds, backend_url=args.backend_url,
                                 vllm_model=args.vllm_model, gpus=args.gpus,
                                 gpus_per_server=args.gpus_per_server)
+    target = config.target_records if args.target_records is None else args.target_records
+    if (args.keep_rate is not None or args.like is not None) and not (args.dry_run and target):
+        raise ConfigError("--keep-rate and --like estimate a target: give them with --dry-run "
+                          "--target-records N")
     if args.dry_run:
-        return print_dry_run(config, args.limit)
+        return print_dry_run(config, args.limit, target, args.keep_rate, args.like)
     warn_about_keys(config)
     return _execute(config, args)
 
@@ -203,8 +214,10 @@ def warn_about_keys(config: Any) -> None:
         print(f"gristmill: warning: {warning}", file=sys.stderr)
 
 
-def print_dry_run(config: Any, limit: int | None) -> int:
+def print_dry_run(config: Any, limit: int | None, target: int | None = None,
+                  keep_rate: float | None = None, like: Path | None = None) -> int:
     from gristmill.runs.dry_run import dry_run
+    from gristmill.runs.target_plan import describe, estimate
 
     plan = dry_run(config, limit)
     for shown in plan["prompts"]:
@@ -216,6 +229,8 @@ def print_dry_run(config: Any, limit: int | None) -> int:
     print(f"dry run: {plan['seeds']:,} seeds -> about {plan['requests']:,} requests, "
           f"at most {plan['prompt_tokens']:,} prompt + {plan['completion_tokens']:,} completion "
           "tokens (every answer at its max_tokens); no model was called")
+    if target:
+        print(describe(estimate(plan, target, keep_rate, like)))
     return 0
 
 
@@ -269,6 +284,7 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
 
     stop = GracefulStop()
     options = RunOptions(run_dir=args.run_dir, limit=args.limit,
+                         target_records=args.target_records,
                          progress=False if args.no_progress else None, on_start=stop.install,
                          cache=not args.no_cache, force=args.force)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -343,6 +359,11 @@ def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:
         print(f"dataset.jsonl: {d.get('kept', 0):,} records after removing "
               f"{d.get('exact_duplicates', 0):,} exact and {d.get('near_duplicates', 0):,} "
               "near duplicates")
+    if "target" in summary:
+        t = summary["target"]
+        print(f"target {t['records']:,} records: " + (
+            "reached" if t["reached"] else "not reached (the seeds ran out)") +
+            f"; dataset.jsonl holds {t['dataset']:,}")
     if "judge" in summary:
         j = summary["judge"]
         print(f"judge: {j['judged']:,} judged · {j['passed']:,} passed · {j['failed']:,} failed"

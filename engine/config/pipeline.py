@@ -307,6 +307,11 @@ class PipelineConfig(Strict):
     stop_on_error_rate: ErrorRateConfig | None = Field(
         answers=False, default_factory=ErrorRateConfig, description="The error-rate guard, per "
         "backend; validator and judge rejects never count. null: off.")
+    target_records: int | None = Field(None, answers=False, ge=1, description="Stop admitting seeds once "
+                                       "this many records are kept (after validators, the "
+                                       "judge and dedup); dataset.jsonl gets exactly this many, "
+                                       "the first in seed order. `--target-records` overrides "
+                                       "it (docs/runs.md).")
     _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)
 
     @field_validator("judge", mode="before")

@@ -101,20 +101,25 @@ class Deduper:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, rid: str, text: str, tie: int = 0) -> None:
+    def sketch(self, text: str) -> tuple[int, np.ndarray]:
+        """The normalized text's hash and its MinHash signature."""
         words = normal_words(text)
         joined = " ".join(words)
         k = self.shingle
         shingles = [" ".join(words[i:i + k]).encode() for i in range(len(words) - k + 1)] \
             or ([joined.encode()] if words else [])
+        minhash = self.template.copy()
+        minhash.update_batch(shingles)
+        return hash64(joined.encode()), minhash.hashvalues
+
+    def add(self, rid: str, text: str, tie: int = 0) -> None:
+        text_hash, signature = self.sketch(text)
         row = len(self.ids) % BLOCK
         if row == 0:
             self.blocks.append(np.empty((BLOCK, self.num_perm), dtype=np.uint32))
-        minhash = self.template.copy()
-        minhash.update_batch(shingles)
-        self.blocks[-1][row] = minhash.hashvalues
+        self.blocks[-1][row] = signature
         self.ids.append(rid)
-        self.hashes.append(hash64(joined.encode()))
+        self.hashes.append(text_hash)
         self.ties.append(tie)
 
     def signature(self, index: int) -> np.ndarray:
@@ -196,12 +201,15 @@ class Deduper:
                 return candidate
         return None
 
+    def band_multipliers(self) -> np.ndarray:
+        """(bands, rows) odd uint64 multipliers of the band-key hash, the same every run."""
+        return np.random.default_rng(7).integers(1, 2**63, size=(self.bands, self.rows),
+                                                 dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
     def _band_keys(self) -> np.ndarray:
         """(records, bands) uint64 in arrival order: a multiply-add hash of each band's rows,
         computed a slice at a time so the temporaries stay small."""
-        width = self.bands * self.rows
-        mult = np.random.default_rng(7).integers(1, 2**63, size=(self.bands, self.rows),
-                                                 dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        width, mult = self.bands * self.rows, self.band_multipliers()
         out = np.empty((len(self.ids), self.bands), dtype=np.uint64)
         for start in range(0, len(self.ids), SLICE):
             stop = min(start + SLICE, len(self.ids))
@@ -209,6 +217,49 @@ class Deduper:
             bands = block[:, :width].reshape(stop - start, self.bands, self.rows)
             out[start:stop] = (bands.astype(np.uint64) * mult).sum(axis=2, dtype=np.uint64)
         return out
+
+
+class OnlineDeduper:
+    """Decides each text as it comes, against the texts before it: the same rules as
+    `Deduper.decide` (an exact copy of any earlier text, or a near duplicate of an earlier kept
+    one: LSH candidates verified on the signatures, the first similar one wins), for a caller
+    that must know at once whether a record counts (a run with a target, in seed order).
+    Holds each kept text's signature and band keys in memory: fine for a target's N."""
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5) -> None:
+        self.sketcher = Deduper(threshold, num_perm, shingle)  # parameters, MinHash, bands
+        self.mult = self.sketcher.band_multipliers()
+        self.seen: set[int] = set()  # hashes of every normalized text so far
+        self.kept: list[np.ndarray] = []  # signatures of the kept texts
+        self.buckets: dict[tuple[int, int], list[int]] = {}  # (band, key) -> kept indices
+        self.counts = {"input": 0, "exact_duplicates": 0, "near_duplicates": 0, "kept": 0}
+
+    def check(self, text: str) -> bool:
+        """True when `text` is kept (and remembered), False for a duplicate."""
+        d = self.sketcher
+        text_hash, signature = d.sketch(text)
+        self.counts["input"] += 1
+        if text_hash in self.seen:
+            self.counts["exact_duplicates"] += 1
+            return False
+        self.seen.add(text_hash)
+        rows = signature[:d.bands * d.rows].reshape(d.bands, d.rows).astype(np.uint64)
+        slots = list(enumerate((rows * self.mult).sum(axis=1, dtype=np.uint64).tolist()))
+        candidates = sorted({i for slot in slots for i in self.buckets.get(slot, ())})
+        for i in candidates:  # in arrival order: the earliest similar kept text wins
+            if np.count_nonzero(self.kept[i] == signature) >= d.threshold * d.num_perm:
+                self.counts["near_duplicates"] += 1
+                return False
+        for slot in slots:
+            self.buckets.setdefault(slot, []).append(len(self.kept))
+        self.kept.append(signature)
+        self.counts["kept"] += 1
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        d = self.sketcher
+        return {**self.counts, "threshold": d.threshold, "num_perm": d.num_perm,
+                "shingle": d.shingle}
 
 
 def _band_params(threshold: float, num_perm: int) -> tuple[int, int]:

@@ -30,7 +30,7 @@ def id_key(record_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big")
 
 
-def _line_id(line: bytes) -> str | None:
+def line_id(line: bytes) -> str | None:
     if line.startswith(_PREFIX) and line[23:24] == b'"':
         return line[7:23].decode()
     try:
@@ -75,7 +75,7 @@ def read_ids(path: Path) -> DigestSet:
         return ids
     with path.open("rb") as fh:
         for line in fh:
-            record_id = _line_id(line)
+            record_id = line_id(line)
             if record_id is not None:
                 ids.add_digest(id_key(record_id))
     return ids

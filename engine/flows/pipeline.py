@@ -4,7 +4,11 @@ TaskGroup.
 Each stage runs a fixed number of workers. The source is read only when the first channel has
 room, and a worker takes a new item only when it is free, so memory is bounded by channel sizes
 and worker counts, never by input size. End of input travels down the channels: a channel ends
-when every worker feeding it has finished, and the run ends when the last stage drains."""
+when every worker feeding it has finished, and the run ends when the last stage drains.
+
+With `on_seed_done`, the pipeline counts each admitted seed's units still queued or at work
+(fan-out and list outputs add to the count, a finished unit takes one off) and calls it when a
+seed's last unit is done: every record of that seed was emitted, every reject written."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from gristmill.flows.items import Item
 from gristmill.flows.stats import StageStats
 
 Emit = Callable[[Item], None]
+SeedDone = Callable[[str], None]  # called with the seed id
 
 
 class Stage(Protocol):
@@ -33,9 +38,12 @@ Unit = tuple[Item, int]  # an item and the index of the request it is for (fan-o
 
 
 class Pipeline:
-    def __init__(self, stages: list[Stage], emit: Emit) -> None:
+    def __init__(self, stages: list[Stage], emit: Emit,
+                 on_seed_done: SeedDone | None = None) -> None:
         self.stages = stages
         self.emit = emit
+        self.on_seed_done = on_seed_done
+        self._open: dict[str, int] = {}  # seed id -> units not yet done (with on_seed_done)
         self.channels: list[Channel[Unit]] = [
             Channel(stage.queue_size, producers=1 if i == 0 else stages[i - 1].workers)
             for i, stage in enumerate(stages)]
@@ -73,7 +81,8 @@ class Pipeline:
                 if self._stopping:
                     break
                 self._between_seeds = True
-                woke = await inbox.send((seed, 0))
+                self._opened(seed.seed_id, fan_out)  # all variants before the first: a worker
+                woke = await inbox.send((seed, 0))  # may finish it while the rest wait for room
                 self._between_seeds = False
                 on_admit()
                 for variant in range(1, fan_out):
@@ -82,6 +91,19 @@ class Pipeline:
                     await asyncio.sleep(0)  # read, not after the channel is full
         finally:
             inbox.close_producer()
+
+    def _opened(self, seed_id: str, units: int) -> None:
+        if self.on_seed_done is not None:
+            self._open[seed_id] = self._open.get(seed_id, 0) + units
+
+    def _closed(self, seed_id: str) -> None:
+        if self.on_seed_done is not None:
+            left = self._open[seed_id] - 1
+            if left:
+                self._open[seed_id] = left
+            else:
+                del self._open[seed_id]
+                self.on_seed_done(seed_id)
 
     def _deliverer(self, index: int) -> Callable[[Item], Awaitable[None]]:
         if index + 1 == len(self.stages):
@@ -93,6 +115,7 @@ class Pipeline:
         outbox, fan_out = self.channels[index + 1], self.stages[index + 1].fan_out
 
         async def deliver(item: Item) -> None:
+            self._opened(item.seed_id, fan_out)
             for variant in range(fan_out):
                 await outbox.send((item, variant))
         return deliver
@@ -110,6 +133,7 @@ class Pipeline:
                 stats.done += 1
                 for child in children:
                     await deliver(child)
+                self._closed(item.seed_id)
         finally:
             if index + 1 < len(self.channels):
                 self.channels[index + 1].close_producer()

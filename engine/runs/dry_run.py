@@ -30,7 +30,7 @@ def _count(config: PipelineConfig, text: str) -> int:
 
 
 def staged_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str, Any]:
-    shown, requests, prompt_tokens, completion_tokens, seeds = [], 0, 0, 0, 0
+    shown, requests, prompt_tokens, completion_tokens, seeds, records = [], 0, 0, 0, 0, 0
     for index, seed in enumerate(_seeds(config, limit)):
         seeds += 1
         values: dict[str, Any] = {"seed": seed.text, "id": seed.id, "seed_id": seed.id}
@@ -52,8 +52,9 @@ def staged_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[st
             values[stage.name] = _placeholder(stage.name)
             if stage.output.type == "list":
                 units *= stage.output.max_items
+        records += units  # what the last stage passes on: every answer kept, lists full
     return {"seeds": seeds, "requests": requests, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "prompts": shown}
+            "completion_tokens": completion_tokens, "records": records, "prompts": shown}
 
 
 def _filler(tokens: int) -> str:
@@ -98,7 +99,7 @@ def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str,
     flow = Flow(ai)
     max_tokens = {k: s.sampling.max_tokens or config.backends[s.backend].default_max_tokens
                   for k, s in ai.kinds().items()}
-    shown, requests, completion_tokens, prompt_tokens, seeds = [], 0, 0, 0, 0
+    shown, requests, completion_tokens, prompt_tokens, seeds, records = [], 0, 0, 0, 0, 0
     for index, seed in enumerate(_seeds(config, limit)):
         seeds += 1
         kind = getattr(seed, "kind", "prose")
@@ -111,6 +112,7 @@ def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str,
                      "suggest": len(types) * ai.refine_rounds,
                      "edit": len(types) * ai.refine_rounds, "answer": len(types)}
             prompts = _unit_prompt_tokens(config, skill, agent, types, values, max_tokens)
+            records += len(types)  # an answer, a record, per instruction type
             for k, n in calls.items():
                 requests += n
                 completion_tokens += n * max_tokens[k]
@@ -125,7 +127,7 @@ def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str,
                         {**values, "text": _placeholder("transform"), "types": types,
                          "n": len(types)})})
     return {"seeds": seeds, "requests": requests, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "prompts": shown}
+            "completion_tokens": completion_tokens, "records": records, "prompts": shown}
 
 
 def dry_run(config: PipelineConfig, limit: int | None = None, show: int = 2) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from gristmill.runs.gc_tuning import tuned_gc
 from gristmill.runs.options import RunOptions, kept_settings, with_kept_settings
 from gristmill.runs.outcome import Outcome, first_leaf
 from gristmill.runs.rundir import RunDir, default_run_dir
+from gristmill.runs.target import make_target
 
 
 @contextlib.asynccontextmanager
@@ -57,7 +58,11 @@ class Run:
         self.clients, self.source, self.stats = parts.clients, parts.source, parts.stats
         self.judge, self._make_record, self._first_item = (parts.judge, parts.make_record,
                                                            parts.first_item)
-        self.pipeline = Pipeline(parts.stages, self._emit)
+        target = options.target_records
+        self.target = make_target(config.target_records if target is None else target,
+                                  config.dedup)
+        self.pipeline = Pipeline(parts.stages, self._emit,
+                                 None if self.target is None else self._seed_done)
 
     # -- items in, records out --------------------------------------------------------------
     def seeds(self) -> Iterator[Item]:
@@ -65,6 +70,8 @@ class Run:
             else iter(self.source)
         for index, seed in enumerate(seeds):
             self.store.put_seed(seed.id, seed.source, seed.text)  # the review page shows them
+            if self.target is not None:
+                self.target.admitted(seed.id, index)
             yield self._first_item(seed, index)
 
     def stop_admitting(self, reason: str) -> None:
@@ -77,10 +84,19 @@ class Run:
         self.stats.seeds_admitted += 1
 
     def _emit(self, item: Item) -> None:
-        if self._first_time("output", item.id):
-            record = self._make_record(item)
+        new = self._first_time("output", item.id)
+        if not new and self.target is None:
+            return
+        record = self._make_record(item)
+        if new:
             self.store.append("output", record)
             self.stats.count_record(record)
+        if self.target is not None:  # an earlier session's record counts too: a resume
+            self.target.record(item.seed_id, record)  # replays every seed from the first
+
+    def _seed_done(self, seed_id: str) -> None:
+        if self.target is not None and self.target.seed_done(seed_id):
+            self.stop_admitting("target")
 
     def _reject(self, record: dict[str, Any]) -> None:
         if self._first_time("rejects", record["id"]):
@@ -184,7 +200,10 @@ class Run:
             async with background(self._watchers()):
                 await self.pipeline.run(self.seeds(), self._admit)
             await self.store.flush()
-            if not self.pipeline.stopped and self.config.dedup.enabled:
+            if self.target is not None:  # its own dataset: N records, dedup in seed order
+                if self._stop_reason in (None, "target"):  # not after a signal
+                    self.dedup = await asyncio.to_thread(self.target.finish, self.dir.path)
+            elif not self.pipeline.stopped and self.config.dedup.enabled:
                 from gristmill.dataset.dedup import dedup_run  # numpy, datasketch: if used
 
                 self.dedup = await asyncio.to_thread(

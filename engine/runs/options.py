@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 class RunOptions:
     run_dir: Path | None = None
     limit: int | None = None  # seeds to admit (0: no limit); kept by a resume
+    target_records: int | None = None  # records to keep (0: none; None: the config's); kept
     progress: bool | None = None  # None: live display on a terminal, plain lines otherwise
     progress_interval_s: float = 10.0
     on_start: Callable[[Run], None] | None = None  # e.g. to install signal handlers
@@ -25,7 +26,7 @@ class RunOptions:
 
 # Settings a run keeps across sessions (RUN/settings.json): they change no answer, so a resume
 # uses the stored value of each one its caller does not give.
-KEPT = ("limit",)
+KEPT = ("limit", "target_records")
 
 
 def kept_settings(options: RunOptions) -> dict[str, Any]:

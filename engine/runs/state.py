@@ -58,6 +58,8 @@ def summary(run: Run) -> dict[str, Any]:
     out["cache"] = cache_stats(run)
     if run.dedup is not None:
         out["dedup"] = run.dedup
+    if run.target is not None:
+        out["target"] = run.target.summary()
     if run.judge is not None:
         out["judge"] = run.judge.counts.as_dict()
     out["seed_input"] = run.source.report.summary()
