@@ -19,6 +19,7 @@ from gristmill.dataset.cache import AnswerCache
 from gristmill.errors import BackendError, MalformedAnswer, RateLimited
 from gristmill.protocol import Backend, Completion, Request, SentCallback, Usage
 from gristmill.scheduling.aimd import AIMD
+from gristmill.scheduling.histogram import Histogram
 from gristmill.scheduling.permits import Permit, PermitPool
 from gristmill.scheduling.retry import RetryPolicy, retry_delay
 from gristmill.scheduling.tokens import Counter as TokenCounter, count_messages
@@ -52,6 +53,9 @@ class ModelClient:
         self.requests = 0
         self.retries = 0
         self.errors: Counter[str] = Counter()
+        self.retried: Counter[str] = Counter()  # retries by the error that caused them
+        # seconds, for the run's /metrics: answered attempts; a stream's first text
+        self.latency, self.first_token = Histogram(), Histogram()
         self.usage = Usage()
         self.cache: AnswerCache | None = None  # set by the run when caching is on
         self._in_flight: dict[bytes, asyncio.Future[None]] = {}  # cache key -> its leader
@@ -102,6 +106,7 @@ class ModelClient:
             permit = await self.pool.acquire(priority, tokens)
             self.requests += 1
             sent = self._sent_signal(permit)
+            started = self.pool.clock()
             try:
                 if request.stream:
                     completion = await self._stream(request, watch, sent)
@@ -120,6 +125,7 @@ class ModelClient:
                 self.pool.release(permit)
                 raise
             self.pool.release(permit, completion.usage.total_tokens or None)
+            self.latency.observe(self.pool.clock() - started)
             self._succeeded(completion)
             if key is not None and self.cache is not None:
                 self.cache.put(key, completion)
@@ -141,12 +147,15 @@ class ModelClient:
         finish, usage = None, None
         fed, unfed = 0, 0  # parts given to the watch; characters since
         every = 0
+        started = self.pool.clock()
         if watch is not None:
             watch.start()
             every = watch.every
         async with aclosing(self.backend.stream(request, sent)) as deltas:
             async for delta in deltas:
                 if text := delta.text:
+                    if not parts:
+                        self.first_token.observe(self.pool.clock() - started)
                     parts.append(text)
                     if watch is not None:
                         unfed += len(text)
@@ -176,6 +185,7 @@ class ModelClient:
         delay = retry_delay(self.policy, error, attempt, self.rng, malformed)
         if delay is not None:
             self.retries += 1
+            self.retried[type(error).__name__] += 1
             log.debug("%s: attempt %d failed (%s), retry in %.2fs", self.backend.name,
                       attempt, error, delay)
         return delay
