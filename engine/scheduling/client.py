@@ -54,6 +54,7 @@ class ModelClient:
         self.retries = 0
         self.errors: Counter[str] = Counter()
         self.retried: Counter[str] = Counter()  # retries by the error that caused them
+        self.aborted = 0  # attempts stopped by the caller, neither answered nor failed
         # seconds, for the run's /metrics: answered attempts; a stream's first text
         self.latency, self.first_token = Histogram(), Histogram()
         self.usage = Usage()
@@ -123,6 +124,7 @@ class ModelClient:
                 continue
             except BaseException:
                 self.pool.release(permit)
+                self.aborted += 1  # a streaming validator or a cancel stopped it
                 raise
             self.pool.release(permit, completion.usage.total_tokens or None)
             self.latency.observe(self.pool.clock() - started)
