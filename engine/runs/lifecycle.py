@@ -110,8 +110,8 @@ class Run:
                 client.cache = AnswerCache(self.store, name)
 
     async def execute(self) -> dict[str, Any]:
-        with tuned_gc() if self.options.tune_gc else contextlib.nullcontext():
-            async with self._metrics_served():
+        async with self._metrics_served():  # first: the GC tuning freezes what it imports
+            with tuned_gc() if self.options.tune_gc else contextlib.nullcontext():
                 return await self._execute()
 
     def _metrics_served(self) -> contextlib.AbstractAsyncContextManager[None]:
