@@ -59,7 +59,8 @@ async def _run_gristmill(args: argparse.Namespace, tmp: Path, tune_gc: bool) -> 
     })
     with Meter() as meter:
         summary = await run(config, RunOptions(run_dir=tmp / "run", progress=False,
-                                               cache=not args.no_cache, tune_gc=tune_gc))
+                                               cache=not args.no_cache, tune_gc=tune_gc,
+                                               metrics_port=args.serve_metrics))
     stage = summary["stages"][0]
     return {"wall_s": meter.wall, "cpu_s": meter.cpu, "requests": stage["done"],
             "ok": summary["records"], "tokens": stage["completion_tokens"],
@@ -153,6 +154,8 @@ def main() -> None:
     parser.add_argument("--pad", type=int, default=0, help="lengthen prompts by N sentences")
     parser.add_argument("--metrics", action="store_true", help="gristmill: cap in-flight "
                         "requests from the server's /metrics; --concurrency is the ceiling")
+    parser.add_argument("--serve-metrics", type=int, metavar="PORT", help="gristmill: serve "
+                        "Prometheus /metrics on PORT (benchmarks/metrics_overhead.py)")
     parser.add_argument("--cpu", type=int, default=0, help="core to pin this process to")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()

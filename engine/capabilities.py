@@ -17,6 +17,8 @@ class Endpoint(Protocol):
     url: str
     cap: int  # most requests in flight here (set from /metrics when scraped)
     outstanding: int
+    requests: int  # picked for a request, and of those answered with a 200: for /metrics
+    answered: int
 
     @property
     def in_rotation(self) -> bool: ...

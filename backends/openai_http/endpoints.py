@@ -38,7 +38,7 @@ class EjectionPolicy:
 
 class Endpoint:
     __slots__ = ("url", "session", "outstanding", "cap", "failures", "ejections",
-                 "ejected_until", "down")
+                 "ejected_until", "down", "requests", "answered")
 
     def __init__(self, url: str, session: Any = None, cap: int = 1 << 30) -> None:
         self.url = url
@@ -49,6 +49,8 @@ class Endpoint:
         self.ejections = 0  # in a row
         self.ejected_until: float | None = None  # None: not ejected
         self.down = False  # its server is being (re)started
+        self.requests = 0  # picked for a request; those answered with a 200 (/metrics)
+        self.answered = 0
 
     @property
     def in_rotation(self) -> bool:
@@ -132,6 +134,7 @@ class EndpointSet:
         rotation, then fails like a refused connection, so the retry path takes over."""
         endpoint = choose(self.endpoints)
         if endpoint is not None:
+            endpoint.requests += 1
             return endpoint
         deadline = self.clock() + self.down_wait_s
         while endpoint is None:
@@ -143,6 +146,7 @@ class EndpointSet:
             self._back.clear()
             await wait_for_event(self._back, remaining)
             endpoint = choose(self.endpoints)
+        endpoint.requests += 1
         return endpoint
 
     def failed(self, endpoint: Endpoint) -> None:
@@ -153,6 +157,8 @@ class EndpointSet:
             self._ejected.set()
 
     def succeeded(self, endpoint: Endpoint) -> None:
+        """A 200 from `endpoint`."""
+        endpoint.answered += 1
         record_success(endpoint)
 
     def answered(self) -> None:

@@ -36,6 +36,18 @@ def _run_args(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not replay or store answers")
     p.add_argument("--force", action="store_true", help="resume even if the config changed "
                    "fields that change answers")
+    p.add_argument("--metrics-port", type=_port, metavar="P", help="serve Prometheus "
+                   "/metrics on this port while the run lasts (a resume keeps it; 0: none)")
+    p.add_argument("--metrics-host", metavar="HOST", help="with --metrics-port: the address "
+                   "to listen on (default 127.0.0.1; a resume keeps it)")
+    p.add_argument("--metrics-linger", type=float, default=0.0, metavar="S", help="keep "
+                   "/metrics up S seconds after the run ends (default 0)")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a port from 1 to 65535 (0: none)")
+    return int(text)
 
 
 def _gpu_list(text: str) -> list[int]:
@@ -286,7 +298,9 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
     options = RunOptions(run_dir=args.run_dir, limit=args.limit,
                          target_records=args.target_records,
                          progress=False if args.no_progress else None, on_start=stop.install,
-                         cache=not args.no_cache, force=args.force)
+                         cache=not args.no_cache, force=args.force,
+                         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                         metrics_linger_s=args.metrics_linger)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         try:
             if server is not None:

@@ -126,8 +126,19 @@ class Run:
                 client.cache = AnswerCache(self.store, name)
 
     async def execute(self) -> dict[str, Any]:
-        with tuned_gc() if self.options.tune_gc else contextlib.nullcontext():
-            return await self._execute()
+        async with self._metrics_served():  # first: the GC tuning freezes what it imports
+            with tuned_gc() if self.options.tune_gc else contextlib.nullcontext():
+                return await self._execute()
+
+    def _metrics_served(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Prometheus /metrics (--metrics-port) until the summary is written, and lingering."""
+        options = self.options
+        if not options.metrics_port:
+            return contextlib.nullcontext()
+        from gristmill.runs.prometheus import serve_metrics  # an extra: only when asked for
+
+        return serve_metrics(self, options.metrics_host or "127.0.0.1", options.metrics_port,
+                             options.metrics_linger_s)
 
     async def _execute(self) -> dict[str, Any]:
         fresh = not self.dir.resuming or self.options.force

@@ -22,11 +22,14 @@ class RunOptions:
     force: bool = False  # resume even if the config changed answers
     state_interval_s: float = 2.0
     tune_gc: bool = True  # fewer collector passes while the run lasts (runs/gc_tuning.py)
+    metrics_port: int | None = None  # serve Prometheus /metrics here (0: not); kept
+    metrics_host: str | None = None  # None: 127.0.0.1; kept by a resume
+    metrics_linger_s: float = 0.0  # keep /metrics up so long after the end
 
 
 # Settings a run keeps across sessions (RUN/settings.json): they change no answer, so a resume
 # uses the stored value of each one its caller does not give.
-KEPT = ("limit", "target_records")
+KEPT = ("limit", "target_records", "metrics_port", "metrics_host")
 
 
 def kept_settings(options: RunOptions) -> dict[str, Any]:

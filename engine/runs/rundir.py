@@ -2,7 +2,8 @@
 
     config.yaml     the resolved config (secrets are never in it: keys come from the environment)
     manifest.json   package versions, git revision, backends and models, skills digest
-    settings.json   command-line settings that change no answer (--limit), kept by a resume
+    settings.json   command-line settings that change no answer (--limit, --metrics-port),
+                    kept by a resume
     run.sqlite      the response cache (answers already paid for) and the seed texts
     output.jsonl    accepted records, one per line (append-only)
     rejects.jsonl   failed or rejected work: id, item_id, stage, validator or error, reason, ...
@@ -98,7 +99,7 @@ class RunDir:
 
     def read_settings(self) -> dict[str, Any] | None:
         """settings.json: what an earlier session was told on its command line that changes
-        no answer (`--limit`), for a resume to keep."""
+        no answer (`--limit`, `--metrics-port`), for a resume to keep."""
         return read_json(self.path / "settings.json")
 
     def write_settings(self, settings: dict[str, Any]) -> None:

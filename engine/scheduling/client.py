@@ -21,6 +21,7 @@ from gristmill.errors import (BackendError, ErrorRateExceeded, MalformedAnswer, 
 from gristmill.protocol import Backend, Completion, Request, SentCallback, Usage
 from gristmill.scheduling.aimd import AIMD
 from gristmill.scheduling.error_rate import ErrorRateGuard
+from gristmill.scheduling.histogram import Histogram
 from gristmill.scheduling.permits import Permit, PermitPool
 from gristmill.scheduling.retry import RetryPolicy, retry_delay
 from gristmill.scheduling.tokens import Counter as TokenCounter, count_messages
@@ -55,6 +56,10 @@ class ModelClient:
         self.requests = 0
         self.retries = 0
         self.errors: Counter[str] = Counter()
+        self.retried: Counter[str] = Counter()  # retries by the error that caused them
+        self.aborted = 0  # attempts stopped by the caller, neither answered nor failed
+        # seconds, for the run's /metrics: answered attempts; a stream's first text
+        self.latency, self.first_token = Histogram(), Histogram()
         self.usage = Usage()
         self.cache: AnswerCache | None = None  # set by the run when caching is on
         self._in_flight: dict[bytes, asyncio.Future[None]] = {}  # cache key -> its leader
@@ -105,6 +110,7 @@ class ModelClient:
             permit = await self.pool.acquire(priority, tokens)
             self.requests += 1
             sent = self._sent_signal(permit)
+            started = self.pool.clock()
             try:
                 if request.stream:
                     completion = await self._stream(request, watch, sent)
@@ -123,8 +129,10 @@ class ModelClient:
                 continue
             except BaseException:
                 self.pool.release(permit)
+                self.aborted += 1  # a streaming validator or a cancel stopped it
                 raise
             self.pool.release(permit, completion.usage.total_tokens or None)
+            self.latency.observe(self.pool.clock() - started)
             self._succeeded(completion)
             if self.guard is not None:
                 self.guard.record(False)
@@ -148,12 +156,15 @@ class ModelClient:
         finish, usage = None, None
         fed, unfed = 0, 0  # parts given to the watch; characters since
         every = 0
+        started = self.pool.clock()
         if watch is not None:
             watch.start()
             every = watch.every
         async with aclosing(self.backend.stream(request, sent)) as deltas:
             async for delta in deltas:
                 if text := delta.text:
+                    if not parts:
+                        self.first_token.observe(self.pool.clock() - started)
                     parts.append(text)
                     if watch is not None:
                         unfed += len(text)
@@ -183,6 +194,7 @@ class ModelClient:
         delay = retry_delay(self.policy, error, attempt, self.rng, malformed, unreachable)
         if delay is not None:
             self.retries += 1
+            self.retried[type(error).__name__] += 1
             log.debug("%s: attempt %d failed (%s), retry in %.2fs", self.backend.name,
                       attempt, error, delay)
         return delay
