@@ -150,7 +150,7 @@ class Batches:
     def stats(self) -> dict[str, Any]:
         active = sum(b.status not in TERMINAL for b in self.batches.values())
         return {**self.counters, "active": active, "files": len(self.store.files),
-                "file_bytes": self.store.total_bytes}
+                "file_bytes": self.store.total_bytes, "files_dir": str(self.store.dir)}
 
     # -- API ------------------------------------------------------------------------------
     def create(self, params: Any) -> Batch:
