@@ -219,7 +219,11 @@ class Batches:
     async def _validate(self, batch: Batch) -> InputCheck:
         check = InputCheck(batch.endpoint, self.limits)
         info = self.store.get(batch.input_file_id)
-        check.check_size(info.bytes if info is not None else 0)
+        if info is None:  # deleted between the create and this turn of the loop
+            check.errors.append(error("not_found", "The input file was deleted.", None,
+                                      "input_file_id"))
+            return check
+        check.check_size(info.bytes)
         with open(self.store.path(batch.input_file_id), "rb") as src:
             for lineno, raw in enumerate(src, 1):
                 if check.over_limit:
