@@ -2,7 +2,8 @@
 
 `python -m gristmill.backends.mock.server --port 0` prints `listening on http://HOST:PORT` once bound.
 Answers come from `mock_answers` (pure, deterministic), faults, rate limits and options from
-`mock_faults` (pure, seeded), `--gpu` batching and `/metrics` from `mock_gpu`; this module is
+`mock_faults` (pure, seeded), `--gpu` batching and `/metrics` from `mock_gpu`, the Files and
+Batch API from `batch_http` (its edge) and `batches` (its tasks); this module is
 only the HTTP edge: low-level aiohttp server, orjson, no per-request logging; the bodies and
 SSE events come from `mock_wire`.
 """
