@@ -49,12 +49,18 @@ class Account:
         """The refusal of the `requests`-th completion request (counted from 1), if any."""
         if (revoked := self.revoked(requests - 1)) is not None:
             return revoked
-        if self.served and model not in self.served:
-            return (404, f"The model `{model}` does not exist or you do not have access to it.",
-                    "invalid_request_error", "model_not_found")
+        if (unknown := self.model_refusal(model)) is not None:
+            return unknown
         if self.quota_after is not None and requests > self.quota_after:
             return (429, "You exceeded your current quota, please check your plan and billing "
                     "details.", "insufficient_quota", "insufficient_quota")
+        return None
+
+    def model_refusal(self, model: object) -> Refusal | None:
+        """The refusal of a request for a model this account is not served, if so."""
+        if self.served and model not in self.served:
+            return (404, f"The model `{model}` does not exist or you do not have access to it.",
+                    "invalid_request_error", "model_not_found")
         return None
 
     def models_body(self) -> bytes:

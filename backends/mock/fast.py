@@ -23,10 +23,11 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from gristmill.backends.mock.account import Account
-from gristmill.backends.mock.answers import Answer, BadRequest, build_answer
+from gristmill.backends.mock.answers import Answer, BadRequest
+from gristmill.backends.mock.batches import batch_options_set
 from gristmill.backends.mock.faults import Stats
 from gristmill.backends.mock.gpu import METRICS_TYPE, metric_values, render_metrics
-from gristmill.backends.mock.judge import is_judge_request, judge_answer
+from gristmill.backends.mock.judge import answer_for
 from gristmill.backends.mock.wire import (completion_body, error_body, finish_reason,
                                           request_summary, stats_body, stream_events)
 from gristmill.errors import ConfigError
@@ -51,6 +52,7 @@ def check_fast_args(args: argparse.Namespace) -> None:
         ("--vary", args.vary),
         ("--unauthorized-after/--quota-after",
          args.unauthorized_after is not None or args.quota_after is not None)) if on]
+    refused += batch_options_set(args)  # no Files or Batch API here: its routes are 404
     if refused:
         raise ConfigError(f"--fast serves plain answers after --latency-ms only; drop "
                           f"{', '.join(refused)} or --fast")
@@ -186,10 +188,9 @@ class FastConnection(asyncio.Protocol):
             st.arrivals.append(round(now - app.t0, 6))
         try:
             body = orjson.loads(raw)
-            answer = build_answer(body, chat, app.config.output_tokens)
-            if is_judge_request(body):
-                app.judge_requests += 1
-                answer = judge_answer(body, app.config.judge_trigger)
+            answer, judged = answer_for(body, chat, app.config.output_tokens,
+                                        app.config.judge_trigger)
+            app.judge_requests += judged
         except orjson.JSONDecodeError as exc:
             st.window.add(now, 0)
             return self._error(400, f"invalid JSON body: {exc}", "invalid_json")

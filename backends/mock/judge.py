@@ -26,8 +26,8 @@ import random
 import re
 from typing import Any
 
-from gristmill.backends.mock.answers import (Answer, body_seed, capped_choice, json_tokens,
-                                             max_tokens_of)
+from gristmill.backends.mock.answers import (Answer, body_seed, build_answer, capped_choice,
+                                             json_tokens, max_tokens_of)
 from gristmill.scheduling.tokens import count_messages
 
 SCHEMA_NAME = "judge_verdict"
@@ -92,6 +92,16 @@ def judge_answer(body: dict[str, Any], trigger: str = DEFAULT_TRIGGER) -> Answer
     choice = capped_choice(json_tokens({"criteria": verdicts}), max_tokens_of(body))
     messages = [m for m in body["messages"] if isinstance(m, dict)]
     return Answer([choice], count_messages(messages), len(choice.tokens))
+
+
+def answer_for(body: Any, chat: bool, length: tuple[int, int],
+               trigger: str = DEFAULT_TRIGGER) -> tuple[Answer, bool]:
+    """The mock's answer to a completion body (raises BadRequest): the generator's, or the
+    judge's verdict for a judge request; the flag says which (for `judge_requests`)."""
+    answer = build_answer(body, chat, length)  # validates the body, judge requests too
+    if is_judge_request(body):
+        return judge_answer(body, trigger), True
+    return answer, False
 
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:

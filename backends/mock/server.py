@@ -2,7 +2,8 @@
 
 `python -m gristmill.backends.mock.server --port 0` prints `listening on http://HOST:PORT` once bound.
 Answers come from `mock_answers` (pure, deterministic), faults, rate limits and options from
-`mock_faults` (pure, seeded), `--gpu` batching and `/metrics` from `mock_gpu`; this module is
+`mock_faults` (pure, seeded), `--gpu` batching and `/metrics` from `mock_gpu`, the Files and
+Batch API from `batch_http` (its edge) and `batches` (its tasks); this module is
 only the HTTP edge: low-level aiohttp server, orjson, no per-request logging; the bodies and
 SSE events come from `mock_wire`.
 """
@@ -21,15 +22,18 @@ import orjson
 from aiohttp import web
 
 from gristmill.backends.mock.account import Account
-from gristmill.backends.mock.answers import Answer, BadRequest, build_answer
+from gristmill.backends.mock.answers import Answer, BadRequest
 from gristmill.backends.mock.bad import BadDrawer, bad_answer
+from gristmill.backends.mock.batch_http import PREFIXES as BATCH_PREFIXES, BatchApi
+from gristmill.backends.mock.batches import Batches, add_batch_arguments, check_batch_args
 from gristmill.backends.mock.fast import Shutdown, check_fast_args, fast_edge
+from gristmill.backends.mock.files import FileStore
 from gristmill.backends.mock.faults import (FaultDrawer, RateLimiter, Stats, WireDrawer,
                                             add_arguments, check_args, retry_after_value)
 from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq,
                                          add_gpu_arguments, check_gpu_args, metric_values,
                                          render_metrics, wait_tokens)
-from gristmill.backends.mock.judge import add_judge_arguments, is_judge_request, judge_answer
+from gristmill.backends.mock.judge import add_judge_arguments, answer_for
 from gristmill.backends.mock.wire import (HTML_PAGE, broken_body, broken_stream, completion_body,
                                           error_body, finish_reason,
                                           request_summary, stats_body, stream_events)
@@ -54,17 +58,21 @@ class MockApp:
         self.stats.arrivals_origin = self.t0
         self.limiter = RateLimiter(config.rpm, config.tpm, config.rate_window_s)
         self.gpu = GpuRunner(GpuScheduler.from_args(config), loop) if config.gpu else None
+        self.account = Account.from_args(config)
+        self.models_body = self.account.models_body()
+        self.files = FileStore(config.files_dir)  # removed by the shutdown of aiohttp_edge
+        self.batches = Batches(config, self.files, self.compose, self.account)
+        self.batch_api = BatchApi(self.files, self.batches)
         self.reset()
         self.retry_after = retry_after_value(config.retry_after)
         self.id_prefix, self.next_id = os.urandom(4).hex(), 0
-        self.account = Account.from_args(config)
-        self.models_body = self.account.models_body()
 
     def reset(self) -> None:
         """A fresh run: zeroed stats, empty limit windows, fault and latency draws from the
         seed again (so a rerun after /stats/reset sees the same fault sequence)."""
         self.stats.reset()
         self.judge_requests = 0  # answered by the judge mode (mock_judge)
+        self.batches.reset()
         self.limiter.reset()
         if self.gpu is not None:
             self.gpu.scheduler.reset_counters()
@@ -78,6 +86,10 @@ class MockApp:
     # -- routing --------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path, method = request.path, request.method
+        if path.startswith(BATCH_PREFIXES):  # the Files and Batch API
+            if (revoked := self.account.revoked(self.stats.requests)) is not None:
+                return self._error(*revoked)
+            return await self.batch_api.handle(request)
         if method == "POST":
             if path == "/v1/chat/completions":
                 return await self._complete(request, True)
@@ -95,7 +107,8 @@ class MockApp:
                 return web.Response(body=b'{"status":"ok"}', content_type=JSON)
             if path == "/stats":
                 gpu = self.gpu.scheduler.snapshot() if self.gpu else None
-                body = stats_body(self.stats, self._last_request(), gpu, self.judge_requests)
+                body = stats_body(self.stats, self._last_request(), gpu, self.judge_requests,
+                                  self.batches.stats())
                 return web.Response(body=body, content_type=JSON)
             if path == "/metrics":
                 values = metric_values(self.gpu and self.gpu.scheduler, self.stats)
@@ -145,13 +158,7 @@ class MockApp:
         st = self.stats
         try:
             body = orjson.loads(await request.read())
-            if self.config.vary and isinstance(body, dict):  # like a sampling model
-                self._arrival += 1
-                body["__arrival__"] = self._arrival
-            answer = build_answer(body, chat, self.config.output_tokens)
-            if is_judge_request(body):  # a verdict that depends on the prompt's examples
-                self.judge_requests += 1
-                answer = judge_answer(body, self.config.judge_trigger)
+            answer = self.compose(body, chat)
         except (orjson.JSONDecodeError, BadRequest) as exc:
             st.window.add(now, 0)  # still an arrival: the window maxima count every request
             bad_json = not isinstance(exc, BadRequest)
@@ -188,6 +195,16 @@ class MockApp:
             st.wire_faults[broken] = st.wire_faults.get(broken, 0) + 1
         return await self._deliver(request, body, chat, answer, headers, fault == "cut",
                                    broken)
+
+    def compose(self, body: Any, chat: bool) -> Answer:
+        """The answer to a completion body, online or a batch's line (raises BadRequest)."""
+        if self.config.vary and isinstance(body, dict):  # like a sampling model
+            self._arrival += 1
+            body["__arrival__"] = self._arrival
+        answer, judged = answer_for(body, chat, self.config.output_tokens,
+                                    self.config.judge_trigger)
+        self.judge_requests += judged  # a verdict that depends on the prompt's examples
+        return answer
 
     def _bad_kind(self, body: dict, pick: float | None) -> str | None:
         if pick is None:
@@ -358,6 +375,8 @@ async def aiohttp_edge(config: argparse.Namespace) -> tuple[asyncio.AbstractServ
         await server.shutdown(SHUTDOWN_GRACE_S)  # the GPU keeps stepping for the grace
         if app.gpu is not None:
             await app.gpu.stop()
+        await app.batches.close()
+        app.files.close()
     return srv, shutdown
 
 
@@ -387,6 +406,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve with parsed arguments (shared with `gristmill mock-server`)."""
     args = check_args(args)
     check_gpu_args(args)
+    check_batch_args(args)
     check_fast_args(args)
     try:
         import uvloop
@@ -408,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     add_gpu_arguments(parser)
     add_judge_arguments(parser)
+    add_batch_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)  # checks the options before it binds anything

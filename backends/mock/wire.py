@@ -15,8 +15,12 @@ from gristmill.backends.mock.answers import Answer
 DONE = b"data: [DONE]\n\n"
 
 
+def error_object(message: str, code: str, type_: str = "invalid_request_error") -> dict[str, str]:
+    return {"message": message, "type": type_, "code": code}
+
+
 def error_body(message: str, code: str, type_: str = "invalid_request_error") -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+    return orjson.dumps({"error": error_object(message, code, type_)})
 
 
 SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
@@ -32,10 +36,11 @@ def request_summary(method: str, path: str, query: Mapping[str, str],
 
 
 def stats_body(stats: Any, last_request: dict[str, Any] | None, gpu: dict[str, Any] | None,
-               judge_requests: int) -> bytes:
-    """/stats: the counters, the last completion request, the --gpu scheduler's snapshot."""
+               judge_requests: int, batches: dict[str, Any] | None = None) -> bytes:
+    """/stats: the counters, the last completion request, the --gpu scheduler's snapshot,
+    the Batch API's counters (None on the fast edge, which has no batches)."""
     return orjson.dumps({**stats.as_dict(), "last_request": last_request, "gpu": gpu,
-                         "judge_requests": judge_requests})
+                         "judge_requests": judge_requests, "batches": batches})
 
 
 def finish_reason(answer: Answer) -> str:
