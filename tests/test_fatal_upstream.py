@@ -207,3 +207,19 @@ async def test_a_fatal_stop_leaves_nothing_in_flight(tmp_path):
     assert all(e.outstanding == 0 for e in client.backend.endpoints.endpoints)
     assert asyncio.all_tasks() == {asyncio.current_task()}
     assert the_run.outcome is not None and the_run.outcome.exit_code == 3
+
+
+def test_a_fleet_that_cannot_start_stops_the_run(tmp_path):
+    """`vllm serve` exits at once (the GRISTMILL_VLLM_COMMAND hook runs `false`): exit 3."""
+    data = pipeline_config("http://127.0.0.1:9/v1", tmp_path, seeds=SEEDS)
+    data["backends"]["default"] = {"kind": "vllm", "model": "mock",
+                                   "fleet": {"servers": 1, "startup_timeout_s": 30}}
+    config = tmp_path / "fleet.yaml"
+    config.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "GRISTMILL_VLLM_COMMAND": "false"}
+    stopped = subprocess.run([*GRISTMILL, "run", str(config), "--run-dir", str(tmp_path / "run"),
+                              "--no-progress"], capture_output=True, text=True, timeout=120,
+                             env=env)
+    assert stopped.returncode == 3, stopped.stderr
+    assert "did not start" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert summary(tmp_path / "run")["stop_reason"] == "fatal_upstream"
