@@ -5,8 +5,11 @@ can do beyond answering is declared in its `capabilities` (`gristmill.capabiliti
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol
+
+import orjson
 
 if TYPE_CHECKING:
     from gristmill.capabilities import Capabilities
@@ -31,6 +34,18 @@ class Request:
     @property
     def is_chat(self) -> bool:
         return self.messages is not None
+
+
+def request_key(backend: str, request: Request) -> bytes:
+    """The durable identity of a request: everything that changes its answer, with the name
+    of the backend it is asked of. The answer cache stores answers under it; a hosted batch
+    names each line by it (custom_id), never by a row number."""
+    identity = {"backend": backend, "model": request.model, "messages": request.messages,
+                "prompt": request.prompt, "params": request.params,
+                "response_format": request.response_format, "attempt": request.attempt,
+                "sample": request.sample}
+    return hashlib.blake2b(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS),
+                           digest_size=16).digest()
 
 
 @dataclass(slots=True)

@@ -9,22 +9,14 @@ request headers, which are not part of the key or the value."""
 
 from __future__ import annotations
 
-import hashlib
-
 import orjson
 
-from gristmill.protocol import Completion, Request, Usage
+from gristmill.protocol import Completion, Request, Usage, request_key
 
 from gristmill.dataset.store import Store
 
 
-def answer_key(backend: str, request: Request) -> bytes:
-    identity = {"backend": backend, "model": request.model, "messages": request.messages,
-                "prompt": request.prompt, "params": request.params,
-                "response_format": request.response_format, "attempt": request.attempt,
-                "sample": request.sample}
-    return hashlib.blake2b(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS),
-                           digest_size=16).digest()
+answer_key = request_key  # the cache's name for it
 
 
 def encode(completion: Completion) -> bytes:
