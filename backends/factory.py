@@ -13,7 +13,7 @@ from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
 
 def build_backend(name: str, config: BackendConfig, *,
                   on_rate_hints: Callable[[RateHints], None] | None = None,
-                  log_dir: Path | None = None) -> Backend:
+                  log_dir: Path | None = None, work_dir: Path | None = None) -> Backend:
     """kind 'openai': an HTTP backend over `base_urls`; kind 'vllm': the same over a fleet of
     `vllm serve` processes it declares as its `capabilities.fleet` (not started yet: the run
     enters it); kind 'vllm-inproc': vLLM in this process. `micro_batch` wraps the HTTP
@@ -22,6 +22,12 @@ def build_backend(name: str, config: BackendConfig, *,
         from gristmill.backends.vllm.inproc import VLLMInProcBackend  # vLLM only when used
 
         return VLLMInProcBackend(name, config)
+    if config.mode == "batch":
+        from gristmill.backends.openai_batch.backend import OpenAIBatchBackend
+
+        if work_dir is None:
+            raise ValueError("a batch backend keeps its books in a run directory")
+        return OpenAIBatchBackend(name, config, work_dir / "batches")
     fleet = None
     if config.kind == "vllm":
         from gristmill.backends.vllm.fleet import VLLMFleet

@@ -66,3 +66,9 @@ class Capabilities:
     # Asks the server, before any seed is read, whether the key works and the models (given)
     # exist; raises FatalUpstream if not. None: nothing to ask (an in-process engine).
     preflight: Callable[[Collection[str]], Awaitable[None]] | None = None
+    # Work the backend does beside the pipeline (a hosted batch's upload, polling and
+    # download); runs until cancelled, started before the first request.
+    background: Callable[[], Awaitable[None]] | None = None
+    # Takes a coroutine function that returns once every answer handed out so far is
+    # committed to the run's store: a batch file is marked done only then.
+    set_commit_barrier: Callable[[Callable[[], Awaitable[None]]], None] | None = None

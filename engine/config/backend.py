@@ -44,6 +44,25 @@ class MicroBatchConfig(Strict):
                              "a batch waits for others before the batch is sent.")
 
 
+class BatchConfig(Strict):
+    """How requests are gathered into hosted batch files (`mode: batch`)."""
+
+    max_requests: int = Field(50_000, answers=False, ge=1, le=50_000, description="Most "
+                              "requests in one file (OpenAI's limit is 50,000).")
+    max_bytes: int = Field(100_000_000, answers=False, ge=1000, le=200_000_000, description=""
+                           "Most bytes in one file (OpenAI's limit is 200 MB).")
+    seal_after_s: float = Field(300.0, answers=False, gt=0, description="A file is sealed and "
+                                "submitted at most this long after its first request.")
+    idle_seal_s: float = Field(2.0, answers=False, gt=0, description="...or once no request "
+                               "has joined it for this long: nothing more is coming soon.")
+    completion_window: str = Field("24h", answers=False, description="The provider's "
+                                   "completion window.")
+    poll_s: float = Field(5.0, answers=False, gt=0, description="First wait before asking a "
+                          "submitted batch's status; it doubles up to `poll_max_s`.")
+    poll_max_s: float = Field(300.0, answers=False, gt=0, description="Longest wait between "
+                              "two status polls of one batch.")
+
+
 class BackendConfig(EngineSettings):
     """A backend. Its vLLM engine settings (dtype, max_model_len, max_num_seqs,
     prefix_caching) apply to kind vllm-inproc; a kind: vllm backend sets them in `fleet`."""
@@ -62,6 +81,12 @@ class BackendConfig(EngineSettings):
     engine_args: dict[str, Any] = Field(answers=True, default_factory=dict, description="vllm-inproc: "
                                         "further AsyncEngineArgs fields, e.g. "
                                         "{'enforce_eager': true, 'gpu_memory_utilization': 0.8}.")
+    mode: Literal["online", "batch"] = Field("online", answers=False, description="'online': "
+        "each request is sent as it comes; 'batch': requests are gathered into files for the "
+        "provider's Batch API (about half the price, answers within its completion window; "
+        "docs/batch.md).")
+    batch_files: BatchConfig = Field(answers=False, default_factory=BatchConfig, description=""
+                                     "How mode: batch gathers requests into files.")
     micro_batch: MicroBatchConfig | None = Field(None, answers=False, description="api 'completions': send many "
                                         "prompts in one request (see backends.micro_batch); off "
                                         "by default.")
@@ -155,6 +180,17 @@ class BackendConfig(EngineSettings):
                                              or self.api != "completions"):
             raise ValueError("micro_batch: batching needs an HTTP backend with api 'completions' "
                              "(several prompts in one /v1/completions request)")
+        if self.mode == "batch" and self.micro_batch is not None:
+            raise ValueError("micro_batch: mode: batch already gathers requests into files; "
+                             "remove micro_batch (or use mode: online)")
+        if self.mode == "batch" and self.kind != "openai":
+            raise ValueError(f"mode: batch runs on a provider's Batch API (kind: openai); a "
+                             f"kind: {self.kind} backend runs online: remove mode: batch")
+        if self.mode == "batch" and "max_in_flight" not in self.model_fields_set:
+            # requests wait in open files, not on a connection: let a file fill
+            self.max_in_flight = self.batch_files.max_requests
+        if self.mode == "batch" and "adaptive" not in self.model_fields_set:
+            self.adaptive = False  # a refused batch fails its whole file at once: no signal
         return self
 
     @field_validator("base_urls")

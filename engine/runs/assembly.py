@@ -26,12 +26,12 @@ from gristmill.seeds import SeedSource
 from gristmill.seeds.report import Seed
 
 
-def make_client(name: str, config: BackendConfig, log_dir: Path | None = None,
+def make_client(name: str, config: BackendConfig, run_dir: Path | None = None,
                 error_rate: ErrorRateConfig | None = None) -> ModelClient:
     pool = PermitPool(config.max_in_flight, rpm=config.rpm, tpm=config.tpm,
                       window_s=config.rate_window_s)
     backend = build_backend(name, config, on_rate_hints=partial(learn_rate_hints, pool),
-                            log_dir=log_dir)
+                            log_dir=run_dir / "logs" if run_dir else None, work_dir=run_dir)
     tokenizer = str(config.tokenizer) if config.tokenizer else None
     return ModelClient(backend, pool,
                        policy=RetryPolicy(config.retry.max_attempts, config.retry.base_s,
@@ -56,7 +56,7 @@ class Parts:
 
 def assemble(config: PipelineConfig, run_dir: Path, limit: int | None,
              reject: RejectSink) -> Parts:
-    clients = {name: make_client(name, b, run_dir / "logs", config.stop_on_error_rate)
+    clients = {name: make_client(name, b, run_dir, config.stop_on_error_rate)
                for name, b in config.backends.items()}
     first = next(iter(config.backends.values()))
     source = SeedSource(config.seeds, count=counter_for(

@@ -124,6 +124,9 @@ class Run:
         if self.options.cache:
             for name, client in self.clients.items():
                 client.cache = AnswerCache(self.store, name)
+        for client in self.clients.values():
+            if (take := client.backend.capabilities.set_commit_barrier) is not None:
+                take(self.store.flush)
 
     async def execute(self) -> dict[str, Any]:
         async with self._metrics_served():  # first: the GC tuning freezes what it imports
@@ -188,6 +191,8 @@ class Run:
             yield show_progress(self, self.options.progress, self.options.progress_interval_s)
         for name, client in self.clients.items():
             caps = client.backend.capabilities
+            if caps.background is not None:
+                yield caps.background()
             if caps.endpoints is None:
                 continue
             yield caps.endpoints.probe_ejected()

@@ -1,0 +1,331 @@
+"""`mode: batch`: requests gathered into files for the provider's Batch API, at its discount.
+
+A request joins the open file and waits for its answer; the file is sealed when it is full
+(requests or bytes), `seal_after_s` after its first request, or once nothing has joined it for
+`idle_seal_s`. Each sealed file is driven to its end by one task: intent in the ledger, upload,
+create, status polls with backoff, both the output and the error file read, answers handed to
+their waiters, and marked done once the run's store has committed them. A line that failed or
+expired, or is missing, fails its request with a retryable error, so the client's retry
+policy submits it again in a later file (a bounded number of times, then the item is a reject
+with the provider's reason); refusals that are fatal online (a bad key, an unknown model) are
+fatal here too. Each line's custom_id is the request's durable key (`request_key`).
+
+After a crash the ledger's open files are resumed before any request is placed: their keys
+wait for those files instead of joining new ones, so no key is in two batches."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import orjson
+
+from gristmill.capabilities import Capabilities
+from gristmill.config.keys import api_key, auth_headers
+from gristmill.config.pipeline import BackendConfig
+from gristmill.errors import BackendError, BadRequest, FatalUpstream, RateLimited, RetryableError
+from gristmill.protocol import Completion, Delta, Request, SentCallback, request_key
+
+from gristmill.backends.openai_batch.api import TERMINAL, BatchApi, lines, patiently
+from gristmill.backends.openai_batch.ledger import FileEntry, Ledger
+from gristmill.backends.openai_http.backend import OpenAIHTTPBackend, build_body
+from gristmill.backends.openai_http.refusals import Where, refusal
+from gristmill.backends.openai_http.wire import first_answer, model_of, usage_of
+
+log = logging.getLogger("gristmill.batch")
+CRASH_ENV = "GRISTMILL_CRASH_AT"  # tests: kill -9 this process at a named point
+Result = Completion | BaseException
+
+
+class LineFailed(RetryableError):
+    """A line of a batch failed, expired, was cancelled or is missing from its files."""
+
+
+def crash_point(name: str) -> None:
+    """Where a test asks for it, die here as kill -9 would: inside a narrow window."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def line_of(key: bytes, url: str, request: Request) -> bytes:
+    return b'{"custom_id":"%s","method":"POST","url":"%s","body":%s}\n' % (
+        key.hex().encode(), url.encode(), build_body(request))
+
+
+class OpenFile:
+    """The file requests are joining now."""
+
+    __slots__ = ("keys", "lines", "size", "opened", "last")
+
+    def __init__(self, now: float) -> None:
+        self.keys: list[bytes] = []
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.opened = self.last = now
+
+
+class OpenAIBatchBackend:
+    def __init__(self, name: str, config: BackendConfig, work_dir: Path) -> None:
+        self.name, self.config = name, config
+        self.dir = work_dir
+        self.url = "/v1/chat/completions" if config.api == "chat" else "/v1/completions"
+        key = api_key(name, config.api_key_env, config.base_urls, os.environ)
+        self.where = Where(name, config.model, key.variable if key.value is not None else None)
+        self._headers = {**config.headers, **auth_headers(key, config.auth_header)}
+        self._online = OpenAIHTTPBackend(name, config)  # its preflight: same key, same URL
+        self.capabilities = Capabilities(
+            preflight=self._online.preflight if config.preflight else None,
+            background=self.serve, set_commit_barrier=self._set_barrier)
+        self.ledger: Ledger | None = None
+        self.api: BatchApi | None = None
+        self._token = ""  # this run's mark in file names and batch metadata
+        self._open: OpenFile | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiters: dict[bytes, asyncio.Future[Result]] = {}
+        self._unclaimed: dict[bytes, Result] = {}  # answers of resumed files nobody asked yet
+        self._owner: dict[bytes, FileEntry] = {}  # keys in a file not yet done
+        self._untaken: dict[int, int] = {}  # file seq -> answers not yet taken by a waiter
+        self._all_taken: dict[int, asyncio.Event] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._ready = asyncio.Event()
+        self._barrier: Callable[[], Awaitable[None]] | None = None
+        self._next_seq = 1
+        self.files_done = 0
+
+    def _set_barrier(self, barrier: Callable[[], Awaitable[None]]) -> None:
+        self._barrier = barrier
+
+    # -- the background work ----------------------------------------------------------------
+    async def serve(self) -> None:
+        """Resume the ledger's open files, then drive each sealed file; until cancelled."""
+        self.ledger = Ledger(self.dir / "ledger.sqlite")
+        self._token = self.ledger.token()
+        self._next_seq = self.ledger.next_seq()
+        self.api = BatchApi(self.config.base_urls[0], self._headers, self.where,
+                            self.config.timeouts.total)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for entry, keys in self.ledger.open_files():
+                    self._claim(entry, keys)
+                    group.create_task(self._drive(entry, None), name=f"batch-{entry.seq}")
+                self._ready.set()
+                await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            self._group = None
+
+    def _claim(self, entry: FileEntry, keys: list[bytes]) -> None:
+        for key in keys:
+            self._owner[key] = entry
+        self._untaken[entry.seq] = len(keys)
+        self._all_taken[entry.seq] = asyncio.Event()
+
+    # -- requests ---------------------------------------------------------------------------
+    async def complete(self, request: Request, sent: SentCallback | None = None) -> Completion:
+        key = request_key(self.name, request)
+        await self._ready.wait()  # resumed files claim their keys first
+        if key in self._unclaimed:
+            return self._take(key, self._unclaimed.pop(key))
+        waiter = self._waiters.get(key)
+        if waiter is None:
+            waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
+            if key not in self._owner:
+                self._join(key, line_of(key, self.url, request))
+        return self._take(key, await asyncio.shield(waiter))
+
+    async def stream(self, request: Request,
+                     sent: SentCallback | None = None) -> AsyncIterator[Delta]:
+        """A batch answers whole: one delta."""
+        completion = await self.complete(request, sent)
+        yield Delta(completion.text, completion.finish_reason, completion.usage)
+
+    def _take(self, key: bytes, result: Result) -> Completion:
+        entry = self._owner.pop(key, None)
+        if entry is not None:
+            self._untaken[entry.seq] -= 1
+            if self._untaken[entry.seq] == 0:
+                self._all_taken[entry.seq].set()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _join(self, key: bytes, line: bytes) -> None:
+        limits, loop = self.config.batch_files, asyncio.get_running_loop()
+        now = loop.time()
+        if self._open is not None and self._open.size + len(line) > limits.max_bytes:
+            self._seal()
+        if self._open is None:
+            self._open = OpenFile(now)
+            self._timer = loop.call_at(now + min(limits.idle_seal_s, limits.seal_after_s),
+                                       self._on_timer)
+        opened = self._open
+        opened.keys.append(key)
+        opened.lines.append(line)
+        opened.size += len(line)
+        opened.last = now
+        if len(opened.keys) >= limits.max_requests:
+            self._seal()
+
+    def _on_timer(self) -> None:
+        """Seal once the file is old enough or idle long enough; otherwise look again then."""
+        opened, limits = self._open, self.config.batch_files
+        if opened is None:
+            return
+        due = min(opened.opened + limits.seal_after_s, opened.last + limits.idle_seal_s)
+        loop = asyncio.get_running_loop()
+        if loop.time() >= due - 1e-6:
+            self._seal()
+        else:
+            self._timer = loop.call_at(due, self._on_timer)
+
+    def _seal(self) -> None:
+        opened, self._open = self._open, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if opened is None or not opened.keys:
+            return
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        entry = FileEntry(seq, f"gristmill-{self._token}-{self.name}-{seq:06d}.jsonl",
+                          len(opened.keys))
+        self._claim(entry, opened.keys)
+        assert self._group is not None, "the run starts a batch backend's background work"
+        self._group.create_task(self._drive(entry, opened), name=f"batch-{seq}")
+
+    # -- one file, start to end -----------------------------------------------------------
+    async def _drive(self, entry: FileEntry, opened: OpenFile | None) -> None:
+        assert self.ledger is not None and self.api is not None
+        path = self.dir / entry.name
+        if opened is not None:  # fresh: the file, then the intent, before any upload
+            await asyncio.to_thread(path.write_bytes, b"".join(opened.lines))
+            await self.ledger.intend(entry, opened.keys)
+            crash_point("after_seal")
+        try:
+            await self._submit(entry, path, resumed=opened is None)
+            batch = await self._wait_for_end(entry)
+            results = await self._read_results(entry, batch)
+        except FatalUpstream as error:
+            self._settle(entry, {}, error)
+            raise
+        self._settle(entry, results, None)
+        crash_point("before_commit")
+        await self._all_taken[entry.seq].wait()
+        if self._barrier is not None:
+            await self._barrier()  # every answer handed out is committed: then done
+        await self.ledger.done(entry)
+        self.files_done += 1
+        for name in (entry.name, entry.name + ".out", entry.name + ".err"):
+            (self.dir / name).unlink(missing_ok=True)
+
+    async def _submit(self, entry: FileEntry, path: Path, resumed: bool) -> None:
+        assert self.ledger is not None and self.api is not None
+        metadata = {"gristmill_run": self._token, "gristmill_file": entry.name}
+        if entry.file_id is None:
+            found = await patiently(self.api.find_file, entry.name) if resumed else None
+            file_id = found or await patiently(self.api.upload, path, entry.name)
+            crash_point("after_upload")
+            await self.ledger.uploaded(entry, file_id)
+        if entry.batch_id is None:
+            found = await patiently(self.api.find_batch, metadata) if resumed else None
+            batch = found or await patiently(self.api.create, entry.file_id, self.url,
+                                             self.config.batch_files.completion_window, metadata)
+            crash_point("after_create")
+            await self.ledger.created(entry, batch["id"], batch.get("status") or "validating")
+
+    async def _wait_for_end(self, entry: FileEntry) -> dict[str, Any]:
+        """Poll the batch's status with backoff until it ends: the provider has no event to
+        wait on (the one polling loop gristmill has)."""
+        assert self.ledger is not None and self.api is not None
+        delay, limits = self.config.batch_files.poll_s, self.config.batch_files
+        while True:
+            batch = await patiently(self.api.retrieve, entry.batch_id)
+            await self.ledger.status(entry, batch.get("status") or "unknown")
+            if batch.get("status") in TERMINAL:
+                return batch
+            await asyncio.sleep(delay)
+            delay = min(limits.poll_max_s, delay * 2)
+
+    async def _read_results(self, entry: FileEntry, batch: dict[str, Any]) -> dict[bytes, Result]:
+        """Every line of the output and the error file, by key; a failed batch fails all."""
+        assert self.api is not None
+        if batch.get("status") == "failed":
+            return dict.fromkeys(self._keys_of(entry), self._batch_failure(batch))
+        results: dict[bytes, Result] = {}
+        chat = self.url.endswith("chat/completions")
+        for field, suffix in (("output_file_id", ".out"), ("error_file_id", ".err")):
+            if not batch.get(field):
+                continue
+            dest = self.dir / (entry.name + suffix)
+            await patiently(self.api.download, batch[field], dest)
+            crash_point("during_download")
+            async for line in lines(dest):
+                key = _key_of(line)
+                if key is not None:
+                    results[key] = self._result_of(line, chat, batch["id"])
+        return results
+
+    def _keys_of(self, entry: FileEntry) -> list[bytes]:
+        return [k for k, owner in self._owner.items() if owner is entry]
+
+    def _batch_failure(self, batch: dict[str, Any]) -> BaseException:
+        errors = (batch.get("errors") or {}).get("data") or [{}]
+        code, message = errors[0].get("code"), errors[0].get("message")
+        text = f"batch {batch.get('id')} failed validation: {code}: {message}"
+        if code == "token_limit_exceeded":  # too much enqueued now: later it fits
+            return RateLimited(text, retry_after=self.config.batch_files.poll_s)
+        return BadRequest(text)
+
+    def _result_of(self, line: dict[str, Any], chat: bool, batch_id: str) -> Result:
+        response = line.get("response") or {}
+        status, body = response.get("status_code"), response.get("body")
+        if status == 200 and isinstance(body, dict):
+            try:
+                text, finish = first_answer(body, chat)
+                return Completion(text, finish, usage_of(body.get("usage")),
+                                  model_of(body, self.config.model))
+            except BackendError as error:
+                return error
+        if isinstance(status, int) and status != 200:
+            return refusal(status, {}, orjson.dumps(body).decode(), self.config.base_urls[0],
+                           self.where)
+        error = line.get("error") or {}
+        return LineFailed(f"batch {batch_id}: {error.get('code')}: {error.get('message')}")
+
+    def _settle(self, entry: FileEntry, results: dict[bytes, Result],
+                fatal: BaseException | None) -> None:
+        """Hand each key of the file its result (a missing one fails, to be asked again)."""
+        missing = LineFailed(f"{entry.name}: missing from the batch's output and error files")
+        for key in self._keys_of(entry):
+            result = fatal or results.get(key, missing)
+            if isinstance(result, BaseException):
+                result = copy.copy(result)  # each waiter raises its own
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(result)
+            elif isinstance(result, Completion):
+                self._unclaimed[key] = result  # a resumed file's: taken when asked
+            else:
+                self._take(key, None)  # nobody waits: it is asked again in a new file
+
+    async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for waiter in self._waiters.values():
+            waiter.cancel()
+        if self.api is not None:
+            await self.api.aclose()
+        if self.ledger is not None:
+            self.ledger.close()
+        await self._online.aclose()
+
+
+def _key_of(line: dict[str, Any]) -> bytes | None:
+    try:
+        return bytes.fromhex(line.get("custom_id") or "")
+    except ValueError:
+        return None
