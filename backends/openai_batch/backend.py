@@ -80,7 +80,7 @@ class OpenAIBatchBackend:
         self._online = OpenAIHTTPBackend(name, config)  # its preflight: same key, same URL
         self.capabilities = Capabilities(
             preflight=self._online.preflight if config.preflight else None,
-            background=self.serve, set_commit_barrier=self._set_barrier)
+            background=self.serve, drain=self.drain, set_commit_barrier=self._set_barrier)
         self.ledger: Ledger | None = None
         self.api: BatchApi | None = None
         self._token = ""  # this run's mark in file names and batch metadata
@@ -92,6 +92,7 @@ class OpenAIBatchBackend:
         self._untaken: dict[int, int] = {}  # file seq -> answers not yet taken by a waiter
         self._all_taken: dict[int, asyncio.Event] = {}
         self._group: asyncio.TaskGroup | None = None
+        self._drives: dict[int, asyncio.Task[None]] = {}
         self._ready = asyncio.Event()
         self._barrier: Callable[[], Awaitable[None]] | None = None
         self._next_seq = 1
@@ -113,7 +114,7 @@ class OpenAIBatchBackend:
                 self._group = group
                 for entry, keys in self.ledger.open_files():
                     self._claim(entry, keys)
-                    group.create_task(self._drive(entry, None), name=f"batch-{entry.seq}")
+                    self._start(entry, None)
                 self._ready.set()
                 await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
@@ -194,8 +195,20 @@ class OpenAIBatchBackend:
         entry = FileEntry(seq, f"gristmill-{self._token}-{self.name}-{seq:06d}.jsonl",
                           len(opened.keys))
         self._claim(entry, opened.keys)
+        self._start(entry, opened)
+
+    def _start(self, entry: FileEntry, opened: OpenFile | None) -> None:
         assert self._group is not None, "the run starts a batch backend's background work"
-        self._group.create_task(self._drive(entry, opened), name=f"batch-{seq}")
+        self._drives[entry.seq] = self._group.create_task(self._drive(entry, opened),
+                                                          name=f"batch-{entry.seq}")
+
+    async def drain(self) -> None:
+        """Once the pipeline has ended: let each file whose answers were all taken commit
+        them and be marked done (files with answers nobody asked for stay open)."""
+        finishing = [task for seq, task in self._drives.items()
+                     if self._all_taken[seq].is_set() and not task.done()]
+        if finishing:
+            await asyncio.wait(finishing)
 
     # -- one file, start to end -----------------------------------------------------------
     async def _drive(self, entry: FileEntry, opened: OpenFile | None) -> None:
@@ -219,6 +232,7 @@ class OpenAIBatchBackend:
             await self._barrier()  # every answer handed out is committed: then done
         await self.ledger.done(entry)
         self.files_done += 1
+        del self._drives[entry.seq]
         for name in (entry.name, entry.name + ".out", entry.name + ".err"):
             (self.dir / name).unlink(missing_ok=True)
 

@@ -215,6 +215,9 @@ class Run:
             await self._preflight()
             async with background(self._watchers()):
                 await self.pipeline.run(self.seeds(), self._admit)
+                for client in self.clients.values():
+                    if (drain := client.backend.capabilities.drain) is not None:
+                        await drain()
             await self.store.flush()
             if self.target is not None:  # its own dataset: N records, dedup in seed order
                 if self._stop_reason in (None, "target"):  # not after a signal

@@ -1,0 +1,139 @@
+"""mode: batch against the mock's Files and Batch API (a separate process): the same records
+as online; failed, expired and missing lines asked again in later files and nothing that
+succeeded asked twice; a kill -9 inside each narrow window of a file's bookkeeping resumes
+with no request key in two batches and the records of an uninterrupted run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from gristmill.backends.mock.process import MockServerProcess
+from gristmill.backends.vllm.server import free_port
+from gristmill.config.load import validate_config
+from gristmill.errors import ConfigError
+from gristmill.runs.runner import Run, RunOptions
+from tests.conftest import pipeline_config
+
+GRISTMILL = [sys.executable, "-m", "gristmill"]
+SEEDS = 20  # 20 questions, then 40 answers: 60 requests, 40 records
+FAST = {"idle_seal_s": 0.2, "poll_s": 0.05, "poll_max_s": 0.3}
+CRASH_POINTS = ("after_seal", "after_upload", "after_create", "during_download",
+                "before_commit")
+
+
+def batch_config(tmp_path: Path, base_url: str, **backend: Any) -> Path:
+    backend = {"mode": "batch", "batch_files": FAST, **backend}
+    data = pipeline_config(base_url, tmp_path, seeds=SEEDS, **backend)
+    path = tmp_path / "batch.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def gristmill(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*GRISTMILL, *args, "--no-progress"], capture_output=True,
+                          text=True, timeout=180, env={**os.environ, **env})
+
+
+def records(run_dir: Path) -> dict[str, Any]:
+    rows = [orjson.loads(line) for line in (run_dir / "output.jsonl").read_bytes().splitlines()]
+    by_id = {row["id"]: row["messages"] for row in rows}
+    assert len(by_id) == len(rows), "a record was written twice"
+    return by_id
+
+
+def submitted_keys(server: MockServerProcess) -> Counter[str]:
+    """How many batch input files each custom_id was in (the mock keeps them on disk)."""
+    files_dir = Path(server.stats()["batches"]["files_dir"])
+    seen: Counter[str] = Counter()
+    for path in files_dir.iterdir():
+        for line in path.read_bytes().splitlines():
+            row = orjson.loads(line)
+            if "method" in row:  # an input line, not an output or error line
+                seen[row["custom_id"]] += 1
+    return seen
+
+
+@pytest.fixture(scope="module")
+def online_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("online")
+    with MockServerProcess() as server:
+        data = pipeline_config(server.base_url, tmp, seeds=SEEDS)
+        path = tmp / "online.yaml"
+        path.write_text(yaml.safe_dump(data))
+        done = gristmill("run", str(path), "--run-dir", str(tmp / "run"))
+    assert done.returncode == 0, done.stderr
+    return records(tmp / "run")
+
+
+def test_batch_mode_gives_the_records_of_online_mode(tmp_path, online_records):
+    with MockServerProcess() as server:
+        done = gristmill("run", str(batch_config(tmp_path, server.base_url)), "--run-dir",
+                         str(tmp_path / "run"))
+        stats = server.stats()["batches"]
+        keys = submitted_keys(server)
+    assert done.returncode == 0, done.stderr
+    assert records(tmp_path / "run") == online_records
+    assert stats["completed"] == 2  # the questions, then their answers: two files
+    assert sum(keys.values()) == len(keys) == 60  # each request in one batch, once
+    assert not list((tmp_path / "run" / "batches").glob("*.jsonl"))  # done: cleaned up
+
+
+@pytest.mark.parametrize("fault", [("--batch-fail-rate", "0.3"), ("--batch-expire-after", "8")])
+def test_failed_and_expired_lines_are_asked_again_and_nothing_twice(tmp_path, online_records,
+                                                                     fault):
+    with MockServerProcess(*fault) as server:
+        done = gristmill("run", str(batch_config(tmp_path, server.base_url)), "--run-dir",
+                         str(tmp_path / "run"))
+        stats = server.stats()["batches"]
+    assert done.returncode == 0, done.stderr
+    assert records(tmp_path / "run") == online_records
+    assert stats["requests_failed"] > 0 and stats["created"] > 2  # later files asked again
+    assert stats["requests_completed"] == 60  # no answered request was asked again
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_kill_inside_each_window_resumes_without_a_key_in_two_batches(
+        tmp_path, online_records, point):
+    port = free_port()
+    with MockServerProcess("--batch-ms-per-request", "5", port=port) as server:
+        config = batch_config(tmp_path, server.base_url)
+        killed = gristmill("run", str(config), "--run-dir", str(tmp_path / "run"),
+                           GRISTMILL_CRASH_AT=point)
+        assert killed.returncode == -9, killed.stderr  # it died at the point, as kill -9
+        resumed = gristmill("resume", str(tmp_path / "run"))
+        assert resumed.returncode == 0, resumed.stderr
+        keys = submitted_keys(server)
+    assert records(tmp_path / "run") == online_records
+    assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+    assert len(keys) == 60
+
+
+async def test_the_python_api_runs_batch_mode_and_leaves_nothing_behind(tmp_path):
+    with MockServerProcess() as server:
+        data = pipeline_config(server.base_url, tmp_path, seeds=SEEDS, mode="batch",
+                               batch_files=FAST)
+        the_run = Run(validate_config(data), RunOptions(run_dir=tmp_path / "run",
+                                                        progress=False))
+        summary = await the_run.execute()
+    assert summary["records"] == 2 * SEEDS and summary["stop_reason"] == "complete"
+    client = the_run.clients["default"]
+    assert client.in_flight == 0 and client.pool.waiting == 0
+    assert client.backend.files_done == 2
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+def test_batch_mode_with_micro_batches_is_a_config_error(tmp_path):
+    data = pipeline_config("http://127.0.0.1:9/v1", tmp_path, mode="batch", api="completions",
+                           micro_batch={"max_prompts": 4})
+    with pytest.raises(ConfigError, match="micro_batch: mode: batch already gathers"):
+        validate_config(data)
