@@ -137,3 +137,37 @@ def test_batch_mode_with_micro_batches_is_a_config_error(tmp_path):
                            micro_batch={"max_prompts": 4})
     with pytest.raises(ConfigError, match="micro_batch: mode: batch already gathers"):
         validate_config(data)
+
+
+def test_a_stage_may_go_batch_on_an_online_backend(tmp_path, online_records):
+    """The questions online, their answers in a batch: the same records, one batch file."""
+    with MockServerProcess() as server:
+        data = pipeline_config(server.base_url, tmp_path, seeds=SEEDS)
+        data["backends"]["default"]["batch_files"] = FAST
+        data["stages"][1]["mode"] = "batch"
+        path = tmp_path / "mixed.yaml"
+        path.write_text(yaml.safe_dump(data))
+        done = gristmill("run", str(path), "--run-dir", str(tmp_path / "run"))
+        stats = server.stats()
+    assert done.returncode == 0, done.stderr
+    assert records(tmp_path / "run") == online_records
+    assert stats["batches"]["requests_completed"] == 40 and stats["requests"] == 20
+
+
+def test_regenerations_after_a_reject_go_online(tmp_path):
+    """Answers a validator rejects (here: any with "the" in it) are asked again online, not
+    in another batch."""
+    with MockServerProcess() as server:
+        data = yaml.safe_load(batch_config(tmp_path, server.base_url).read_text())
+        data["stages"][1]["validators"] = {
+            "stream": [{"name": "forbidden", "patterns": ["(?i)\\bthe\\b"]}],
+            "max_regenerations": 1}
+        path = tmp_path / "strict.yaml"
+        path.write_text(yaml.safe_dump(data))
+        done = gristmill("run", str(path), "--run-dir", str(tmp_path / "run"))
+        stats = server.stats()
+    assert done.returncode == 0, done.stderr
+    rejected = orjson.loads((tmp_path / "run" / "summary.json").read_bytes())["rejects"]
+    assert rejected > 0
+    assert stats["batches"]["requests_completed"] == 60  # every first attempt, in batches
+    assert 0 < stats["requests"] <= 40  # online: a regeneration of each rejected answer

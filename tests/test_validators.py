@@ -382,3 +382,12 @@ def test_mock_answers_pass_the_defaults_and_bad_ones_are_caught_early():
             check = start_checks(stream, Context(structured=kind == "json", schema=SCHEMA))
             fed = next(n for n, tok in enumerate(tokens, 1) if check.feed(tok) is not None)
             assert check.rejection.validator == validator and fed < 120, (kind, seed, fed)
+
+
+def test_a_pattern_with_inline_flags_is_one_of_several():
+    """`(?i)` opens a pattern of the docs' examples: joined with others it must still work."""
+    from gristmill.validation.base import alternation
+
+    regex = re.compile(alternation(["(?i)as an ai language model", "XYZ", "(?s)a.b"]))
+    assert regex.search("As An AI Language Model") and regex.search("a\nb")
+    assert not regex.search("xyz")

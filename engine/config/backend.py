@@ -61,6 +61,9 @@ class BatchConfig(Strict):
                           "submitted batch's status; it doubles up to `poll_max_s`.")
     poll_max_s: float = Field(300.0, answers=False, gt=0, description="Longest wait between "
                               "two status polls of one batch.")
+    regenerate: Literal["online", "batch"] = Field("online", answers=False, description="Where "
+        "a regeneration after a rejected answer goes: 'online' answers it now (at the online "
+        "price) instead of after another batch cycle.")
 
 
 class BackendConfig(EngineSettings):
@@ -192,6 +195,16 @@ class BackendConfig(EngineSettings):
         if self.mode == "batch" and "adaptive" not in self.model_fields_set:
             self.adaptive = False  # a refused batch fails its whole file at once: no signal
         return self
+
+    def in_mode(self, mode: str | None) -> "BackendConfig":
+        """This backend with its requests sent `mode` (a stage's override): a batch twin
+        holds a file's worth of requests in flight, an online twin the online default."""
+        if mode is None or mode == self.mode:
+            return self
+        data = self.model_dump(exclude_unset=True) | {"mode": mode}
+        data.pop("max_in_flight", None)  # each mode has its own default
+        data.pop("adaptive", None)
+        return BackendConfig.model_validate(data)
 
     @field_validator("base_urls")
     @classmethod

@@ -81,6 +81,8 @@ class StageConfig(Strict):
                       "as a variable holding this stage's output.")
     backend: str = Field("default", answers=True, description="Key in `backends`.")
     model: str | None = Field(None, answers=True, description="Overrides the backend's model for this stage.")
+    mode: Literal["online", "batch"] | None = Field(None, answers=False, description="Send these "
+        "requests online or through the provider's Batch API; default: the backend's `mode`.")
     system: str | None = Field(None, answers=True, description="Jinja2 template of the system message.")
     prompt: str = Field(answers=True, min_length=1, description="Jinja2 template of the user message "
                         "(or the prompt, for completions).")
@@ -105,6 +107,8 @@ class KindSettings(Strict):
 
     backend: str = Field("default", answers=True, description="Key in `backends`.")
     model: str | None = Field(None, answers=True, description="Overrides the backend's model.")
+    mode: Literal["online", "batch"] | None = Field(None, answers=False, description="Send these "
+        "requests online or through the provider's Batch API; default: the backend's `mode`.")
     sampling: Sampling = Field(answers=True, default_factory=Sampling, description="Sampling parameters of "
                                "this kind's requests; each kind has its own defaults.")
     stream: bool = Field(False, answers=False, description="Stream the answers (lets streaming validators "
@@ -240,6 +244,8 @@ class JudgeConfig(Strict):
                          "every verdict; aligned judges are judge-v1, judge-v2, ...")
     backend: str = Field("default", answers=True, description="Key in `backends`.")
     model: str | None = Field(None, answers=True, description="Overrides the backend's model.")
+    mode: Literal["online", "batch"] | None = Field(None, answers=False, description="Send these "
+        "requests online or through the provider's Batch API; default: the backend's `mode`.")
     system: str | None = Field(None, answers=True, description="System message; default: a strict reviewer.")
     criteria: list[CriterionConfig] = Field(answers=True,
         default_factory=lambda: [CriterionConfig(**c) for c in DEFAULT_CRITERIA],
@@ -331,15 +337,42 @@ class PipelineConfig(Strict):
             raise ValueError(f"cannot read the judge file {exc}; give a judge-v<N>.yaml written by "
                              "`gristmill judge align`") from None
 
-    def models_by_backend(self) -> dict[str, set[str]]:
-        """The model names each backend is asked for (stage, kind and judge overrides too)."""
-        wanted: dict[str, set[str]] = {name: set() for name in self.backends}
+    def _users(self) -> list[Any]:
+        """Whatever sends requests to a backend: stages, AgentInstruct kinds, the judge."""
         users: list[Any] = list(self.stages)
         if self.agentinstruct is not None:
             users += self.agentinstruct.kinds().values()
         if self.judge is not None:
             users.append(self.judge)
-        for user in users:
+        return users
+
+    def client_name(self, user: Any) -> str:
+        """The client a stage, kind or judge sends through: its backend's own, or the
+        backend's twin in the other mode when it overrides `mode`."""
+        mode = user.mode or self.backends[user.backend].mode
+        return user.backend if mode == self.backends[user.backend].mode \
+            else f"{user.backend}@{mode}"
+
+    def client_configs(self) -> dict[str, tuple[str, BackendConfig]]:
+        """Client name -> (backend name, its config in that client's mode). A backend in
+        batch mode also gets an online twin when its batch files regenerate online."""
+        out: dict[str, tuple[str, BackendConfig]] = {n: (n, b) for n, b in self.backends.items()}
+        for user in self._users():
+            name = self.client_name(user)
+            if name not in out:
+                out[name] = (user.backend, self.backends[user.backend].in_mode(user.mode))
+        for backend, config in list(out.values()):
+            if config.mode == "batch" and config.batch_files.regenerate == "online":
+                out.setdefault(self.online_client(backend), (backend, config.in_mode("online")))
+        return out
+
+    def online_client(self, backend: str) -> str:
+        return backend if self.backends[backend].mode == "online" else f"{backend}@online"
+
+    def models_by_backend(self) -> dict[str, set[str]]:
+        """The model names each backend is asked for (stage, kind and judge overrides too)."""
+        wanted: dict[str, set[str]] = {name: set() for name in self.backends}
+        for user in self._users():
             wanted[user.backend].add(user.model or self.backends[user.backend].model)
         return {name: models for name, models in wanted.items() if models}
 
@@ -355,6 +388,13 @@ class PipelineConfig(Strict):
                                      f"defined; defined backends: {sorted(self.backends)}")
         if self.judge is not None:
             self._check_judge(self.judge)
+        for user in self._users():
+            backend = self.backends.get(user.backend)
+            if backend is not None and user.mode == "batch" and backend.mode != "batch" \
+                    and (backend.kind != "openai" or backend.micro_batch is not None):
+                raise ValueError(f"mode: batch needs a kind: openai backend without "
+                                 f"micro_batch; backend {user.backend!r} is kind "
+                                 f"{backend.kind}{' with micro_batch' if backend.micro_batch else ''}")
         names = [s.name for s in self.stages]
         for i, stage in enumerate(self.stages):
             if names.index(stage.name) != i:

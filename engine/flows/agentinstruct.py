@@ -199,7 +199,7 @@ def build_stages(config: PipelineConfig, flow: Flow, clients: dict[str, ModelCli
         validation = StageValidation(settings.validators or ai.validators, name,
                                      validation_stats, config._base_dir,
                                      question="instruction" if kind == "answer" else None)
-        return cls(*lead, name, depth, flow, settings, clients[settings.backend],
+        return cls(*lead, name, depth, flow, settings, clients[config.client_name(settings)],
                    settings.model or backend.model, backend.api, stats_for(name), reject,
                    validation)
 

@@ -69,8 +69,9 @@ class ModelStage:
                 context = validation.context(item.values, request)
                 if request.stream and validation.abort_early:
                     watch = validation.watch(context, request)
+            client = self.client if attempt == 0 else self.client.regenerate_with or self.client
             try:
-                completion = await self.client.call(request, self.depth, watch)
+                completion = await client.call(request, self.depth, watch)
             except BackendError as error:
                 self.reject_item(item, variant, {"error": type(error).__name__}, str(error),
                                  error.attempts, "")

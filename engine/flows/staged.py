@@ -28,7 +28,7 @@ def new_stats(config: PipelineConfig, limit: int | None) -> RunStats:
 def build_stages(config: PipelineConfig, clients: dict[str, ModelClient], stats: RunStats,
                  reject: RejectSink, base_dir: Path | None) -> list[TemplateStage]:
     return [
-        TemplateStage(s, depth, clients[s.backend], s.model or config.backends[s.backend].model,
+        TemplateStage(s, depth, clients[config.client_name(s)], s.model or config.backends[s.backend].model,
                       config.backends[s.backend].api, stats.stages[depth], reject,
                       StageValidation(s.validators, s.name, stats.validation, base_dir))
         for depth, s in enumerate(config.stages)]

@@ -56,8 +56,12 @@ class Parts:
 
 def assemble(config: PipelineConfig, run_dir: Path, limit: int | None,
              reject: RejectSink) -> Parts:
-    clients = {name: make_client(name, b, run_dir, config.stop_on_error_rate)
-               for name, b in config.backends.items()}
+    configs = config.client_configs()
+    clients = {name: make_client(backend, b, run_dir, config.stop_on_error_rate)
+               for name, (backend, b) in configs.items()}
+    for name, (backend, b) in configs.items():  # batch files regenerate through online twins
+        if b.mode == "batch" and b.batch_files.regenerate == "online":
+            clients[name].regenerate_with = clients[config.online_client(backend)]
     first = next(iter(config.backends.values()))
     source = SeedSource(config.seeds, count=counter_for(
         str(first.tokenizer) if first.tokenizer else None))
@@ -97,7 +101,7 @@ def _add_judge(parts: Parts, config: PipelineConfig, run_dir: Path, reject: Reje
     backend = config.backends[judge.backend]
     stats = StageStats("judge")
     parts.stats.stages.append(stats)
-    parts.judge = JudgeStage(judge, len(parts.stages), parts.clients[judge.backend],
+    parts.judge = JudgeStage(judge, len(parts.stages), parts.clients[config.client_name(judge)],
                              judge.model or backend.model, backend.api, stats, reject,
                              parts.stats.validation, parts.make_record,
                              judge_pool(judge, run_dir))

@@ -122,8 +122,8 @@ class Run:
                                                  "rejects": path / "rejects.jsonl"})
         self.stats.resumed_records = len(self.store.written("output"))
         if self.options.cache:
-            for name, client in self.clients.items():
-                client.cache = AnswerCache(self.store, name)
+            for client in self.clients.values():  # a backend's twins share its answers
+                client.cache = AnswerCache(self.store, client.backend.name)
         for client in self.clients.values():
             if (take := client.backend.capabilities.set_commit_barrier) is not None:
                 take(self.store.flush)

@@ -53,6 +53,7 @@ class ModelClient:
         self.default_max_tokens = default_max_tokens
         self.rng = rng or random.Random()
         self.guard = guard
+        self.regenerate_with: ModelClient | None = None  # a batch client's online twin
         self.requests = 0
         self.retries = 0
         self.errors: Counter[str] = Counter()

@@ -186,11 +186,27 @@ class Check:
         return None
 
 
+LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+
+
+def alternation(patterns: Iterable[str]) -> str:
+    """One regex matching any of `patterns`. Each is its own group; a pattern's leading
+    inline flags (`(?i)...`) become the group's own (`(?i:...)`): a global flag is only
+    allowed at the very start of a whole regex, which a joined pattern is not."""
+    groups = []
+    for pattern in patterns:
+        flags = LEADING_FLAGS.match(pattern)
+        groups.append(f"(?{flags.group(1)}:{pattern[flags.end():]})" if flags
+                      else f"(?:{pattern})")
+    return "|".join(groups)
+
+
 def check_regexes(patterns: list[str]) -> list[str]:
-    """A params validator: every pattern compiles (ValueError naming the bad one)."""
+    """A params validator: every pattern compiles, alone and joined (ValueError naming the
+    bad one)."""
     for pattern in patterns:
         try:
-            re.compile(pattern)
+            re.compile(alternation([pattern]))
         except re.error as exc:
             raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from None
     return patterns

@@ -14,7 +14,8 @@ from typing import ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from gristmill.validation.base import (PASS, QUOTE_CHARS, Check, Context, Params, Rejection,
-                                       StreamCheck, check_regexes, quote)
+                                       StreamCheck, alternation, check_regexes,
+                                       quote)
 
 # -- refusal ------------------------------------------------------------------------------
 REFUSAL_PATTERNS = (
@@ -68,7 +69,7 @@ class Refusal:
 
     def __init__(self, params: "Refusal.Params") -> None:
         self.params = params
-        phrases = "|".join(f"(?:{p})" for p in (*params.patterns, *params.extra_patterns))
+        phrases = alternation((*params.patterns, *params.extra_patterns))
         self.regex = re.compile(f"{_SENTENCE_START}(?P<refusal>{phrases})", re.IGNORECASE)
         self.cap = params.window + params.lookahead
         self.keywords = (REFUSAL_KEYWORDS if tuple(params.patterns) == REFUSAL_PATTERNS
@@ -186,7 +187,7 @@ class Forbidden:
     def __init__(self, params: "Forbidden.Params") -> None:
         self.params = params
         flags = re.IGNORECASE if params.ignore_case else 0
-        self.regex = re.compile("|".join(f"(?:{p})" for p in params.patterns), flags)
+        self.regex = re.compile(alternation(params.patterns), flags)
 
     def start(self, context: Context) -> StreamCheck:
         return _ForbiddenCheck(self)
