@@ -27,7 +27,7 @@ def build_backend(name: str, config: BackendConfig, *,
 
         if work_dir is None:
             raise ValueError("a batch backend keeps its books in a run directory")
-        return OpenAIBatchBackend(name, config, work_dir / "batches")
+        return OpenAIBatchBackend(name, config, work_dir / "batches" / name)
     fleet = None
     if config.kind == "vllm":
         from gristmill.backends.vllm.fleet import VLLMFleet

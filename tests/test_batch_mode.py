@@ -85,7 +85,7 @@ def test_batch_mode_gives_the_records_of_online_mode(tmp_path, online_records):
     assert records(tmp_path / "run") == online_records
     assert stats["completed"] == 2  # the questions, then their answers: two files
     assert sum(keys.values()) == len(keys) == 60  # each request in one batch, once
-    assert not list((tmp_path / "run" / "batches").glob("*.jsonl"))  # done: cleaned up
+    assert not list((tmp_path / "run" / "batches").rglob("*.jsonl"))  # done: cleaned up
 
 
 @pytest.mark.parametrize("fault", [("--batch-fail-rate", "0.3"), ("--batch-expire-after", "8")])
@@ -171,3 +171,43 @@ def test_regenerations_after_a_reject_go_online(tmp_path):
     assert rejected > 0
     assert stats["batches"]["requests_completed"] == 60  # every first attempt, in batches
     assert 0 < stats["requests"] <= 40  # online: a regeneration of each rejected answer
+
+
+def test_status_lists_batches_and_cancel_cancels_them_and_a_resume_completes(
+        tmp_path, online_records):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    with MockServerProcess("--batch-ms-per-request", "100") as server:
+        config = batch_config(tmp_path, server.base_url)
+        data = yaml.safe_load(config.read_text())
+        data["grace_s"] = 1
+        config.write_text(yaml.safe_dump(data))
+        running = subprocess.Popen([*GRISTMILL, "run", str(config), "--run-dir", str(run_dir),
+                                    "--no-progress"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while "batch_" not in subprocess.run(
+                    [*GRISTMILL, "batches", "list", str(run_dir)], capture_output=True,
+                    text=True, timeout=60).stdout:
+                assert time.monotonic() < deadline, "no batch was created"
+                time.sleep(0.1)
+            cancelled = gristmill_text("batches", "cancel", str(run_dir))
+            assert "cancel" in cancelled and "default:" in cancelled
+            status = gristmill_text("status", str(run_dir))
+            assert "batches of default:" in status and "requests" in status
+        finally:
+            running.send_signal(signal.SIGTERM)
+            running.communicate(timeout=60)
+        assert server.stats()["batches"]["cancelled"] >= 1
+        resumed = gristmill("resume", str(run_dir))  # the provider still has the batches
+    assert resumed.returncode == 0, resumed.stderr
+    assert records(run_dir) == online_records
+
+
+def gristmill_text(*args: str) -> str:
+    done = subprocess.run([*GRISTMILL, *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -12,9 +12,9 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 
-from gristmill.errors import BackendError, ConnectionReset
+from gristmill.errors import BackendError, ConnectionReset, FatalUpstream
 
-from gristmill.backends.openai_http.refusals import Where, refusal
+from gristmill.backends.openai_http.refusals import Where, refusal, server_said
 
 log = logging.getLogger("gristmill.batch")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -37,6 +37,11 @@ class BatchApi:
         try:
             async with self.session.request(method, url, **kwargs) as resp:
                 body = await resp.read()
+                if resp.status == 404:  # not a model: a batch or a file the provider lacks
+                    raise FatalUpstream(
+                        f"backend {self.where.backend!r}: {method} {url} answered 404: "
+                        f"{server_said(body.decode(errors='replace'))[1]!r}; the provider "
+                        "does not know this batch or file (another account or key?)")
                 if resp.status != 200:
                     raise refusal(resp.status, resp.headers, body.decode(errors="replace"),
                                   self.base_url, self.where)

@@ -119,6 +119,9 @@ class OpenAIBatchBackend:
                 await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
             self._group = None
+            if self._timer is not None:  # the run has ended: no file is sealed after it
+                self._timer.cancel()
+                self._timer = None
 
     def _claim(self, entry: FileEntry, keys: list[bytes]) -> None:
         for key in keys:
@@ -258,7 +261,8 @@ class OpenAIBatchBackend:
         delay, limits = self.config.batch_files.poll_s, self.config.batch_files
         while True:
             batch = await patiently(self.api.retrieve, entry.batch_id)
-            await self.ledger.status(entry, batch.get("status") or "unknown")
+            await self.ledger.status(entry, batch.get("status") or "unknown",
+                                     batch.get("request_counts") or {})
             if batch.get("status") in TERMINAL:
                 return batch
             await asyncio.sleep(delay)

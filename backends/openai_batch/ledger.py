@@ -20,7 +20,7 @@ from pathlib import Path
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, requests INTEGER NOT NULL,
-    file_id TEXT, batch_id TEXT, status TEXT, done INTEGER NOT NULL DEFAULT 0,
+    file_id TEXT, batch_id TEXT, status TEXT, counts TEXT, done INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS members (key BLOB NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (key, seq));
@@ -36,6 +36,7 @@ class FileEntry:
     file_id: str | None = None
     batch_id: str | None = None
     status: str | None = None  # the provider's last status
+    counts: str | None = None  # and its request counts, as "completed=9,failed=1,total=10"
 
 
 class Ledger:
@@ -79,16 +80,10 @@ class Ledger:
     def open_files(self) -> list[tuple[FileEntry, list[bytes]]]:
         """Files not done, with their keys: a session resumes each where it stopped."""
         entries = [FileEntry(*row) for row in self._conn.execute(
-            "SELECT seq, name, requests, file_id, batch_id, status FROM files "
+            "SELECT seq, name, requests, file_id, batch_id, status, counts FROM files "
             "WHERE done = 0 ORDER BY seq")]
         return [(e, [k for (k,) in self._conn.execute(
             "SELECT key FROM members WHERE seq = ?", (e.seq,))]) for e in entries]
-
-    def files(self) -> list[dict[str, object]]:
-        """Every file, for `gristmill status`."""
-        cols = ("seq", "name", "requests", "file_id", "batch_id", "status", "done")
-        return [dict(zip(cols, row)) for row in self._conn.execute(
-            f"SELECT {', '.join(cols)} FROM files ORDER BY seq")]
 
     # -- writes ---------------------------------------------------------------------------
     async def intend(self, entry: FileEntry, keys: list[bytes]) -> None:
@@ -108,12 +103,28 @@ class Ledger:
         await self._write(("UPDATE files SET batch_id = ?, status = ?, updated = ? "
                            "WHERE seq = ?", (batch_id, status, time.time(), entry.seq)))
 
-    async def status(self, entry: FileEntry, status: str) -> None:
-        if status != entry.status:
-            entry.status = status
-            await self._write(("UPDATE files SET status = ?, updated = ? WHERE seq = ?",
-                               (status, time.time(), entry.seq)))
+    async def status(self, entry: FileEntry, status: str, counts: dict[str, int]) -> None:
+        """The provider's status and request counts (written when either changed)."""
+        text = ",".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        if (status, text) != (entry.status, entry.counts):
+            entry.status, entry.counts = status, text
+            await self._write(("UPDATE files SET status = ?, counts = ?, updated = ? "
+                               "WHERE seq = ?", (status, text, time.time(), entry.seq)))
 
     async def done(self, entry: FileEntry) -> None:
         await self._write(("UPDATE files SET done = 1, updated = ? WHERE seq = ?",
                            (time.time(), entry.seq)))
+
+
+def read_files(run_dir: Path) -> dict[str, list[dict[str, object]]]:
+    """Each batch backend's files in a run directory (RUN/batches/<backend>/), read only."""
+    cols = ("seq", "name", "requests", "file_id", "batch_id", "status", "counts", "done")
+    out = {}
+    for path in sorted((run_dir / "batches").glob("*/ledger.sqlite")):
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            out[path.parent.name] = [dict(zip(cols, row)) for row in conn.execute(
+                f"SELECT {', '.join(cols)} FROM files ORDER BY seq")]
+        finally:
+            conn.close()
+    return out

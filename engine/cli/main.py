@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="progress of a running or stopped run")
     p.add_argument("run_dir", type=Path)
 
+    p = sub.add_parser("batches", help="a run's hosted batch files (mode: batch): list them, "
+                       "or cancel those not ended")
+    p.add_argument("action", choices=["list", "cancel"])
+    p.add_argument("run_dir", type=Path)
+
     p = sub.add_parser("cache", help="the response cache of a run")
     p.add_argument("action", choices=["stats"])
     p.add_argument("run_dir", type=Path)
@@ -136,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
                 "export": cmd_export, "resume": cmd_resume, "status": cmd_status,
-                "cache": cmd_cache, "dedup": cmd_dedup,
+                "cache": cmd_cache, "dedup": cmd_dedup, "batches": cmd_batches,
                 **cli_flywheel.COMMANDS}[args.command](args)
     except ConfigError as exc:
         print(f"gristmill: config error: {exc}", file=sys.stderr)
@@ -156,6 +161,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     from gristmill.runs.status import describe
 
     print(describe(args.run_dir))
+    return 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    from gristmill.runs.status import batch_lines
+
+    if not (args.run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{args.run_dir}: no config.yaml; is this a run directory?")
+    if args.action == "list":
+        print("\n".join(batch_lines(args.run_dir, every=True)) or "no batch files")
+        return 0
+    import asyncio
+
+    from gristmill.backends.openai_batch.cancel import cancel_open
+    from gristmill.config.load import read_run_config, validate_config
+
+    config = validate_config(read_run_config(args.run_dir),
+                             source=str(args.run_dir / "config.yaml"))
+    said = asyncio.run(cancel_open(args.run_dir, config))
+    print("\n".join(said) or "no open batch to cancel")
     return 0
 
 

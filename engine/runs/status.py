@@ -40,7 +40,24 @@ def describe(run_dir: Path) -> str:
     for stage in state["stages"]:
         lines.append(f"  {stage['name']:<12} done {stage['done']:>9,}  in flight "
                      f"{stage['in_flight']:>5,}  failed {stage['failed']:>7,}")
-    return "\n".join(lines)
+    return "\n".join(lines + batch_lines(run_dir))
+
+
+def batch_lines(run_dir: Path, every: bool = False) -> list[str]:
+    """Hosted batch files: how many are done, and each open one's state and counts (every
+    one's with `every`)."""
+    from gristmill.backends.openai_batch.ledger import read_files
+
+    lines = []
+    for backend, files in read_files(run_dir).items():
+        done = sum(1 for f in files if f["done"])
+        lines.append(f"batches of {backend}: {len(files)} files, {done} done")
+        for f in files:
+            if every or not f["done"]:
+                lines.append(f"  {f['name']}  {f['requests']:>6,} requests  "
+                             f"{f['batch_id'] or 'not created'}  {f['status'] or 'sealed'}  "
+                             f"{f['counts'] or ''}{'  done' if f['done'] else ''}")
+    return lines
 
 
 def cache_stats(run_dir: Path) -> dict[str, Any]:
