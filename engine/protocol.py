@@ -37,6 +37,7 @@ class Request:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from the server's prompt cache
 
     @property
     def total_tokens(self) -> int:

@@ -42,12 +42,25 @@ def _run_args(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
                    "to listen on (default 127.0.0.1; a resume keeps it)")
     p.add_argument("--metrics-linger", type=float, default=0.0, metavar="S", help="keep "
                    "/metrics up S seconds after the run ends (default 0)")
+    p.add_argument("--budget-usd", type=_usd, metavar="X", help="stop (exit 5) before "
+                   "spending more than X USD, earlier sessions included; every model needs a "
+                   "price (a resume keeps the run's budget unless given another; 0: none)")
 
 
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: give a port from 1 to 65535 (0: none)")
     return int(text)
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give an amount in USD, e.g. 2.50 (0: none)")
+    return value
 
 
 def _gpu_list(text: str) -> list[int]:
@@ -300,7 +313,7 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
                          progress=False if args.no_progress else None, on_start=stop.install,
                          cache=not args.no_cache, force=args.force,
                          metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-                         metrics_linger_s=args.metrics_linger)
+                         metrics_linger_s=args.metrics_linger, budget_usd=args.budget_usd)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         try:
             if server is not None:

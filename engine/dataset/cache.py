@@ -15,7 +15,7 @@ import orjson
 
 from gristmill.protocol import Completion, Request, Usage
 
-from gristmill.dataset.store import Store
+from gristmill.dataset.store import SpendRow, Store
 
 
 def answer_key(backend: str, request: Request) -> bytes:
@@ -28,14 +28,16 @@ def answer_key(backend: str, request: Request) -> bytes:
 
 
 def encode(completion: Completion) -> bytes:
-    return orjson.dumps([completion.text, completion.finish_reason,
-                         completion.usage.prompt_tokens, completion.usage.completion_tokens,
-                         completion.model])
+    usage = completion.usage
+    return orjson.dumps([completion.text, completion.finish_reason, usage.prompt_tokens,
+                         usage.completion_tokens, completion.model, usage.cached_prompt_tokens])
 
 
 def decode(value: bytes) -> Completion:
-    text, finish, prompt_tokens, completion_tokens, model = orjson.loads(value)
-    return Completion(text, finish, Usage(prompt_tokens, completion_tokens), model, cached=True)
+    # Stores written before cached prompt tokens were kept hold five fields: none cached.
+    text, finish, prompt_tokens, completion_tokens, model, *cached = orjson.loads(value)
+    return Completion(text, finish, Usage(prompt_tokens, completion_tokens,
+                                          cached[0] if cached else 0), model, cached=True)
 
 
 class AnswerCache:
@@ -54,5 +56,6 @@ class AnswerCache:
         self.hits += 1
         return key, decode(value)
 
-    def put(self, key: bytes, completion: Completion) -> None:
-        self.store.put_answer(key, encode(completion))
+    def put(self, key: bytes, completion: Completion, spent: SpendRow | None = None) -> None:
+        """Store the answer; `spent` (its cost) is committed in the same transaction."""
+        self.store.put_answer(key, encode(completion), spent)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from gristmill.backends.factory import build_backend
 from gristmill.config.pipeline import BackendConfig, ErrorRateConfig, PipelineConfig
+from gristmill.config.prices import price_for
 from gristmill.dataset.records import RecordMaker, template_record
 from gristmill.flows import staged
 from gristmill.flows.items import Item
@@ -40,7 +41,8 @@ def make_client(name: str, config: BackendConfig, log_dir: Path | None = None,
                        count_tokens=counter_for(tokenizer),
                        default_max_tokens=config.default_max_tokens, rng=random.Random(),
                        guard=ErrorRateGuard(error_rate.rate, error_rate.window)
-                       if error_rate is not None else None)
+                       if error_rate is not None else None,
+                       price_of=partial(price_for, config))
 
 
 @dataclass
