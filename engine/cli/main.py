@@ -220,9 +220,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 vllm_model=args.vllm_model, gpus=args.gpus,
                                 gpus_per_server=args.gpus_per_server)
     target = config.target_records if args.target_records is None else args.target_records
-    if (args.keep_rate is not None or args.like is not None) and not (args.dry_run and target):
-        raise ConfigError("--keep-rate and --like estimate a target: give them with --dry-run "
+    if args.keep_rate is not None and not (args.dry_run and target):
+        raise ConfigError("--keep-rate estimates a target: give it with --dry-run "
                           "--target-records N")
+    if args.like is not None and not args.dry_run:
+        raise ConfigError("--like measures an earlier run for an estimate: give it with "
+                          "--dry-run (and --target-records N for the seeds)")
     if args.dry_run:
         return print_dry_run(config, args.limit, target, args.keep_rate, args.like)
     warn_about_keys(config)
@@ -241,6 +244,7 @@ def warn_about_keys(config: Any) -> None:
 
 def print_dry_run(config: Any, limit: int | None, target: int | None = None,
                   keep_rate: float | None = None, like: Path | None = None) -> int:
+    from gristmill.runs import cost_plan
     from gristmill.runs.dry_run import dry_run
     from gristmill.runs.target_plan import describe, estimate
 
@@ -251,11 +255,20 @@ def print_dry_run(config: Any, limit: int | None, target: int | None = None,
         for key in ("system", "prompt", "transform_prompt", "generate_prompt"):
             if shown.get(key):
                 print(f"[{key}]\n{shown[key]}\n")
-    print(f"dry run: {plan['seeds']:,} seeds -> about {plan['requests']:,} requests, "
-          f"at most {plan['prompt_tokens']:,} prompt + {plan['completion_tokens']:,} completion "
-          "tokens (every answer at its max_tokens); no model was called")
+    judged = plan["steps"].get("judge")
+    print(f"dry run: {plan['seeds']:,} seeds -> about {plan['requests']:,} requests"
+          + (f" ({judged['requests']:,} of them the judge's)" if judged else "") +
+          f", at most {plan['prompt_tokens']:,} prompt + {plan['completion_tokens']:,} "
+          "completion tokens (every answer at its max_tokens); no model was called")
+    cost = cost_plan.estimate_cost(config, plan, like)
+    if text := cost_plan.describe(cost):
+        print(text)
     if target:
-        print(describe(estimate(plan, target, keep_rate, like)))
+        est = estimate(plan, target, keep_rate, like)
+        print(describe(est))
+        if cost["priced"]:  # the dry run's cost per seed, times the seeds the target takes
+            print(cost_plan.describe(cost, est["seeds"] / plan["seeds"],
+                                     f" of {target:,} records"))
     return 0
 
 
