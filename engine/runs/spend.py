@@ -48,7 +48,15 @@ def open_spend(run: Run) -> None:
 
 
 def backend_cost(run: Run) -> dict[str, float | None]:
-    return {name: total_cost(client.spend) for name, client in run.clients.items()}
+    """USD per backend; None for one with no priced model (nothing to report), 0.0 for a
+    priced one that has paid for nothing yet (every answer replayed from the cache)."""
+    wanted = run.config.models_by_backend()
+    out = {}
+    for name, client in run.clients.items():
+        cost = total_cost(client.spend)
+        priced = any(client.price(model) is not None for model in wanted.get(name, ()))
+        out[name] = cost if cost is not None or not priced else 0.0
+    return out
 
 
 def run_cost(run: Run) -> float | None:
