@@ -155,6 +155,9 @@ async def test_a_budget_stop_leaves_nothing_in_flight(tmp_path):
     assert client.requests == asked > 0  # what was sent was answered: none cut off
     assert run.budget.spent <= 0.001
     assert run.outcome.stop_reason == "budget"
+    from gristmill.runs.progress import notes
+
+    assert any("of budget $0.00" in line and "budget reached" in line for line in notes(run))
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
 
 
