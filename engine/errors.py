@@ -114,3 +114,11 @@ class ErrorRateExceeded(RunStopped):
     (`stop_on_error_rate`); validator and judge rejects never count."""
 
     stop_reason = "error_rate"
+
+
+class BudgetReached(RunStopped):
+    """The next request could pass the run's spending budget (`budget_usd`, `--budget-usd`):
+    nothing more was sent, the requests in flight finished, and what was not sent is not
+    done; a resume with a higher budget asks for it."""
+
+    stop_reason = "budget"

@@ -52,6 +52,7 @@ def request_key(backend: str, request: Request) -> bytes:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from the server's prompt cache
 
     @property
     def total_tokens(self) -> int:

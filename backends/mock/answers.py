@@ -43,6 +43,7 @@ class Answer:
     choices: list[Choice]
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of prompt_tokens, "served from a prompt cache" (--cached-prompt-fraction)
 
 
 def body_seed(body: dict[str, Any]) -> int:

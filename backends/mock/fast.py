@@ -29,7 +29,8 @@ from gristmill.backends.mock.faults import Stats
 from gristmill.backends.mock.gpu import METRICS_TYPE, metric_values, render_metrics
 from gristmill.backends.mock.judge import answer_for
 from gristmill.backends.mock.wire import (completion_body, error_body, finish_reason,
-                                          request_summary, stats_body, stream_events)
+                                          request_summary, stats_body, stream_events,
+                                          with_cached_prompt)
 from gristmill.errors import ConfigError
 
 MAX_HEAD = 64 * 1024
@@ -202,6 +203,7 @@ class FastConnection(asyncio.Protocol):
             st.window.add(now, 0)
             status, message, _, code = refused
             return self._error(status, message, code)
+        answer = with_cached_prompt(answer, app.config.cached_prompt_fraction)
         st.window.add(now, answer.prompt_tokens + answer.completion_tokens)
         st.in_flight += 1
         st.peak_in_flight = max(st.peak_in_flight, st.in_flight)

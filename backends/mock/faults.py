@@ -375,6 +375,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--tpm", type=int, default=0, help="enforced tokens per window; 0 = off")
     add("--rate-window-s", type=float, default=60.0, metavar="W",
         help="sliding window of --rpm/--tpm and of the /stats maxima (default 60)")
+    add("--cached-prompt-fraction", type=_arg(parse_fraction), default=0.0, metavar="F",
+        help="report this share of each prompt's tokens as served from a prompt cache "
+        "(usage.prompt_tokens_details.cached_tokens, rounded down; default 0: none)")
     add("--record-arrivals", action="store_true", help="list arrival times in /stats")
     add("--vary", action="store_true", help="answers differ per arrival (like a sampling "
         "model), not a function of the request")

@@ -36,7 +36,8 @@ from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, 
 from gristmill.backends.mock.judge import add_judge_arguments, answer_for
 from gristmill.backends.mock.wire import (HTML_PAGE, broken_body, broken_stream, completion_body,
                                           error_body, finish_reason,
-                                          request_summary, stats_body, stream_events)
+                                          request_summary, stats_body, stream_events,
+                                          with_cached_prompt)
 from gristmill.errors import ConfigError
 
 BACKLOG = 4096
@@ -172,6 +173,7 @@ class MockApp:
         kind = self._bad_kind(body, bad)
         if kind is not None:  # a long bad answer in place of the good one
             answer = bad_answer(answer, body, kind, self.config.bad_tokens)
+        answer = with_cached_prompt(answer, self.config.cached_prompt_fraction)
         tokens = answer.prompt_tokens + answer.completion_tokens  # known at arrival
         st.window.add(now, tokens)
         wait = self.limiter.admit(now, tokens) if self.limiter.enforced else 0.0

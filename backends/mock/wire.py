@@ -60,9 +60,21 @@ def completion_body(chat: bool, answer: Answer, rid: str, model: str) -> dict[st
             "usage": _usage(answer)}
 
 
-def _usage(answer: Answer) -> dict[str, int]:
-    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+def _usage(answer: Answer) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": answer.prompt_tokens,
+                             "completion_tokens": answer.completion_tokens,
+                             "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+    if answer.cached_tokens:  # as OpenAI reports prompt caching
+        usage["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens}
+    return usage
+
+
+def with_cached_prompt(answer: Answer, fraction: float) -> Answer:
+    """`fraction` of the prompt reported as cached, rounded down: deterministic, so a test
+    can price the usage it was sent."""
+    if fraction > 0:
+        answer.cached_tokens = int(answer.prompt_tokens * fraction)
+    return answer
 
 
 def stream_events(chat: bool, answer: Answer, rid: str, model: str, include_usage: bool,

@@ -29,7 +29,15 @@ def usage_of(data: Any) -> Usage:
     prompt, completion = data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0
     if not isinstance(prompt, int) or not isinstance(completion, int):
         raise malformed("usage token counts are not integers", data)
-    return Usage(prompt, completion)
+    return Usage(prompt, completion, cached_tokens_of(data))
+
+
+def cached_tokens_of(usage: dict[str, Any]) -> int:
+    """`prompt_tokens_details.cached_tokens` (OpenAI's prompt caching; vLLM may send null
+    details): priced at the cached-input rate. Absent or not a count: none cached."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and cached > 0 else 0
 
 
 def finish_of(choice: dict[str, Any]) -> str | None:

@@ -42,12 +42,25 @@ def _run_args(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
                    "to listen on (default 127.0.0.1; a resume keeps it)")
     p.add_argument("--metrics-linger", type=float, default=0.0, metavar="S", help="keep "
                    "/metrics up S seconds after the run ends (default 0)")
+    p.add_argument("--budget-usd", type=_usd, metavar="X", help="stop (exit 5) before "
+                   "spending more than X USD, earlier sessions included; every model needs a "
+                   "price (a resume keeps the run's budget unless given another; 0: none)")
 
 
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: give a port from 1 to 65535 (0: none)")
     return int(text)
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give an amount in USD, e.g. 2.50 (0: none)")
+    return value
 
 
 def _gpu_list(text: str) -> list[int]:
@@ -232,9 +245,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 vllm_model=args.vllm_model, gpus=args.gpus,
                                 gpus_per_server=args.gpus_per_server)
     target = config.target_records if args.target_records is None else args.target_records
-    if (args.keep_rate is not None or args.like is not None) and not (args.dry_run and target):
-        raise ConfigError("--keep-rate and --like estimate a target: give them with --dry-run "
+    if args.keep_rate is not None and not (args.dry_run and target):
+        raise ConfigError("--keep-rate estimates a target: give it with --dry-run "
                           "--target-records N")
+    if args.like is not None and not args.dry_run:
+        raise ConfigError("--like measures an earlier run for an estimate: give it with "
+                          "--dry-run (and --target-records N for the seeds)")
     if args.dry_run:
         return print_dry_run(config, args.limit, target, args.keep_rate, args.like)
     warn_about_keys(config)
@@ -253,6 +269,7 @@ def warn_about_keys(config: Any) -> None:
 
 def print_dry_run(config: Any, limit: int | None, target: int | None = None,
                   keep_rate: float | None = None, like: Path | None = None) -> int:
+    from gristmill.runs import cost_plan
     from gristmill.runs.dry_run import dry_run
     from gristmill.runs.target_plan import describe, estimate
 
@@ -263,11 +280,20 @@ def print_dry_run(config: Any, limit: int | None, target: int | None = None,
         for key in ("system", "prompt", "transform_prompt", "generate_prompt"):
             if shown.get(key):
                 print(f"[{key}]\n{shown[key]}\n")
-    print(f"dry run: {plan['seeds']:,} seeds -> about {plan['requests']:,} requests, "
-          f"at most {plan['prompt_tokens']:,} prompt + {plan['completion_tokens']:,} completion "
-          "tokens (every answer at its max_tokens); no model was called")
+    judged = plan["steps"].get("judge")
+    print(f"dry run: {plan['seeds']:,} seeds -> about {plan['requests']:,} requests"
+          + (f" ({judged['requests']:,} of them the judge's)" if judged else "") +
+          f", at most {plan['prompt_tokens']:,} prompt + {plan['completion_tokens']:,} "
+          "completion tokens (every answer at its max_tokens); no model was called")
+    cost = cost_plan.estimate_cost(config, plan, like)
+    if text := cost_plan.describe(cost):
+        print(text)
     if target:
-        print(describe(estimate(plan, target, keep_rate, like)))
+        est = estimate(plan, target, keep_rate, like)
+        print(describe(est))
+        if cost["priced"]:  # the dry run's cost per seed, times the seeds the target takes
+            print(cost_plan.describe(cost, est["seeds"] / plan["seeds"],
+                                     f" of {target:,} records"))
     return 0
 
 
@@ -325,7 +351,7 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
                          progress=False if args.no_progress else None, on_start=stop.install,
                          cache=not args.no_cache, force=args.force,
                          metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-                         metrics_linger_s=args.metrics_linger)
+                         metrics_linger_s=args.metrics_linger, budget_usd=args.budget_usd)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         try:
             if server is not None:

@@ -11,6 +11,7 @@ from pydantic import field_validator, model_validator
 
 from gristmill.config.base import Field, RelPath, Strict
 from gristmill.config.fleet import EngineSettings, FleetConfig
+from gristmill.config.prices import PriceConfig
 
 
 class Timeouts(Strict):
@@ -129,6 +130,11 @@ class BackendConfig(EngineSettings):
         "each endpoint's /models with the key: a refused key, a model the server does not "
         "list, or a base URL without /v1 stops the run (exit 3) before any work. Turn off for "
         "servers whose /models is missing or lists other names than they serve.")
+    price: PriceConfig | None = Field(None, answers=False, description="USD per million "
+        "tokens {input, cached_input, output, batch_discount} for every model of this backend, "
+        "over the shipped table (configs/prices.yaml, OpenAI's models); a local model has no "
+        "price unless given one here. Cost is reported only for priced models "
+        "(docs/spend.md).")
     timeouts: Timeouts = Field(answers=False, default_factory=Timeouts, description="Per-phase deadlines "
                                "of a request.")
     retry: Retry = Field(answers=False, default_factory=Retry, description="How failed requests are retried "

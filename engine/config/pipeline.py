@@ -318,6 +318,12 @@ class PipelineConfig(Strict):
                                        "judge and dedup); dataset.jsonl gets exactly this many, "
                                        "the first in seed order. `--target-records` overrides "
                                        "it (docs/runs.md).")
+    budget_usd: float | None = Field(None, answers=False, gt=0, description="A hard cap on "
+                                     "the run's spend in USD, earlier sessions included: no "
+                                     "request that could pass it is sent, and the run stops "
+                                     "(exit 5) once the work in flight is done. Every model "
+                                     "asked for needs a price. `--budget-usd` overrides it "
+                                     "(docs/spend.md).")
     _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)
 
     @field_validator("judge", mode="before")
@@ -406,7 +412,16 @@ class PipelineConfig(Strict):
             if stage.backend not in self.backends:
                 raise ValueError(f"stages[{i}].backend: {stage.backend!r} is not defined; "
                                  f"defined backends: {sorted(self.backends)}")
+        self._check_prices()  # after the references: it looks up every backend named
         return self
+
+    def _check_prices(self) -> None:
+        from gristmill.config.prices import require_prices
+
+        try:
+            require_prices(self, self.budget_usd, "budget_usd")
+        except ConfigError as exc:  # a ValueError names the field in the config's errors
+            raise ValueError(str(exc)) from None
 
     def _check_judge(self, judge: JudgeConfig) -> None:
         if judge.backend not in self.backends:

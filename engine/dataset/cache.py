@@ -13,21 +13,23 @@ import orjson
 
 from gristmill.protocol import Completion, Request, Usage, request_key
 
-from gristmill.dataset.store import Store
+from gristmill.dataset.store import SpendRow, Store
 
 
 answer_key = request_key  # the cache's name for it
 
 
 def encode(completion: Completion) -> bytes:
-    return orjson.dumps([completion.text, completion.finish_reason,
-                         completion.usage.prompt_tokens, completion.usage.completion_tokens,
-                         completion.model])
+    usage = completion.usage
+    return orjson.dumps([completion.text, completion.finish_reason, usage.prompt_tokens,
+                         usage.completion_tokens, completion.model, usage.cached_prompt_tokens])
 
 
 def decode(value: bytes) -> Completion:
-    text, finish, prompt_tokens, completion_tokens, model = orjson.loads(value)
-    return Completion(text, finish, Usage(prompt_tokens, completion_tokens), model, cached=True)
+    # Stores written before cached prompt tokens were kept hold five fields: none cached.
+    text, finish, prompt_tokens, completion_tokens, model, *cached = orjson.loads(value)
+    return Completion(text, finish, Usage(prompt_tokens, completion_tokens,
+                                          cached[0] if cached else 0), model, cached=True)
 
 
 class AnswerCache:
@@ -46,5 +48,6 @@ class AnswerCache:
         self.hits += 1
         return key, decode(value)
 
-    def put(self, key: bytes, completion: Completion) -> None:
-        self.store.put_answer(key, encode(completion))
+    def put(self, key: bytes, completion: Completion, spent: SpendRow | None = None) -> None:
+        """Store the answer; `spent` (its cost) is committed in the same transaction."""
+        self.store.put_answer(key, encode(completion), spent)

@@ -28,7 +28,24 @@ from gristmill.dataset.sink import JsonlFile
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, value BLOB NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS seeds (id TEXT PRIMARY KEY, source TEXT NOT NULL, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spend (backend TEXT NOT NULL, model TEXT NOT NULL, cost_usd REAL,
+    prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL, requests INTEGER NOT NULL,
+    PRIMARY KEY (backend, model));
 """
+# What answers cost, summed per (backend, model) in the writer's transaction. cost_usd stays
+# NULL while a model is unpriced (a cost is never invented), and adds up once one is priced.
+ADD_SPEND = """
+INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (backend, model) DO UPDATE SET
+    cost_usd = CASE WHEN cost_usd IS NULL AND excluded.cost_usd IS NULL THEN NULL
+                    ELSE COALESCE(cost_usd, 0) + COALESCE(excluded.cost_usd, 0) END,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    requests = requests + excluded.requests
+"""
+# (backend, model, cost_usd or None, prompt, cached prompt, completion tokens, requests)
+SpendRow = tuple[str, str, "float | None", int, int, int, int]
 _STOP = object()
 
 
@@ -95,12 +112,24 @@ class Store:
         row = self._reader.execute("SELECT value FROM answers WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
-    def put_answer(self, key: bytes, value: bytes) -> None:
+    def put_answer(self, key: bytes, value: bytes, spent: SpendRow | None = None) -> None:
+        """Queue an answer; `spent`, what it cost, is committed with it: a crash keeps both or
+        neither, so the persisted spend is that of the answers a resume replays for free."""
         self._check()
         if self._known is not None:
             self._known.add(key)
         self._pending[key] = value
-        self._queue.put(("answer", key, value))
+        self._queue.put(("answer", key, value, spent))
+
+    def add_spend(self, spent: SpendRow) -> None:
+        """What an answer not kept in the cache (--no-cache) cost."""
+        self._check()
+        self._queue.put(("spend", spent))
+
+    def spend(self) -> list[SpendRow]:
+        """What every answer committed so far cost, by backend and model (earlier sessions
+        included)."""
+        return self._reader.execute("SELECT * FROM spend").fetchall()
 
     def put_seed(self, seed_id: str, source: str, text: str) -> None:
         self._queue.put(("seed", seed_id, source, text))
@@ -178,10 +207,13 @@ class Store:
     def _write(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         answers = [(op[1], op[2], time.time()) for op in batch if op[0] == "answer"]
         seeds = [op[1:] for op in batch if op[0] == "seed"]
-        if answers or seeds:
+        spent = [op[3] if op[0] == "answer" else op[1] for op in batch
+                 if (op[0] == "answer" and op[3] is not None) or op[0] == "spend"]
+        if answers or seeds or spent:
             conn.execute("BEGIN")
             conn.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?)", answers)
             conn.executemany("INSERT OR IGNORE INTO seeds VALUES (?, ?, ?)", seeds)
+            conn.executemany(ADD_SPEND, spent)
             conn.execute("COMMIT")
             self.commits += 1
             for key, _, _ in answers:

@@ -81,6 +81,7 @@ class ModelStage:
             else:
                 self.stats.prompt_tokens += completion.usage.prompt_tokens
                 self.stats.completion_tokens += completion.usage.completion_tokens
+                self.stats.answers += 1
                 if validation is None:
                     return completion
                 rejection = validation.verdict(completion, context,

@@ -19,12 +19,13 @@ class StageStats:
     emitted: int = 0  # items passed on
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    answers: int = 0  # answers received (replayed ones too): tokens per answer, for --like
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "done": self.done, "failed": self.failed,
                 "in_flight": self.in_flight, "emitted": self.emitted,
                 "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens}
+                "completion_tokens": self.completion_tokens, "answers": self.answers}
 
 
 @dataclass

@@ -60,6 +60,11 @@ def _tiles(data: dict[str, Any]) -> str:
              ("records / s", f'{summary.get("records_per_s", 0):,.1f}',
               f'{summary.get("elapsed_s", 0):,.0f} s'),
              ("tokens", f'{summary.get("tokens", 0):,}', "")]
+    cost = summary.get("cost_usd") or data["state"].get("cost_usd")
+    if cost is not None:  # null: no model priced
+        budget = cost.get("budget")
+        tiles.append(("spent", f'${cost["total"]:,.4f}', f'of ${budget["cap_usd"]:,.2f} budget'
+                      if budget else "all sessions"))
     if judge.judged:
         tiles.append(("judge pass", _pct(judge.passed, judge.judged), f"of {judge.judged:,}"))
     tiles.append(("labels", f'{labels["labelled"]:,}', f'{labels["passed"]:,} pass'))

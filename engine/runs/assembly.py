@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 from gristmill.backends.factory import build_backend
 from gristmill.config.pipeline import BackendConfig, ErrorRateConfig, PipelineConfig
+from gristmill.config.prices import price_for
+from gristmill.scheduling.spend import Price
 from gristmill.dataset.records import RecordMaker, template_record
 from gristmill.flows import staged
 from gristmill.flows.items import Item
@@ -24,6 +26,12 @@ from gristmill.scheduling.retry import RetryPolicy
 from gristmill.scheduling.tokens import counter_for
 from gristmill.seeds import SeedSource
 from gristmill.seeds.report import Seed
+
+
+def batch_price_for(config: BackendConfig, model: str) -> Price | None:
+    """A batch client pays the discounted price, worst cases included."""
+    price = price_for(config, model)
+    return price.batched() if price is not None else None
 
 
 def make_client(name: str, config: BackendConfig, run_dir: Path | None = None,
@@ -40,7 +48,9 @@ def make_client(name: str, config: BackendConfig, run_dir: Path | None = None,
                        count_tokens=counter_for(tokenizer),
                        default_max_tokens=config.default_max_tokens, rng=random.Random(),
                        guard=ErrorRateGuard(error_rate.rate, error_rate.window)
-                       if error_rate is not None else None)
+                       if error_rate is not None else None,
+                       price_of=partial(batch_price_for if config.mode == "batch"
+                                        else price_for, config))
 
 
 @dataclass

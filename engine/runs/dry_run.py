@@ -6,6 +6,7 @@ token estimate assumes every answer uses its whole max_tokens: an upper bound.""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any, Iterator
 
@@ -24,13 +25,36 @@ def _seeds(config: PipelineConfig, limit: int | None) -> Iterator[Any]:
     return itertools.islice(seeds, limit) if limit else seeds
 
 
-def _count(config: PipelineConfig, text: str) -> int:
-    backend = next(iter(config.backends.values()))
-    return counter_for(str(backend.tokenizer) if backend.tokenizer else None)(text)
+def _count(config: PipelineConfig, text: str, backend: str | None = None) -> int:
+    """Tokens of `text` with the tokenizer of `backend` (exact when it has one)."""
+    settings = config.backends[backend] if backend else next(iter(config.backends.values()))
+    return _counter(str(settings.tokenizer) if settings.tokenizer else None)(text)
+
+
+@functools.lru_cache(maxsize=8)
+def _counter(tokenizer: str | None) -> Any:
+    return counter_for(tokenizer)
+
+
+def _step(steps: dict[str, dict[str, Any]], name: str, config: PipelineConfig, backend: str,
+          model: str | None, requests: int, prompt_tokens: int, completion_tokens: int) -> None:
+    """Add to the tally of one step (a stage, a kind, the judge): its backend and model
+    price it (runs/cost_plan.py)."""
+    step = steps.setdefault(name, {"backend": backend,
+                                   "model": model or config.backends[backend].model,
+                                   "requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+    step["requests"] += requests
+    step["prompt_tokens"] += prompt_tokens
+    step["completion_tokens"] += completion_tokens
+
+
+def _totals(steps: dict[str, dict[str, Any]]) -> dict[str, int]:
+    return {k: sum(s[k] for s in steps.values())
+            for k in ("requests", "prompt_tokens", "completion_tokens")}
 
 
 def staged_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str, Any]:
-    shown, requests, prompt_tokens, completion_tokens, seeds, records = [], 0, 0, 0, 0, 0
+    shown, steps, seeds, records = [], {}, 0, 0  # type: ignore[var-annotated]
     for index, seed in enumerate(_seeds(config, limit)):
         seeds += 1
         values: dict[str, Any] = {"seed": seed.text, "id": seed.id, "seed_id": seed.id}
@@ -41,11 +65,11 @@ def staged_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[st
             system = compile_template(stage.system).render(values) if stage.system else ""
             user = compile_template(stage.prompt).render(values)
             max_tokens = stage.sampling.max_tokens or config.backends[stage.backend].default_max_tokens
-            requests += units
-            prompt_tokens += units * count_messages(
+            prompt = count_messages(
                 [{"content": system}, {"content": user}] if system else [{"content": user}],
-                lambda t: _count(config, t))
-            completion_tokens += units * max_tokens
+                lambda t: _count(config, t, stage.backend))
+            _step(steps, stage.name, config, stage.backend, stage.model, units,
+                  units * prompt, units * max_tokens)
             if index < show:
                 shown.append({"seed": seed.source, "stage": stage.name, "system": system,
                               "prompt": user})
@@ -53,8 +77,8 @@ def staged_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[st
             if stage.output.type == "list":
                 units *= stage.output.max_items
         records += units  # what the last stage passes on: every answer kept, lists full
-    return {"seeds": seeds, "requests": requests, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "records": records, "prompts": shown}
+    return {"seeds": seeds, **_totals(steps), "records": records, "prompts": shown,
+            "steps": steps}
 
 
 def _filler(tokens: int) -> str:
@@ -65,7 +89,8 @@ def _filler(tokens: int) -> str:
 def _unit_prompt_tokens(config: PipelineConfig, skill: Any, agent: Any, types: list[dict],
                         values: dict[str, Any], max_tokens: dict[str, int]) -> dict[str, int]:
     """Prompt tokens of each kind's request for one unit, outputs at their max length."""
-    count = lambda text: _count(config, text)  # noqa: E731
+    assert config.agentinstruct is not None
+    kinds = config.agentinstruct.kinds()
     text = values["seed"] if agent.identity else _filler(max_tokens["transform"])
     instruction = _filler(max_tokens["edit"])
     per_kind = {
@@ -87,7 +112,8 @@ def _unit_prompt_tokens(config: PipelineConfig, skill: Any, agent: Any, types: l
         messages = [{"content": compile_template(prompt).render(v)}]
         if system:
             messages.append({"content": compile_template(system).render(v)})
-        tokens[kind] = count_messages(messages, count)
+        tokens[kind] = count_messages(messages, functools.partial(_count, config,
+                                                                  backend=kinds[kind].backend))
     return tokens
 
 
@@ -99,7 +125,8 @@ def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str,
     flow = Flow(ai)
     max_tokens = {k: s.sampling.max_tokens or config.backends[s.backend].default_max_tokens
                   for k, s in ai.kinds().items()}
-    shown, requests, completion_tokens, prompt_tokens, seeds, records = [], 0, 0, 0, 0, 0
+    kinds = ai.kinds()
+    shown, steps, seeds, records = [], {}, 0, 0  # type: ignore[var-annotated]
     for index, seed in enumerate(_seeds(config, limit)):
         seeds += 1
         kind = getattr(seed, "kind", "prose")
@@ -114,9 +141,8 @@ def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str,
             prompts = _unit_prompt_tokens(config, skill, agent, types, values, max_tokens)
             records += len(types)  # an answer, a record, per instruction type
             for k, n in calls.items():
-                requests += n
-                completion_tokens += n * max_tokens[k]
-                prompt_tokens += n * prompts[k]
+                _step(steps, k, config, kinds[k].backend, kinds[k].model, n, n * prompts[k],
+                      n * max_tokens[k])
             if index < show:
                 shown.append({
                     "seed": seed.source, "skill": skill.name, "agent": agent.name,
@@ -126,10 +152,38 @@ def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str,
                     "generate_prompt": compile_template(skill.generate.prompt).render(
                         {**values, "text": _placeholder("transform"), "types": types,
                          "n": len(types)})})
-    return {"seeds": seeds, "requests": requests, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "records": records, "prompts": shown}
+    return {"seeds": seeds, **_totals(steps), "records": records, "prompts": shown,
+            "steps": steps}
+
+
+def judge_step(config: PipelineConfig, plan: dict[str, Any]) -> None:
+    """The judge's requests: one per record (regenerations after an unparseable verdict
+    not counted). Its prompt: the judge prompt around an instruction and an answer at
+    their max lengths, with the config's first few-shot examples."""
+    from gristmill.flywheel.fewshot import Example
+    from gristmill.flywheel.prompt import DEFAULT_SYSTEM, render_prompt
+
+    judge = config.judge
+    assert judge is not None
+    backend = config.backends[judge.backend]
+    lengths = [s["completion_tokens"] // max(1, s["requests"]) for s in plan["steps"].values()]
+    instruction, answer = _filler(lengths[-2] if len(lengths) > 1 else 0), _filler(lengths[-1])
+    cut = judge.few_shot.max_chars
+    examples = [Example(e.record_id, e.instruction[:cut], e.answer[:cut], e.passed, e.critique,
+                        e.criterion, e.labeled_at, e.disagreed)
+                for e in judge.examples[:judge.few_shot.k]]
+    prompt = render_prompt(judge.criteria, examples, "", instruction, answer)
+    tokens = count_messages([{"content": judge.system or DEFAULT_SYSTEM}, {"content": prompt}],
+                            functools.partial(_count, config, backend=judge.backend))
+    n = plan["records"]
+    max_tokens = judge.sampling.max_tokens or backend.default_max_tokens
+    _step(plan["steps"], "judge", config, judge.backend, judge.model, n, n * tokens,
+          n * max_tokens)
+    plan.update(_totals(plan["steps"]))
 
 
 def dry_run(config: PipelineConfig, limit: int | None = None, show: int = 2) -> dict[str, Any]:
-    plan = flow_plan if config.agentinstruct is not None else staged_plan
-    return plan(config, limit, show)
+    plan = (flow_plan if config.agentinstruct is not None else staged_plan)(config, limit, show)
+    if config.judge is not None and config.judge.enabled:
+        judge_step(config, plan)
+    return plan

@@ -23,6 +23,8 @@ from gristmill.runs.gc_tuning import tuned_gc
 from gristmill.runs.options import RunOptions, kept_settings, with_kept_settings
 from gristmill.runs.outcome import Outcome, first_leaf
 from gristmill.runs.rundir import RunDir, default_run_dir
+from gristmill.runs.spend import budget_usd, open_spend
+from gristmill.scheduling.budget import Budget
 from gristmill.runs.target import make_target
 
 
@@ -54,6 +56,8 @@ class Run:
         self.dedup: dict[str, int] | None = None  # dataset.jsonl stats, at the end
         self.outcome: Outcome | None = None  # set when the run ends
         self._stop_reason: str | None = None  # why admission stopped early, if it did
+        self.budget: Budget | None = None  # with a budget, once the store is open
+        self.spent_before = 0.0  # USD earlier sessions spent (runs/spend.py)
         parts = assemble(config, self.dir.path, options.limit, self._reject)
         self.clients, self.source, self.stats = parts.clients, parts.source, parts.stats
         self.judge, self._make_record, self._first_item = (parts.judge, parts.make_record,
@@ -63,6 +67,7 @@ class Run:
                                   config.dedup)
         self.pipeline = Pipeline(parts.stages, self._emit,
                                  None if self.target is None else self._seed_done)
+        budget_usd(self)  # an unpriced model under a budget: a config error, before any work
 
     # -- items in, records out --------------------------------------------------------------
     def seeds(self) -> Iterator[Item]:
@@ -127,6 +132,7 @@ class Run:
         for client in self.clients.values():
             if (take := client.backend.capabilities.set_commit_barrier) is not None:
                 take(self.store.flush)
+        open_spend(self)
 
     async def execute(self) -> dict[str, Any]:
         async with self._metrics_served():  # first: the GC tuning freezes what it imports

@@ -14,6 +14,8 @@ from rich.live import Live
 from rich.table import Table
 
 
+from gristmill.runs.spend import spend_line
+
 if TYPE_CHECKING:
     from gristmill.runs.runner import Run
 
@@ -79,6 +81,12 @@ def validation_line(run: "Run") -> str:
             f"~{v.tokens_saved:,} tokens not generated")
 
 
+def notes(run: "Run") -> list[str]:
+    """The lines under the stages: backends, spend, validators (empty ones left out)."""
+    return [line for line in (*backend_lines(run), spend_line(run), validation_line(run))
+            if line]
+
+
 def render_table(run: "Run", rates: Rates) -> Table:
     stats = run.stats
     table = Table(title=f"gristmill · {run.config.name}", title_justify="left")
@@ -91,7 +99,7 @@ def render_table(run: "Run", rates: Rates) -> Table:
     table.caption = (f"seeds {stats.seeds_admitted:,} · records {stats.records:,} · rejects "
                      f"{sum(stats.rejects.values()):,} · elapsed {_fmt_s(stats.elapsed)} · "
                      f"ETA {_fmt_s(stats.eta_s())}\n" +
-                     "\n".join(filter(None, [*backend_lines(run), validation_line(run)])))
+                     "\n".join(notes(run)))
     table.caption_justify = "left"
     return table
 
@@ -104,7 +112,7 @@ def plain_line(run: "Run", rates: Rates) -> str:
         for i, (s, (rps, tps)) in enumerate(zip(stats.stages, rates.current)))
     return (f"[{_fmt_s(stats.elapsed)}] seeds {stats.seeds_admitted} records {stats.records} "
             f"rejects {sum(stats.rejects.values())} ETA {_fmt_s(stats.eta_s())} :: {stages}"
-            f" :: {' | '.join(l.strip() for l in filter(None, [*backend_lines(run), validation_line(run)]))}")
+            f" :: {' | '.join(l.strip() for l in notes(run))}")
 
 
 async def show_progress(run: "Run", live: bool | None, interval_s: float) -> None:

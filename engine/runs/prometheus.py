@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterable, Iterator
 from aiohttp import web
 
 from gristmill.errors import ConfigError
+from gristmill.runs.spend import backend_cost
 
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -107,6 +108,10 @@ class RunCollector(Collector):
         yield counter("gristmill_completion_tokens", "completion tokens the backends "
                       "reported", ["backend"],
                       (([name], c.usage.completion_tokens) for name, c in clients))
+        yield counter("gristmill_cached_prompt_tokens", "prompt tokens the backends reported "
+                      "as served from their prompt cache", ["backend"],
+                      (([name], c.usage.cached_prompt_tokens) for name, c in clients))
+        yield from self.spend_metrics()
         caches = [(name, c.cache) for name, c in clients if c.cache is not None]
         yield counter("gristmill_cache_hits", "answers replayed from the run's cache",
                       ["backend"], (([name], cache.hits) for name, cache in caches))
@@ -128,6 +133,22 @@ class RunCollector(Collector):
         yield gauge("gristmill_in_flight_cap", "the in-flight cap per endpoint (from the "
                     "server's /metrics when scraped)", ["backend", "endpoint"],
                     (([n, e.url], e.cap) for n, e in endpoints))
+
+
+    def spend_metrics(self) -> Iterator[Metric]:
+        """Cost per priced backend, earlier sessions included (as summary.json: a resumed
+        run's counter starts where the last left off, which `increase()` reads as no reset),
+        and the budget: its cap and what requests in flight have reserved."""
+        run = self.run
+        yield counter("gristmill_cost_usd", "USD spent, from the usage the servers reported, "
+                      "all sessions; priced backends only", ["backend"],
+                      (([name], cost) for name, cost in backend_cost(run).items()
+                       if cost is not None))
+        budget = run.budget
+        yield gauge("gristmill_budget_usd", "the run's spending budget (--budget-usd), when "
+                    "set", [], [([], budget.cap)] if budget else [])
+        yield gauge("gristmill_budget_reserved_usd", "worst-case cost reserved by requests in "
+                    "flight under the budget", [], [([], budget.reserved)] if budget else [])
 
 
 def request_outcomes(name: str, client: ModelClient) -> Rows:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gristmill.runs.spend import cost_summary
+
 if TYPE_CHECKING:
     from gristmill.runs.lifecycle import Run
 
@@ -26,7 +28,8 @@ def state(run: Run, status: str) -> dict[str, Any]:
             "run_dir": str(run.dir.path), "seeds_admitted": stats.seeds_admitted,
             "records": stats.resumed_records + stats.records,
             "rejects": sum(stats.rejects.values()), "elapsed_s": stats.elapsed,
-            "stages": [s.as_dict() for s in stats.stages], "cache": cache_stats(run)}
+            "stages": [s.as_dict() for s in stats.stages], "cache": cache_stats(run),
+            "cost_usd": cost_summary(run)}
 
 
 def write_state(run: Run, status: str) -> None:
@@ -56,6 +59,7 @@ def summary(run: Run) -> dict[str, Any]:
         out.update(run.outcome.as_dict())
     out["records_total"] = stats.resumed_records + stats.records
     out["cache"] = cache_stats(run)
+    out["cost_usd"] = cost_summary(run)  # null: no model priced (docs/spend.md)
     if run.dedup is not None:
         out["dedup"] = run.dedup
     if run.target is not None:
@@ -68,7 +72,9 @@ def summary(run: Run) -> dict[str, Any]:
         out["backends"][name] = {"requests": c.requests, "retries": c.retries,
                                  "errors": dict(c.errors),
                                  "prompt_tokens": c.usage.prompt_tokens,
-                                 "completion_tokens": c.usage.completion_tokens}
+                                 "cached_prompt_tokens": c.usage.cached_prompt_tokens,
+                                 "completion_tokens": c.usage.completion_tokens,
+                                 "cost_usd": out["cost_usd"] and out["cost_usd"]["by_backend"][name]}
         fleet = c.backend.capabilities.fleet
         if fleet is not None:
             out["backends"][name]["servers"] = fleet.summary()

@@ -37,6 +37,8 @@ def describe(run_dir: Path) -> str:
     lines = [f"{run_dir}: {status} (updated {age:.0f}s ago)",
              f"seeds admitted {state['seeds_admitted']:,} · records {state['records']:,} · "
              f"rejects {state['rejects']:,} · cache hits {state['cache']['hits']:,}"]
+    if (cost := state.get("cost_usd")) is not None:  # older runs, unpriced models: none
+        lines.append(cost_line(cost))
     for stage in state["stages"]:
         lines.append(f"  {stage['name']:<12} done {stage['done']:>9,}  in flight "
                      f"{stage['in_flight']:>5,}  failed {stage['failed']:>7,}")
@@ -58,6 +60,16 @@ def batch_lines(run_dir: Path, every: bool = False) -> list[str]:
                              f"{f['batch_id'] or 'not created'}  {f['status'] or 'sealed'}  "
                              f"{f['counts'] or ''}{'  done' if f['done'] else ''}")
     return lines
+
+
+def cost_line(cost: dict[str, Any]) -> str:
+    line = f"spent ${cost['total']:,.4f} (this session ${cost['this_session']:,.4f})"
+    priced = {k: v for k, v in cost["by_backend"].items() if v is not None}
+    if len(cost["by_backend"]) > 1:
+        line += " · " + ", ".join(f"{k} ${v:,.4f}" for k, v in priced.items())
+    if (budget := cost.get("budget")) is not None:
+        line += f" · budget ${budget['cap_usd']:,.2f}" + (" (reached)" if budget["reached"] else "")
+    return line
 
 
 def cache_stats(run_dir: Path) -> dict[str, Any]:

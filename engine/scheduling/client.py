@@ -13,17 +13,20 @@ import random
 from collections import Counter
 from contextlib import aclosing
 from functools import partial
-from typing import Protocol
+from typing import Callable, Protocol
 
 from gristmill.dataset.cache import AnswerCache
-from gristmill.errors import (BackendError, ErrorRateExceeded, MalformedAnswer, RateLimited,
-                              Unreachable)
+from gristmill.dataset.store import SpendRow
+from gristmill.errors import (BackendError, BudgetReached, ErrorRateExceeded, MalformedAnswer,
+                              RateLimited, Unreachable)
 from gristmill.protocol import Backend, Completion, Request, SentCallback, Usage
 from gristmill.scheduling.aimd import AIMD
+from gristmill.scheduling.budget import Budget
 from gristmill.scheduling.error_rate import ErrorRateGuard
 from gristmill.scheduling.histogram import Histogram
 from gristmill.scheduling.permits import Permit, PermitPool
 from gristmill.scheduling.retry import RetryPolicy, retry_delay
+from gristmill.scheduling.spend import ModelSpend, Price
 from gristmill.scheduling.tokens import Counter as TokenCounter, count_messages
 
 log = logging.getLogger("gristmill.client")
@@ -44,7 +47,8 @@ class StreamObserver(Protocol):
 class ModelClient:
     def __init__(self, backend: Backend, pool: PermitPool, *, policy: RetryPolicy,
                  aimd: AIMD | None, count_tokens: TokenCounter, default_max_tokens: int,
-                 rng: random.Random | None = None, guard: ErrorRateGuard | None = None) -> None:
+                 rng: random.Random | None = None, guard: ErrorRateGuard | None = None,
+                 price_of: Callable[[str], Price | None] | None = None) -> None:
         self.backend = backend
         self.pool = pool
         self.policy = policy
@@ -66,17 +70,34 @@ class ModelClient:
         self._in_flight: dict[bytes, asyncio.Future[None]] = {}  # cache key -> its leader
         self.caps: dict[str, int] = {}  # in-flight caps by who set them; the smallest rules
         self.server_load: dict[str, object] = {}  # last metrics per endpoint, for display
+        # What answers cost, per model asked for (earlier sessions' included once the run
+        # restores them); prices looked up once per model.
+        self.spend: dict[str, ModelSpend] = {}
+        self._price_of = price_of or (lambda model: None)
+        self._prices: dict[str, Price | None] = {}
+        self.budget: Budget | None = None  # the run's, shared by its clients, when capped
+        self.persist_spend: Callable[[SpendRow], None] | None = None  # without a cache
 
     def set_cap(self, source: str, value: int) -> None:
         self.caps[source] = value
         self.pool.cap = min(self.caps.values())
 
     def estimate_tokens(self, request: Request) -> int:
+        return self.prompt_tokens(request) + self.max_tokens(request)
+
+    def prompt_tokens(self, request: Request) -> int:
+        """The prompt's tokens: exact with the backend's tokenizer, else estimated."""
         if request.messages is not None:
-            prompt = count_messages(request.messages, self.count_tokens)
-        else:
-            prompt = self.count_tokens(request.prompt or "")
-        return prompt + int(request.params.get("max_tokens") or self.default_max_tokens)
+            return count_messages(request.messages, self.count_tokens)
+        return self.count_tokens(request.prompt or "")
+
+    def max_tokens(self, request: Request) -> int:
+        return int(request.params.get("max_tokens") or self.default_max_tokens)
+
+    def price(self, model: str) -> Price | None:
+        if model not in self._prices:
+            self._prices[model] = self._price_of(model)
+        return self._prices[model]
 
     async def call(self, request: Request, priority: int = 0,
                    watch: StreamObserver | None = None) -> Completion:
@@ -104,11 +125,18 @@ class ModelClient:
 
     async def _request(self, request: Request, priority: int, watch: StreamObserver | None,
                        key: bytes | None) -> Completion:
-        tokens = self.estimate_tokens(request)
+        prompt_tokens, max_tokens = self.prompt_tokens(request), self.max_tokens(request)
+        tokens = prompt_tokens + max_tokens
+        price, budget = self.price(request.model), self.budget
+        # a run with a budget has a price for every model (checked before it starts)
+        worst = price.worst_case(prompt_tokens, max_tokens) if budget and price else 0.0
         attempt = malformed = unreachable = 0  # all attempts; malformed; not connected
         while True:
             attempt += 1
             permit = await self.pool.acquire(priority, tokens)
+            if budget is not None and not budget.reserve(worst):
+                self.pool.release(permit)  # never sent
+                await self._budget_reached(budget)
             self.requests += 1
             sent = self._sent_signal(permit)
             started = self.pool.clock()
@@ -119,6 +147,8 @@ class ModelClient:
                     completion = await self.backend.complete(request, sent)
             except BackendError as error:
                 self.pool.release(permit)
+                if budget is not None:  # unanswered: no usage to charge
+                    budget.release(worst)
                 malformed += isinstance(error, MalformedAnswer)
                 unreachable += isinstance(error, Unreachable)
                 delay = self._failed(error, permit, attempt, malformed, unreachable)
@@ -130,16 +160,31 @@ class ModelClient:
                 continue
             except BaseException:
                 self.pool.release(permit)
+                if budget is not None:
+                    budget.release(worst)
                 self.aborted += 1  # a streaming validator or a cancel stopped it
                 raise
             self.pool.release(permit, completion.usage.total_tokens or None)
             self.latency.observe(self.pool.clock() - started)
-            self._succeeded(completion)
+            spent = self._succeeded(completion, request.model, price)
+            if budget is not None:
+                budget.settle(worst, spent[2] or 0.0)
             if self.guard is not None:
                 self.guard.record(False)
             if key is not None and self.cache is not None:
-                self.cache.put(key, completion)
+                self.cache.put(key, completion, spent)  # committed together
+            elif self.persist_spend is not None:
+                self.persist_spend(spent)
             return completion
+
+    async def _budget_reached(self, budget: Budget) -> None:
+        """Nothing more is sent: wait for the requests in flight (of every backend) to end,
+        then stop the run; this request's item is not done, and a resume asks again."""
+        await budget.wait_drained()
+        raise BudgetReached(
+            f"the budget of ${budget.cap:.4f} is reached: ${budget.spent:.4f} spent; the next "
+            f"request of backend {self.backend.name!r} could cost more than the "
+            f"${budget.remaining:.4f} left; resume with a higher --budget-usd")
 
     def _sent_signal(self, permit: Permit) -> SentCallback | None:
         """Rate windows count a request from its send: a backend that reports sends gets a
@@ -176,13 +221,23 @@ class ModelClient:
                 usage = delta.usage or usage
         return Completion("".join(parts), finish, usage or Usage(), request.model)
 
-    def _succeeded(self, completion: Completion) -> None:
-        self.usage.prompt_tokens += completion.usage.prompt_tokens
-        self.usage.completion_tokens += completion.usage.completion_tokens
+    def _succeeded(self, completion: Completion, model: str, price: Price | None) -> SpendRow:
+        """Count the answer's usage and cost; the row to persist."""
+        usage = completion.usage
+        self.usage.prompt_tokens += usage.prompt_tokens
+        self.usage.completion_tokens += usage.completion_tokens
+        self.usage.cached_prompt_tokens += usage.cached_prompt_tokens
+        cost = price.cost(usage) if price is not None else None
+        spend = self.spend.get(model)
+        if spend is None:
+            spend = self.spend[model] = ModelSpend()
+        spend.add(cost, usage)
         if self.aimd is not None:
             cap = self.aimd.on_success()
             if cap != self.caps.get("aimd"):
                 self.set_cap("aimd", cap)
+        return (self.backend.name, model, cost, usage.prompt_tokens, usage.cached_prompt_tokens,
+                usage.completion_tokens, 1)
 
     def _failed(self, error: BackendError, permit: Permit, attempt: int, malformed: int,
                 unreachable: int) -> float | None:
