@@ -211,3 +211,44 @@ def gristmill_text(*args: str) -> str:
     done = subprocess.run([*GRISTMILL, *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_batch_mode_pays_the_batch_price(tmp_path):
+    """The same answers, at half the price (the default batch discount)."""
+    price = {"input": 1.0, "cached_input": 0.25, "output": 2.0}
+    costs = {}
+    with MockServerProcess() as server:
+        for mode in ("online", "batch"):
+            data = pipeline_config(server.base_url, tmp_path, seeds=SEEDS, mode=mode,
+                                   batch_files=FAST, price=price)
+            path = tmp_path / f"{mode}.yaml"
+            path.write_text(yaml.safe_dump(data))
+            done = gristmill("run", str(path), "--run-dir", str(tmp_path / mode))
+            assert done.returncode == 0, done.stderr
+            summary = orjson.loads((tmp_path / mode / "summary.json").read_bytes())
+            costs[mode] = summary["cost_usd"]["total"]
+    assert costs["online"] > 0 and costs["batch"] == pytest.approx(costs["online"] / 2)
+
+
+async def test_each_model_gets_its_own_files(tmp_path):
+    """Requests for two models at once: two files (a provider refuses a file with two)."""
+    from gristmill.backends.openai_batch.backend import OpenAIBatchBackend
+    from gristmill.config.pipeline import BackendConfig
+    from gristmill.protocol import Request
+
+    with MockServerProcess() as server:
+        config = BackendConfig(base_url=server.base_url, model="a", mode="batch",
+                               batch_files=FAST)
+        backend = OpenAIBatchBackend("default", config, tmp_path / "batches")
+        serving = asyncio.create_task(backend.serve())
+        try:
+            answers = await asyncio.gather(*(
+                backend.complete(Request(model, messages=[{"role": "user", "content": str(i)}]))
+                for i in range(10) for model in ("a", "b")))
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            await backend.aclose()
+        stats = server.stats()["batches"]
+    assert {a.model for a in answers} == {"a", "b"} and all(a.text for a in answers)
+    assert stats["created"] == stats["completed"] == 2 and stats["failed"] == 0

@@ -60,13 +60,19 @@ def line_of(key: bytes, url: str, request: Request) -> bytes:
 class OpenFile:
     """The file requests are joining now."""
 
-    __slots__ = ("keys", "lines", "size", "opened", "last")
+    __slots__ = ("keys", "lines", "size", "opened", "last", "timer")
 
     def __init__(self, now: float) -> None:
         self.keys: list[bytes] = []
         self.lines: list[bytes] = []
         self.size = 0
         self.opened = self.last = now
+        self.timer: asyncio.TimerHandle | None = None
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class OpenAIBatchBackend:
@@ -84,8 +90,7 @@ class OpenAIBatchBackend:
         self.ledger: Ledger | None = None
         self.api: BatchApi | None = None
         self._token = ""  # this run's mark in file names and batch metadata
-        self._open: OpenFile | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._open: dict[str, OpenFile] = {}  # by model: a file holds one model's requests
         self._waiters: dict[bytes, asyncio.Future[Result]] = {}
         self._unclaimed: dict[bytes, Result] = {}  # answers of resumed files nobody asked yet
         self._owner: dict[bytes, FileEntry] = {}  # keys in a file not yet done
@@ -119,9 +124,8 @@ class OpenAIBatchBackend:
                 await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
             self._group = None
-            if self._timer is not None:  # the run has ended: no file is sealed after it
-                self._timer.cancel()
-                self._timer = None
+            for opened in self._open.values():  # the run has ended: nothing is sealed now
+                opened.cancel_timer()
 
     def _claim(self, entry: FileEntry, keys: list[bytes]) -> None:
         for key in keys:
@@ -139,7 +143,7 @@ class OpenAIBatchBackend:
         if waiter is None:
             waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
             if key not in self._owner:
-                self._join(key, line_of(key, self.url, request))
+                self._join(key, line_of(key, self.url, request), request.model)
         return self._take(key, await asyncio.shield(waiter))
 
     async def stream(self, request: Request,
@@ -158,42 +162,41 @@ class OpenAIBatchBackend:
             raise result
         return result
 
-    def _join(self, key: bytes, line: bytes) -> None:
+    def _join(self, key: bytes, line: bytes, model: str) -> None:
+        """Add a line to the open file of its model (a batch file holds one model)."""
         limits, loop = self.config.batch_files, asyncio.get_running_loop()
         now = loop.time()
-        if self._open is not None and self._open.size + len(line) > limits.max_bytes:
-            self._seal()
-        if self._open is None:
-            self._open = OpenFile(now)
-            self._timer = loop.call_at(now + min(limits.idle_seal_s, limits.seal_after_s),
-                                       self._on_timer)
-        opened = self._open
+        opened = self._open.get(model)
+        if opened is not None and opened.size + len(line) > limits.max_bytes:
+            self._seal(model)
+            opened = None
+        if opened is None:
+            opened = self._open[model] = OpenFile(now)
+            opened.timer = loop.call_at(now + min(limits.idle_seal_s, limits.seal_after_s),
+                                        self._on_timer, model)
         opened.keys.append(key)
         opened.lines.append(line)
         opened.size += len(line)
         opened.last = now
         if len(opened.keys) >= limits.max_requests:
-            self._seal()
+            self._seal(model)
 
-    def _on_timer(self) -> None:
-        """Seal once the file is old enough or idle long enough; otherwise look again then."""
-        opened, limits = self._open, self.config.batch_files
+    def _on_timer(self, model: str) -> None:
+        """Seal once the file is old enough or idle long enough; otherwise look again then
+        (one timer per open file, not one per request)."""
+        opened, limits = self._open.get(model), self.config.batch_files
         if opened is None:
             return
         due = min(opened.opened + limits.seal_after_s, opened.last + limits.idle_seal_s)
         loop = asyncio.get_running_loop()
         if loop.time() >= due - 1e-6:
-            self._seal()
+            self._seal(model)
         else:
-            self._timer = loop.call_at(due, self._on_timer)
+            opened.timer = loop.call_at(due, self._on_timer, model)
 
-    def _seal(self) -> None:
-        opened, self._open = self._open, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if opened is None or not opened.keys:
-            return
+    def _seal(self, model: str) -> None:
+        opened = self._open.pop(model)
+        opened.cancel_timer()
         seq, self._next_seq = self._next_seq, self._next_seq + 1
         entry = FileEntry(seq, f"gristmill-{self._token}-{self.name}-{seq:06d}.jsonl",
                           len(opened.keys))
@@ -331,8 +334,8 @@ class OpenAIBatchBackend:
                 self._take(key, None)  # nobody waits: it is asked again in a new file
 
     async def aclose(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for opened in self._open.values():
+            opened.cancel_timer()
         for waiter in self._waiters.values():
             waiter.cancel()
         if self.api is not None:
