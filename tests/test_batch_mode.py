@@ -252,3 +252,23 @@ async def test_each_model_gets_its_own_files(tmp_path):
         stats = server.stats()["batches"]
     assert {a.model for a in answers} == {"a", "b"} and all(a.text for a in answers)
     assert stats["created"] == stats["completed"] == 2 and stats["failed"] == 0
+
+
+def test_an_expired_batch_keeps_what_it_did_and_the_rest_is_asked_once_more(tmp_path):
+    """A file of 20 expires with 12 done (60 %): those 12 are kept, never asked again; the
+    other 8 go into one more file, which completes."""
+    with MockServerProcess("--batch-expire-after", "12") as server:
+        data = pipeline_config(server.base_url, tmp_path, seeds=20, stages=1, mode="batch",
+                               batch_files=FAST)
+        path = tmp_path / "one-stage.yaml"
+        path.write_text(yaml.safe_dump(data))
+        done = gristmill("run", str(path), "--run-dir", str(tmp_path / "run"))
+        stats = server.stats()["batches"]
+        keys = submitted_keys(server)
+    assert done.returncode == 0, done.stderr
+    assert len(records(tmp_path / "run")) == 40  # two questions a seed
+    assert (stats["created"], stats["expired"], stats["completed"]) == (2, 1, 1)
+    assert stats["requests_completed"] == 20 and stats["requests_failed"] == 8
+    assert sorted(Counter(keys.values()).items()) == [(1, 12), (2, 8)]  # only the 8, once
+    listed = gristmill_text("batches", "list", str(tmp_path / "run"))
+    assert "20 requests" in listed and " 8 requests" in listed
