@@ -1,7 +1,7 @@
 """Batch mode under random kills: kill -9 the run at random moments, resume, again, until it
 finishes; then compare with an uninterrupted run and look for a request key in two batches.
 
-    python -m benchmarks.batch_crash [--kills 12] [--seeds 200] [--seed 1]
+    python -m benchmarks.batch_crash [--kills 12] [--seeds 1000] [--seed 1]
 
 One mock server (its batches take --ms-per-request each line, so kills land in every phase:
 sealing, uploading, polling, downloading, committing) serves both runs. Prints a table and
@@ -59,8 +59,8 @@ def lines_in_batches(files_dir: Path) -> Counter[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=12)
-    parser.add_argument("--seeds", type=int, default=200)
-    parser.add_argument("--ms-per-request", type=float, default=10.0)
+    parser.add_argument("--seeds", type=int, default=1000)
+    parser.add_argument("--ms-per-request", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -78,7 +78,7 @@ def main() -> None:
             sessions += 1
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if len(kills) < args.kills:
-                delay = rng.uniform(0.3, 3.0)
+                delay = rng.uniform(0.3, 2.0)
                 try:
                     proc.wait(timeout=delay)
                 except subprocess.TimeoutExpired:
