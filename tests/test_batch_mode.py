@@ -258,8 +258,10 @@ def test_an_expired_batch_keeps_what_it_did_and_the_rest_is_asked_once_more(tmp_
     """A file of 20 expires with 12 done (60 %): those 12 are kept, never asked again; the
     other 8 go into one more file, which completes."""
     with MockServerProcess("--batch-expire-after", "12") as server:
+        # the 8 are asked again at once (a short retry backoff), so they make one file
         data = pipeline_config(server.base_url, tmp_path, seeds=20, stages=1, mode="batch",
-                               batch_files=FAST)
+                               batch_files={**FAST, "idle_seal_s": 1.0},
+                               retry={"base_s": 0.01, "max_s": 0.01})
         path = tmp_path / "one-stage.yaml"
         path.write_text(yaml.safe_dump(data))
         done = gristmill("run", str(path), "--run-dir", str(tmp_path / "run"))

@@ -19,37 +19,41 @@ import asyncio
 import copy
 import logging
 import os
-import signal
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import orjson
 
 from gristmill.capabilities import Capabilities
 from gristmill.config.keys import api_key, auth_headers
 from gristmill.config.pipeline import BackendConfig
-from gristmill.errors import BackendError, BadRequest, FatalUpstream, RateLimited, RetryableError
+from gristmill.errors import BackendError, FatalUpstream, RetryableError
 from gristmill.protocol import Completion, Delta, Request, SentCallback, request_key
 
-from gristmill.backends.openai_batch.api import TERMINAL, BatchApi, lines, patiently
+from gristmill.backends.openai_batch.api import BatchApi, lines
+from gristmill.backends.openai_batch.crash import crash_point
+from gristmill.backends.openai_batch.hosted import HostedBatches
 from gristmill.backends.openai_batch.ledger import FileEntry, Ledger
 from gristmill.backends.openai_http.backend import OpenAIHTTPBackend, build_body
 from gristmill.backends.openai_http.refusals import Where, refusal
 from gristmill.backends.openai_http.wire import first_answer, model_of, usage_of
 
 log = logging.getLogger("gristmill.batch")
-CRASH_ENV = "GRISTMILL_CRASH_AT"  # tests: kill -9 this process at a named point
 Result = Completion | BaseException
+
+
+class Runner(Protocol):
+    """Runs a sealed file: the paths of its result files (OpenAI's output and error line
+    formats), or one error for every line when the file failed as a whole."""
+
+    async def run(self, entry: FileEntry, path: Path,
+                  resumed: bool) -> list[Path] | BaseException: ...
+
+    async def aclose(self) -> None: ...
 
 
 class LineFailed(RetryableError):
     """A line of a batch failed, expired, was cancelled or is missing from its files."""
-
-
-def crash_point(name: str) -> None:
-    """Where a test asks for it, die here as kill -9 would: inside a narrow window."""
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def line_of(key: bytes, url: str, request: Request) -> bytes:
@@ -76,19 +80,21 @@ class OpenFile:
 
 
 class OpenAIBatchBackend:
-    def __init__(self, name: str, config: BackendConfig, work_dir: Path) -> None:
+    def __init__(self, name: str, config: BackendConfig, work_dir: Path,
+                 runner: "Callable[[OpenAIBatchBackend, Ledger], Runner] | None" = None) -> None:
         self.name, self.config = name, config
         self.dir = work_dir
         self.url = "/v1/chat/completions" if config.api == "chat" else "/v1/completions"
         key = api_key(name, config.api_key_env, config.base_urls, os.environ)
         self.where = Where(name, config.model, key.variable if key.value is not None else None)
         self._headers = {**config.headers, **auth_headers(key, config.auth_header)}
+        self._make_runner = runner or OpenAIBatchBackend.hosted
         self._online = OpenAIHTTPBackend(name, config)  # its preflight: same key, same URL
         self.capabilities = Capabilities(
             preflight=self._online.preflight if config.preflight else None,
             background=self.serve, drain=self.drain, set_commit_barrier=self._set_barrier)
         self.ledger: Ledger | None = None
-        self.api: BatchApi | None = None
+        self.runner: Runner | None = None  # made when the run starts: it needs the ledger
         self._token = ""  # this run's mark in file names and batch metadata
         self._open: dict[str, OpenFile] = {}  # by model: a file holds one model's requests
         self._waiters: dict[bytes, asyncio.Future[Result]] = {}
@@ -112,8 +118,7 @@ class OpenAIBatchBackend:
         self.ledger = Ledger(self.dir / "ledger.sqlite")
         self._token = self.ledger.token()
         self._next_seq = self.ledger.next_seq()
-        self.api = BatchApi(self.config.base_urls[0], self._headers, self.where,
-                            self.config.timeouts.total)
+        self.runner = self._make_runner(self, self.ledger)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -126,6 +131,12 @@ class OpenAIBatchBackend:
             self._group = None
             for opened in self._open.values():  # the run has ended: nothing is sealed now
                 opened.cancel_timer()
+
+    def hosted(self, ledger: Ledger) -> Runner:
+        """The provider's Files and Batch API at the backend's base URL."""
+        api = BatchApi(self.config.base_urls[0], self._headers, self.where,
+                       self.config.timeouts.total)
+        return HostedBatches(api, ledger, self.config, self.url, self._token)
 
     def _claim(self, entry: FileEntry, keys: list[bytes]) -> None:
         for key in keys:
@@ -218,19 +229,19 @@ class OpenAIBatchBackend:
 
     # -- one file, start to end -----------------------------------------------------------
     async def _drive(self, entry: FileEntry, opened: OpenFile | None) -> None:
-        assert self.ledger is not None and self.api is not None
+        assert self.ledger is not None and self.runner is not None
         path = self.dir / entry.name
         if opened is not None:  # fresh: the file, then the intent, before any upload
             await asyncio.to_thread(path.write_bytes, b"".join(opened.lines))
             await self.ledger.intend(entry, opened.keys)
             crash_point("after_seal")
         try:
-            await self._submit(entry, path, resumed=opened is None)
-            batch = await self._wait_for_end(entry)
-            results = await self._read_results(entry, batch)
+            ran = await self.runner.run(entry, path, resumed=opened is None)
         except FatalUpstream as error:
             self._settle(entry, {}, error)
             raise
+        results = dict.fromkeys(self._keys_of(entry), ran) if isinstance(ran, BaseException) \
+            else await self._read(entry, ran)
         self._settle(entry, results, None)
         crash_point("before_commit")
         await self._all_taken[entry.seq].wait()
@@ -242,64 +253,19 @@ class OpenAIBatchBackend:
         for name in (entry.name, entry.name + ".out", entry.name + ".err"):
             (self.dir / name).unlink(missing_ok=True)
 
-    async def _submit(self, entry: FileEntry, path: Path, resumed: bool) -> None:
-        assert self.ledger is not None and self.api is not None
-        metadata = {"gristmill_run": self._token, "gristmill_file": entry.name}
-        if entry.file_id is None:
-            found = await patiently(self.api.find_file, entry.name) if resumed else None
-            file_id = found or await patiently(self.api.upload, path, entry.name)
-            crash_point("after_upload")
-            await self.ledger.uploaded(entry, file_id)
-        if entry.batch_id is None:
-            found = await patiently(self.api.find_batch, metadata) if resumed else None
-            batch = found or await patiently(self.api.create, entry.file_id, self.url,
-                                             self.config.batch_files.completion_window, metadata)
-            crash_point("after_create")
-            await self.ledger.created(entry, batch["id"], batch.get("status") or "validating")
-
-    async def _wait_for_end(self, entry: FileEntry) -> dict[str, Any]:
-        """Poll the batch's status with backoff until it ends: the provider has no event to
-        wait on (the one polling loop gristmill has)."""
-        assert self.ledger is not None and self.api is not None
-        delay, limits = self.config.batch_files.poll_s, self.config.batch_files
-        while True:
-            batch = await patiently(self.api.retrieve, entry.batch_id)
-            await self.ledger.status(entry, batch.get("status") or "unknown",
-                                     batch.get("request_counts") or {})
-            if batch.get("status") in TERMINAL:
-                return batch
-            await asyncio.sleep(delay)
-            delay = min(limits.poll_max_s, delay * 2)
-
-    async def _read_results(self, entry: FileEntry, batch: dict[str, Any]) -> dict[bytes, Result]:
-        """Every line of the output and the error file, by key; a failed batch fails all."""
-        assert self.api is not None
-        if batch.get("status") == "failed":
-            return dict.fromkeys(self._keys_of(entry), self._batch_failure(batch))
+    async def _read(self, entry: FileEntry, files: list[Path]) -> dict[bytes, Result]:
+        """Every line of a file's result files, by key (they come in any order)."""
         results: dict[bytes, Result] = {}
         chat = self.url.endswith("chat/completions")
-        for field, suffix in (("output_file_id", ".out"), ("error_file_id", ".err")):
-            if not batch.get(field):
-                continue
-            dest = self.dir / (entry.name + suffix)
-            await patiently(self.api.download, batch[field], dest)
-            crash_point("during_download")
-            async for line in lines(dest):
+        for path in files:
+            async for line in lines(path):
                 key = _key_of(line)
                 if key is not None:
-                    results[key] = self._result_of(line, chat, batch["id"])
+                    results[key] = self._result_of(line, chat, entry.batch_id or entry.name)
         return results
 
     def _keys_of(self, entry: FileEntry) -> list[bytes]:
         return [k for k, owner in self._owner.items() if owner is entry]
-
-    def _batch_failure(self, batch: dict[str, Any]) -> BaseException:
-        errors = (batch.get("errors") or {}).get("data") or [{}]
-        code, message = errors[0].get("code"), errors[0].get("message")
-        text = f"batch {batch.get('id')} failed validation: {code}: {message}"
-        if code == "token_limit_exceeded":  # too much enqueued now: later it fits
-            return RateLimited(text, retry_after=self.config.batch_files.poll_s)
-        return BadRequest(text)
 
     def _result_of(self, line: dict[str, Any], chat: bool, batch_id: str) -> Result:
         response = line.get("response") or {}
@@ -338,8 +304,8 @@ class OpenAIBatchBackend:
             opened.cancel_timer()
         for waiter in self._waiters.values():
             waiter.cancel()
-        if self.api is not None:
-            await self.api.aclose()
+        if self.runner is not None:
+            await self.runner.aclose()
         if self.ledger is not None:
             self.ledger.close()
         await self._online.aclose()
