@@ -27,7 +27,13 @@ def build_backend(name: str, config: BackendConfig, *,
 
         if work_dir is None:
             raise ValueError("a batch backend keeps its books in a run directory")
-        return OpenAIBatchBackend(name, config, work_dir / "batches" / name)
+        runner = None
+        if config.kind == "vllm":  # files through `vllm run-batch`, not a provider's API
+            from gristmill.backends.vllm.run_batch import VLLMRunBatch
+
+            log = (log_dir or work_dir) / f"vllm-run-batch-{name}.log"
+            runner = lambda backend, ledger: VLLMRunBatch(name, config, log)  # noqa: E731
+        return OpenAIBatchBackend(name, config, work_dir / "batches" / name, runner)
     fleet = None
     if config.kind == "vllm":
         from gristmill.backends.vllm.fleet import VLLMFleet

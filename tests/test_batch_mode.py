@@ -274,3 +274,22 @@ def test_an_expired_batch_keeps_what_it_did_and_the_rest_is_asked_once_more(tmp_
     assert sorted(Counter(keys.values()).items()) == [(1, 12), (2, 8)]  # only the 8, once
     listed = gristmill_text("batches", "list", str(tmp_path / "run"))
     assert "20 requests" in listed and " 8 requests" in listed
+
+
+def test_a_vllm_backend_in_batch_mode_runs_files_through_run_batch(tmp_path, online_records,
+                                                                   monkeypatch):
+    """kind: vllm with mode: batch: no server, each file through `vllm run-batch` (here the
+    mock behind vLLM's command line: GRISTMILL_VLLM_COMMAND); the records of online mode."""
+    data = pipeline_config("http://127.0.0.1:9/v1", tmp_path, seeds=SEEDS)
+    data["backends"]["default"] = {"kind": "vllm", "model": "mock", "mode": "batch",
+                                   "batch_files": FAST, "fleet": {"model": "/models/x"}}
+    path = tmp_path / "vllm-batch.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = gristmill("run", str(path), "--run-dir", str(tmp_path / "run"),
+                     GRISTMILL_VLLM_COMMAND=f"{sys.executable} -m gristmill.backends.mock.vllm_serve")
+    assert done.returncode == 0, done.stderr
+    assert records(tmp_path / "run") == online_records
+    log = (tmp_path / "run" / "logs" / "vllm-run-batch-default.log")
+    assert log.is_file() and not list((tmp_path / "run").glob("logs/vllm-[0-9]*.log"))
+    listed = gristmill_text("batches", "list", str(tmp_path / "run"))
+    assert "2 files, 2 done" in listed and listed.count("completed") == 2

@@ -184,3 +184,18 @@ async def kill_mid_run(the_run: Run) -> int:
     pgid = the_run.clients["default"].backend.capabilities.fleet.pids()[0]
     os.killpg(pgid, signal.SIGKILL)
     return pgid
+
+
+async def test_batch_mode_runs_each_file_through_vllm_run_batch(tiny_model, tmp_path,
+                                                                 expected_ids):
+    """kind: vllm in batch mode: no server; the questions' file, then the answers', each
+    through `vllm run-batch` on the tiny model; the records a run through the mock has."""
+    backend = fleet_backend(tiny_model, servers=1)
+    backend.update(mode="batch", batch_files={"idle_seal_s": 0.5})
+    config = validate_config(pipeline(tmp_path, backend))
+    the_run = Run(config, RunOptions(run_dir=tmp_path / "run", progress=False))
+    summary = await the_run.execute()
+    assert set(record_ids(tmp_path / "run")) == expected_ids and summary["rejects"] == 0
+    assert the_run.clients["default"].backend.files_done == 2
+    log = (tmp_path / "run" / "logs" / "vllm-run-batch-default.log").read_text()
+    assert "run_batch" in log or "run-batch" in log or "Running batch" in log

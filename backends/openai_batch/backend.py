@@ -240,8 +240,12 @@ class OpenAIBatchBackend:
         except FatalUpstream as error:
             self._settle(entry, {}, error)
             raise
-        results = dict.fromkeys(self._keys_of(entry), ran) if isinstance(ran, BaseException) \
-            else await self._read(entry, ran)
+        if isinstance(ran, BaseException):
+            results = dict.fromkeys(self._keys_of(entry), ran)
+        else:
+            if entry.status is None:  # a local runner has no provider status to record
+                await self.ledger.status(entry, "completed", {})
+            results = await self._read(entry, ran)
         self._settle(entry, results, None)
         crash_point("before_commit")
         await self._all_taken[entry.seq].wait()
@@ -278,8 +282,8 @@ class OpenAIBatchBackend:
             except BackendError as error:
                 return error
         if isinstance(status, int) and status != 200:
-            return refusal(status, {}, orjson.dumps(body).decode(), self.config.base_urls[0],
-                           self.where)
+            where = self.config.base_urls[0] if self.config.base_urls else "vllm run-batch"
+            return refusal(status, {}, orjson.dumps(body).decode(), where, self.where)
         error = line.get("error") or {}
         return LineFailed(f"batch {batch_id}: {error.get('code')}: {error.get('message')}")
 

@@ -46,7 +46,12 @@ class ServerSpec:
 
 def serve_args(spec: ServerSpec, host: str, port: int) -> list[str]:
     """The arguments after `vllm`."""
-    args = ["serve", spec.model, "--host", host, "--port", str(port), "--dtype", spec.dtype]
+    return ["serve", spec.model, "--host", host, "--port", str(port), *engine_args(spec)]
+
+
+def engine_args(spec: ServerSpec) -> list[str]:
+    """The engine's arguments, shared by `vllm serve` and `vllm run-batch`."""
+    args = ["--dtype", spec.dtype]
     if spec.served_model_name:
         args += ["--served-model-name", spec.served_model_name]
     for flag, value in (("--max-model-len", spec.max_model_len),

@@ -192,9 +192,13 @@ class BackendConfig(EngineSettings):
         if self.mode == "batch" and self.micro_batch is not None:
             raise ValueError("micro_batch: mode: batch already gathers requests into files; "
                              "remove micro_batch (or use mode: online)")
-        if self.mode == "batch" and self.kind != "openai":
-            raise ValueError(f"mode: batch runs on a provider's Batch API (kind: openai); a "
-                             f"kind: {self.kind} backend runs online: remove mode: batch")
+        if self.mode == "batch" and self.kind == "vllm-inproc":
+            raise ValueError("mode: batch runs on a provider's Batch API (kind: openai) or "
+                             "through `vllm run-batch` (kind: vllm); kind: vllm-inproc runs "
+                             "online: remove mode: batch")
+        if self.mode == "batch" and self.kind == "vllm" \
+                and "regenerate" not in self.batch_files.model_fields_set:
+            self.batch_files.regenerate = "batch"  # online would start servers for a few
         if self.mode == "batch" and "max_in_flight" not in self.model_fields_set:
             # requests wait in open files, not on a connection: let a file fill
             self.max_in_flight = self.batch_files.max_requests

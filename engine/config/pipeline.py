@@ -397,8 +397,8 @@ class PipelineConfig(Strict):
         for user in self._users():
             backend = self.backends.get(user.backend)
             if backend is not None and user.mode == "batch" and backend.mode != "batch" \
-                    and (backend.kind != "openai" or backend.micro_batch is not None):
-                raise ValueError(f"mode: batch needs a kind: openai backend without "
+                    and (backend.kind == "vllm-inproc" or backend.micro_batch is not None):
+                raise ValueError(f"mode: batch needs a kind: openai or vllm backend without "
                                  f"micro_batch; backend {user.backend!r} is kind "
                                  f"{backend.kind}{' with micro_batch' if backend.micro_batch else ''}")
         names = [s.name for s in self.stages]

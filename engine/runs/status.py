@@ -57,7 +57,7 @@ def batch_lines(run_dir: Path, every: bool = False) -> list[str]:
         for f in files:
             if every or not f["done"]:
                 lines.append(f"  {f['name']}  {f['requests']:>6,} requests  "
-                             f"{f['batch_id'] or 'not created'}  {f['status'] or 'sealed'}  "
+                             f"{f['batch_id'] or ''}  {f['status'] or 'sealed'}  "
                              f"{f['counts'] or ''}{'  done' if f['done'] else ''}")
     return lines
 
