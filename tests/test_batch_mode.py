@@ -293,3 +293,19 @@ def test_a_vllm_backend_in_batch_mode_runs_files_through_run_batch(tmp_path, onl
     assert log.is_file() and not list((tmp_path / "run").glob("logs/vllm-[0-9]*.log"))
     listed = gristmill_text("batches", "list", str(tmp_path / "run"))
     assert "2 files, 2 done" in listed and listed.count("completed") == 2
+
+
+def test_a_full_enqueued_token_queue_makes_files_wait_not_fail(tmp_path, online_records):
+    """The provider holds one file's tokens at a time (its enqueued-token limit): the other
+    files are refused with token_limit_exceeded, wait and go again; no item is rejected."""
+    with MockServerProcess("--batch-enqueued-tokens", "3000",
+                           "--batch-ms-per-request", "20") as server:
+        config = batch_config(tmp_path, server.base_url, max_in_flight=40,  # files at once
+                              batch_files={**FAST, "max_requests": 10, "poll_max_s": 0.2})
+        done = gristmill("run", str(config), "--run-dir", str(tmp_path / "run"))
+        stats = server.stats()["batches"]
+    assert done.returncode == 0, done.stderr
+    assert records(tmp_path / "run") == online_records
+    assert stats["failed"] > 0  # refused for the limit at least once
+    assert stats["requests_completed"] == 60  # and nothing answered twice
+    assert orjson.loads((tmp_path / "run" / "summary.json").read_bytes())["rejects"] == 0

@@ -26,8 +26,9 @@ class BatchApi:
                  timeout_s: float = 600.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.where = where
-        self.session = aiohttp.ClientSession(headers=headers,
-                                             timeout=aiohttp.ClientTimeout(total=timeout_s))
+        # no total deadline: an output file may take long to download; a stalled read may not
+        self.session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=60.0, sock_read=timeout_s))
 
     async def aclose(self) -> None:
         await self.session.close()
@@ -117,10 +118,14 @@ class BatchApi:
         return await self._json("POST", f"/batches/{batch_id}/cancel")
 
 
-async def patiently(call: Any, *args: Any, base_s: float = 1.0, max_s: float = 60.0) -> Any:
+async def patiently(call: Any, *args: Any, recover: Any = None, base_s: float = 1.0,
+                    max_s: float = 60.0) -> Any:
     """`call(*args)`, retried with backoff on transient errors (a reset, a 5xx, a 429) for as
     long as they last: giving up on a file's bookkeeping would leave its requests in limbo
-    (uploaded or not? created or not?). Other errors pass; fatal ones stop the run."""
+    (uploaded or not? created or not?). Before each retry, `recover()` may find what a call
+    that seemed to fail did after all (an upload or a batch the provider made though the
+    answer was lost): it is used instead of asking twice. Other errors pass; fatal ones stop
+    the run."""
     attempt = 0
     while True:
         try:
@@ -128,9 +133,12 @@ async def patiently(call: Any, *args: Any, base_s: float = 1.0, max_s: float = 6
         except BackendError as error:
             if not error.retryable:
                 raise
-            log.warning("batch API: %s; again in %.0fs", error, min(max_s, base_s * 2 ** attempt))
-            await asyncio.sleep(min(max_s, base_s * 2 ** attempt))
+            wait = min(max_s, base_s * 2 ** attempt)
+            log.warning("batch API: %s; again in %.0fs", error, wait)
+            await asyncio.sleep(wait)
             attempt += 1
+            if recover is not None and (found := await patiently(recover)) is not None:
+                return found
 
 
 async def lines(path: Path) -> AsyncIterator[dict[str, Any]]:

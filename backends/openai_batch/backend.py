@@ -19,6 +19,7 @@ import asyncio
 import copy
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
@@ -57,8 +58,9 @@ class LineFailed(RetryableError):
 
 
 def line_of(key: bytes, url: str, request: Request) -> bytes:
+    body = build_body(replace(request, stream=False) if request.stream else request)
     return b'{"custom_id":"%s","method":"POST","url":"%s","body":%s}\n' % (
-        key.hex().encode(), url.encode(), build_body(request))
+        key.hex().encode(), url.encode(), body)
 
 
 class OpenFile:
@@ -107,6 +109,7 @@ class OpenAIBatchBackend:
         self._ready = asyncio.Event()
         self._barrier: Callable[[], Awaitable[None]] | None = None
         self._next_seq = 1
+        self._closing = False
         self.files_done = 0
 
     def _set_barrier(self, barrier: Callable[[], Awaitable[None]]) -> None:
@@ -122,15 +125,21 @@ class OpenAIBatchBackend:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
-                for entry, keys in self.ledger.open_files():
+                resumed = self.ledger.open_files()
+                for entry, keys in resumed:
                     self._claim(entry, keys)
+                for entry, _ in resumed:  # a key retried into a later file belongs to it
+                    self._recount(entry)
                     self._start(entry, None)
                 self._ready.set()
-                await asyncio.get_running_loop().create_future()  # until cancelled
+                try:
+                    await asyncio.get_running_loop().create_future()  # until cancelled
+                finally:  # the run has ended: nothing is sealed from now on
+                    self._closing = True
+                    for opened in self._open.values():
+                        opened.cancel_timer()
         finally:
             self._group = None
-            for opened in self._open.values():  # the run has ended: nothing is sealed now
-                opened.cancel_timer()
 
     def hosted(self, ledger: Ledger) -> Runner:
         """The provider's Files and Batch API at the backend's base URL."""
@@ -144,6 +153,11 @@ class OpenAIBatchBackend:
         self._untaken[entry.seq] = len(keys)
         self._all_taken[entry.seq] = asyncio.Event()
 
+    def _recount(self, entry: FileEntry) -> None:
+        self._untaken[entry.seq] = len(self._keys_of(entry))
+        if self._untaken[entry.seq] == 0:
+            self._all_taken[entry.seq].set()
+
     # -- requests ---------------------------------------------------------------------------
     async def complete(self, request: Request, sent: SentCallback | None = None) -> Completion:
         key = request_key(self.name, request)
@@ -155,7 +169,10 @@ class OpenAIBatchBackend:
             waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
             if key not in self._owner:
                 self._join(key, line_of(key, self.url, request), request.model)
-        return self._take(key, await asyncio.shield(waiter))
+        result = await asyncio.shield(waiter)
+        if self._waiters.get(key) is waiter:  # a caller of the same key may come later:
+            del self._waiters[key]  # until the first takes it, it finds the answer here
+        return self._take(key, result)
 
     async def stream(self, request: Request,
                      sent: SentCallback | None = None) -> AsyncIterator[Delta]:
@@ -170,7 +187,7 @@ class OpenAIBatchBackend:
             if self._untaken[entry.seq] == 0:
                 self._all_taken[entry.seq].set()
         if isinstance(result, BaseException):
-            raise result
+            raise copy.copy(result)  # each caller raises its own (the client marks it)
         return result
 
     def _join(self, key: bytes, line: bytes, model: str) -> None:
@@ -206,6 +223,8 @@ class OpenAIBatchBackend:
             opened.timer = loop.call_at(due, self._on_timer, model)
 
     def _seal(self, model: str) -> None:
+        if self._closing:  # the run has ended: its waiters are being cancelled
+            return
         opened = self._open.pop(model)
         opened.cancel_timer()
         seq, self._next_seq = self._next_seq, self._next_seq + 1
@@ -222,6 +241,11 @@ class OpenAIBatchBackend:
     async def drain(self) -> None:
         """Once the pipeline has ended: let each file whose answers were all taken commit
         them and be marked done (files with answers nobody asked for stay open)."""
+        for entry in {e.seq: e for e in self._owner.values()}.values():
+            keys = self._keys_of(entry)
+            if keys and all(k in self._unclaimed for k in keys):  # all cache hits this time
+                for key in keys:
+                    self._take(key, self._unclaimed.pop(key))
         finishing = [task for seq, task in self._drives.items()
                      if self._all_taken[seq].is_set() and not task.done()]
         if finishing:
@@ -240,6 +264,8 @@ class OpenAIBatchBackend:
         except FatalUpstream as error:
             self._settle(entry, {}, error)
             raise
+        except BackendError as error:  # the file could not be run: its requests fail alone
+            ran = error
         if isinstance(ran, BaseException):
             results = dict.fromkeys(self._keys_of(entry), ran)
         else:
@@ -254,7 +280,7 @@ class OpenAIBatchBackend:
         await self.ledger.done(entry)
         self.files_done += 1
         del self._drives[entry.seq]
-        for name in (entry.name, entry.name + ".out", entry.name + ".err"):
+        for name in (entry.name, *(entry.name + end for end in (".out", ".err", ".ran"))):
             (self.dir / name).unlink(missing_ok=True)
 
     async def _read(self, entry: FileEntry, files: list[Path]) -> dict[bytes, Result]:
@@ -293,9 +319,7 @@ class OpenAIBatchBackend:
         missing = LineFailed(f"{entry.name}: missing from the batch's output and error files")
         for key in self._keys_of(entry):
             result = fatal or results.get(key, missing)
-            if isinstance(result, BaseException):
-                result = copy.copy(result)  # each waiter raises its own
-            waiter = self._waiters.pop(key, None)
+            waiter = self._waiters.get(key)
             if waiter is not None and not waiter.done():
                 waiter.set_result(result)
             elif isinstance(result, Completion):

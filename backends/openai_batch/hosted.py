@@ -6,15 +6,23 @@ as it exists."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from gristmill.config.pipeline import BackendConfig
-from gristmill.errors import BadRequest, RateLimited
+from gristmill.errors import BadRequest
 
 from gristmill.backends.openai_batch.api import TERMINAL, BatchApi, patiently
 from gristmill.backends.openai_batch.crash import crash_point
 from gristmill.backends.openai_batch.ledger import FileEntry, Ledger
+
+
+def _backlogged(batch: dict[str, Any]) -> bool:
+    """Failed only because the provider's enqueued-token limit is reached for now."""
+    errors = (batch.get("errors") or {}).get("data") or []
+    return batch.get("status") == "failed" and bool(errors) and all(
+        e.get("code") == "token_limit_exceeded" for e in errors)
 
 
 class HostedBatches:
@@ -26,8 +34,17 @@ class HostedBatches:
     async def run(self, entry: FileEntry, path: Path, resumed: bool) -> list[Path] | BaseException:
         """The result files of `entry` once its batch has ended; an error for every line if
         the batch failed as a whole."""
-        await self._submit(entry, path, resumed)
-        batch = await self._wait_for_end(entry)
+        await self._upload(entry, path, resumed)
+        await self._create(entry, resumed)
+        while True:
+            batch = await self._wait_for_end(entry)
+            if not _backlogged(batch):
+                break
+            # The provider's queue of enqueued tokens is full: the same file waits and is
+            # submitted again, spending no request's retry budget (the queue empties as the
+            # run's other batches end, hours at worst).
+            await asyncio.sleep(self.config.batch_files.poll_max_s)
+            await self._create(entry, resumed=True, failed=entry.batch_id)
         if batch.get("status") == "failed":
             return self._batch_failure(batch)
         files = []
@@ -39,19 +56,31 @@ class HostedBatches:
                 files.append(dest)
         return files
 
-    async def _submit(self, entry: FileEntry, path: Path, resumed: bool) -> None:
+    async def _upload(self, entry: FileEntry, path: Path, resumed: bool) -> None:
+        if entry.file_id is not None:
+            return
+        find = partial(self.api.find_file, entry.name)
+        found = await patiently(find) if resumed else None
+        file_id = found or await patiently(self.api.upload, path, entry.name, recover=find)
+        crash_point("after_upload")
+        await self.ledger.uploaded(entry, file_id)
+
+    async def _create(self, entry: FileEntry, resumed: bool, failed: str | None = None) -> None:
+        """A batch of the file: one found by its metadata (a create whose answer was lost,
+        other than the `failed` one), else a new one."""
+        if entry.batch_id is not None and failed is None:
+            return
         metadata = {"gristmill_run": self.token, "gristmill_file": entry.name}
-        if entry.file_id is None:
-            found = await patiently(self.api.find_file, entry.name) if resumed else None
-            file_id = found or await patiently(self.api.upload, path, entry.name)
-            crash_point("after_upload")
-            await self.ledger.uploaded(entry, file_id)
-        if entry.batch_id is None:
-            found = await patiently(self.api.find_batch, metadata) if resumed else None
-            batch = found or await patiently(self.api.create, entry.file_id, self.url,
-                                             self.config.batch_files.completion_window, metadata)
-            crash_point("after_create")
-            await self.ledger.created(entry, batch["id"], batch.get("status") or "validating")
+
+        async def find() -> dict[str, Any] | None:
+            batch = await self.api.find_batch(metadata)
+            return batch if batch is not None and batch["id"] != failed else None
+        found = await patiently(find) if resumed else None
+        batch = found or await patiently(self.api.create, entry.file_id, self.url,
+                                         self.config.batch_files.completion_window, metadata,
+                                         recover=find)
+        crash_point("after_create")
+        await self.ledger.created(entry, batch["id"], batch.get("status") or "validating")
 
     async def _wait_for_end(self, entry: FileEntry) -> dict[str, Any]:
         """Poll the batch's status with backoff until it ends: the provider has no event to
@@ -70,10 +99,7 @@ class HostedBatches:
     def _batch_failure(self, batch: dict[str, Any]) -> BaseException:
         errors = (batch.get("errors") or {}).get("data") or [{}]
         code, message = errors[0].get("code"), errors[0].get("message")
-        text = f"batch {batch.get('id')} failed validation: {code}: {message}"
-        if code == "token_limit_exceeded":  # too much enqueued now: later it fits
-            return RateLimited(text, retry_after=self.config.batch_files.poll_s)
-        return BadRequest(text)
+        return BadRequest(f"batch {batch.get('id')} failed validation: {code}: {message}")
 
     async def aclose(self) -> None:
         await self.api.aclose()

@@ -61,8 +61,13 @@ class Ledger:
                         self._conn.executemany(sql, params)
                     else:
                         self._conn.execute(sql, params)
-        async with self._lock:
-            await asyncio.to_thread(write)
+        async with self._lock:  # held until the thread's write is over, even on a cancel
+            job = asyncio.ensure_future(asyncio.to_thread(write))
+            try:
+                await asyncio.shield(job)
+            except asyncio.CancelledError:
+                await asyncio.wait([job])
+                raise
 
     # -- reads (at start) -----------------------------------------------------------------
     def token(self) -> str:

@@ -372,6 +372,15 @@ class PipelineConfig(Strict):
                 out.setdefault(self.online_client(backend), (backend, config.in_mode("online")))
         return out
 
+    def _modes_of(self, backend: str) -> set[str]:
+        """The modes `backend`'s requests go in (its own, its users' overrides, where its
+        batch files regenerate)."""
+        own = self.backends[backend]
+        modes = {u.mode or own.mode for u in self._users() if u.backend == backend}
+        if "batch" in modes and own.batch_files.regenerate == "online":
+            modes.add("online")
+        return modes
+
     def online_client(self, backend: str) -> str:
         return backend if self.backends[backend].mode == "online" else f"{backend}@online"
 
@@ -394,6 +403,11 @@ class PipelineConfig(Strict):
                                      f"defined; defined backends: {sorted(self.backends)}")
         if self.judge is not None:
             self._check_judge(self.judge)
+        for name, backend in self.backends.items():
+            if backend.kind == "vllm" and {"online", "batch"} <= self._modes_of(name):
+                raise ValueError(f"backends.{name}: a kind: vllm backend runs `vllm serve` "
+                                 "(online) or `vllm run-batch` (batch), not both: they would "
+                                 "share its GPUs' memory; give every stage of it one mode")
         for user in self._users():
             backend = self.backends.get(user.backend)
             if backend is not None and user.mode == "batch" and backend.mode != "batch" \

@@ -90,7 +90,7 @@ class JudgeSession:
         self.store = Store(run_dir / "run.sqlite", {})
         self.clients: dict[str, ModelClient] = {}
         for name, backend in self.config.backends.items():
-            client = make_client(name, backend)
+            client = make_client(name, backend.in_mode("online"))  # a judge answers now
             client.cache = AnswerCache(self.store, name)
             self.clients[name] = client
 
