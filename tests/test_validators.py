@@ -391,3 +391,13 @@ def test_a_pattern_with_inline_flags_is_one_of_several():
     regex = re.compile(alternation(["(?i)as an ai language model", "XYZ", "(?s)a.b"]))
     assert regex.search("As An AI Language Model") and regex.search("a\nb")
     assert not regex.search("xyz")
+
+
+def test_a_word_carried_from_a_non_ascii_feed_is_compared_lowered():
+    """Found by the property above: 'Wheel' ended a feed holding '—', then completed in an
+    ASCII feed (here: the end) and was compared unlowered."""
+    validator = one({"name": "repetition", "ngram": 2, "max_ngram_repeats": 2,
+                     "window_words": 10})
+    text = "mill wheel — mill Wheel"
+    assert verdict(validator, text) is not None
+    assert verdict(validator, text) == verdict(validator, text, [5, 13])

@@ -162,7 +162,10 @@ class _RepetitionCheck(Check):
                 tokens.insert(0, carried)  # whitespace (or the end) completes it
         self.word = ""
         if tokens and not final and not text[-1].isspace():
-            self.word = tokens.pop()[: Repetition.MAX_WORD]  # may continue in the next feed
+            word = tokens.pop()[: Repetition.MAX_WORD]  # may continue in the next feed
+            # kept as an ASCII feed would give it (lowered), whatever this feed held: the
+            # next feed takes an ASCII carried word as already lowered
+            self.word = word.lower() if not ascii_only and word.isascii() else word
         words = counted_words(tokens, ascii_only)
         if not words:
             return (INF, 1), None
