@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -196,8 +197,8 @@ def test_status_lists_batches_and_cancel_cancels_them_and_a_resume_completes(
                 time.sleep(0.1)
             cancelled = gristmill_text("batches", "cancel", str(run_dir))
             assert "cancel" in cancelled and "default:" in cancelled
-            status = gristmill_text("status", str(run_dir))
-            assert "batches of default:" in status and "requests" in status
+            status = gristmill_text("status", str(run_dir))  # open ones listed, if any left
+            assert re.search(r"batches of default: \d+ files, \d+ done", status)
         finally:
             running.send_signal(signal.SIGTERM)
             running.communicate(timeout=60)
