@@ -27,7 +27,9 @@ from tests.conftest import pipeline_config
 
 GRISTMILL = [sys.executable, "-m", "gristmill"]
 SEEDS = 20  # 20 questions, then 40 answers: 60 requests, 40 records
-FAST = {"idle_seal_s": 0.2, "poll_s": 0.05, "poll_max_s": 0.3}
+# small files: a batch stage has a worker per request a file may hold (max_in_flight defaults
+# to max_requests), and tens of thousands of idle tasks are slow under asyncio's debug mode
+FAST = {"idle_seal_s": 0.2, "poll_s": 0.05, "poll_max_s": 0.3, "max_requests": 200}
 CRASH_POINTS = ("after_seal", "after_upload", "after_create", "during_download",
                 "before_commit")
 

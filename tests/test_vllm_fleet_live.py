@@ -191,7 +191,7 @@ async def test_batch_mode_runs_each_file_through_vllm_run_batch(tiny_model, tmp_
     """kind: vllm in batch mode: no server; the questions' file, then the answers', each
     through `vllm run-batch` on the tiny model; the records a run through the mock has."""
     backend = fleet_backend(tiny_model, servers=1)
-    backend.update(mode="batch", batch_files={"idle_seal_s": 0.5})
+    backend.update(mode="batch", batch_files={"idle_seal_s": 0.5, "max_requests": 200})
     config = validate_config(pipeline(tmp_path, backend))
     the_run = Run(config, RunOptions(run_dir=tmp_path / "run", progress=False))
     summary = await the_run.execute()
