@@ -93,7 +93,7 @@ async def test_a_canary_openai_key_reaches_a_loopback_server_and_nothing_else(mo
     monkeypatch.setenv("OPENAI_API_KEY", canary)
     config = validate_config(data)
     backend = OpenAIHTTPBackend("default", config.backends["default"])
-    assert backend._headers["Authorization"] == f"Bearer {canary}"  # held here only
+    assert backend.headers["Authorization"] == f"Bearer {canary}"  # held here only
     assert canary not in repr(config) + repr(config.backends["default"]) + repr(backend)
     assert canary not in repr(vars(backend).get("config")) + repr(backend.capabilities)
 

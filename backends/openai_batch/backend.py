@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
@@ -26,7 +25,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 import orjson
 
 from gristmill.capabilities import Capabilities
-from gristmill.config.keys import api_key, auth_headers
 from gristmill.config.pipeline import BackendConfig
 from gristmill.errors import BackendError, FatalUpstream, RetryableError
 from gristmill.protocol import Completion, Delta, Request, SentCallback, request_key
@@ -87,11 +85,11 @@ class OpenAIBatchBackend:
         self.name, self.config = name, config
         self.dir = work_dir
         self.url = "/v1/chat/completions" if config.api == "chat" else "/v1/completions"
-        key = api_key(name, config.api_key_env, config.base_urls, os.environ)
-        self.where = Where(name, config.model, key.variable if key.value is not None else None)
-        self._headers = {**config.headers, **auth_headers(key, config.auth_header)}
         self._make_runner = runner or OpenAIBatchBackend.hosted
-        self._online = OpenAIHTTPBackend(name, config)  # its preflight: same key, same URL
+        # the same key, headers and URL as online: its preflight, its headers, and the key
+        # variable messages name
+        self._online = OpenAIHTTPBackend(name, config)
+        self.where = Where(name, config.model, self._online.key_variable)
         self.capabilities = Capabilities(
             preflight=self._online.preflight if config.preflight else None,
             background=self.serve, drain=self.drain, set_commit_barrier=self._set_barrier)
@@ -143,7 +141,7 @@ class OpenAIBatchBackend:
 
     def hosted(self, ledger: Ledger) -> Runner:
         """The provider's Files and Batch API at the backend's base URL."""
-        api = BatchApi(self.config.base_urls[0], self._headers, self.where,
+        api = BatchApi(self.config.base_urls[0], self._online.headers, self.where,
                        self.config.timeouts.total)
         return HostedBatches(api, ledger, self.config, self.url, self._token)
 

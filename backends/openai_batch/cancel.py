@@ -4,14 +4,13 @@ for what the cancel left unanswered."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from gristmill.config.keys import api_key, auth_headers
 from gristmill.config.pipeline import PipelineConfig
 
 from gristmill.backends.openai_batch.api import TERMINAL, BatchApi, patiently
 from gristmill.backends.openai_batch.ledger import read_files
+from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
 from gristmill.backends.openai_http.refusals import Where
 
 
@@ -24,10 +23,9 @@ async def cancel_open(run_dir: Path, config: PipelineConfig) -> list[str]:
         if not open_ones:
             continue
         settings = config.backends[backend]
-        key = api_key(backend, settings.api_key_env, settings.base_urls, os.environ)
-        api = BatchApi(settings.base_urls[0],
-                       {**settings.headers, **auth_headers(key, settings.auth_header)},
-                       Where(backend, settings.model, key.variable))
+        online = OpenAIHTTPBackend(backend, settings)  # its key and headers, as the run's
+        api = BatchApi(settings.base_urls[0], online.headers,
+                       Where(backend, settings.model, online.key_variable))
         try:
             for entry in open_ones:
                 batch = await patiently(api.cancel, entry["batch_id"])

@@ -115,7 +115,7 @@ class OpenAIHTTPBackend:
         self.path = "/chat/completions" if config.api == "chat" else "/completions"
         key = api_key(name, config.api_key_env, config.base_urls, os.environ)
         self.key_variable = key.variable if key.value is not None else None  # for messages
-        self._headers = {**config.headers, **auth_headers(key, config.auth_header)}
+        self.headers = {**config.headers, **auth_headers(key, config.auth_header)}  # key inside
         self.endpoints = EndpointSet([Endpoint(url, cap=config.max_in_flight)
                                       for url in config.base_urls])
         # Rate windows count a request from its send, which only aiohttp's tracing sees; it
@@ -133,7 +133,7 @@ class OpenAIHTTPBackend:
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.config.max_in_flight,
                                            limit_per_host=0, keepalive_timeout=60),
-            timeout=timeout, headers={**self._headers, "Content-Type": "application/json"},
+            timeout=timeout, headers={**self.headers, "Content-Type": "application/json"},
             skip_auto_headers=("User-Agent",),
             trace_configs=[send_tracing()] if self.reports_sends else None,
             json_serialize=lambda o: orjson.dumps(o).decode())
@@ -160,7 +160,7 @@ class OpenAIHTTPBackend:
         a model not listed. An endpoint that does not answer is left to the run: its server
         may still be coming up, and `unreachable_after_s` bounds the wait."""
         timeout = aiohttp.ClientTimeout(total=self.config.timeouts.connect + 10)
-        async with aiohttp.ClientSession(timeout=timeout, headers=self._headers) as session:
+        async with aiohttp.ClientSession(timeout=timeout, headers=self.headers) as session:
             for endpoint in self.endpoints.endpoints:
                 try:
                     async with session.get(endpoint.url + "/models",
