@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Collection, Protocol, Sequence
 
+Answered = Callable[[list[bytes]], None]
+
 
 class Endpoint(Protocol):
     """One base URL of a backend, as the run's watchers see it."""
@@ -56,6 +58,16 @@ class Fleet(Protocol):
         """For the run's summary: the servers' URLs, restarts, those given up on."""
 
 
+class Batches(Protocol):
+    """A backend whose requests wait in batch files: a request raises `Parked` until its
+    result has arrived, and the backend tells whom `tell` names which keys have one."""
+
+    def tell(self, answered: Answered) -> None: ...
+
+    def flush(self) -> None:
+        """Send what is gathered now: nothing more is coming until answers do."""
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     endpoints: Endpoints | None = None  # HTTP base URLs: balancing, ejection and probing
@@ -75,3 +87,4 @@ class Capabilities:
     # Takes a coroutine function that returns once every answer handed out so far is
     # committed to the run's store: a batch file is marked done only then.
     set_commit_barrier: Callable[[Callable[[], Awaitable[None]]], None] | None = None
+    batches: Batches | None = None  # requests wait in batch files (their items are parked)

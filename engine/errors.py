@@ -93,6 +93,25 @@ class InvalidOutput(GristmillError):
         self.validator = validator
 
 
+class Deferred(GristmillError):
+    """The item leaves its stage without being done and without being a reject (neither a
+    backend error nor a stop): its seed stays not done."""
+
+
+class Parked(Deferred):
+    """The request waits in a batch file: the item is set aside (`flows.parking`) and comes
+    back to its stage once the answer to `key` has arrived, instead of holding a worker."""
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__("waiting for a batch")
+        self.key = key
+
+
+class NotSent(Deferred):
+    """The request was not sent: the run's budget is closed. The item is not done; the run
+    ends once the work in flight has, and a resume with a higher budget asks again."""
+
+
 class RunStopped(GristmillError):
     """Going on is pointless: the run stops at once (not an item's failure, so never a
     reject). Work in flight is dropped without being marked done; a resume asks again."""

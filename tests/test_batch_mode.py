@@ -27,8 +27,7 @@ from tests.conftest import pipeline_config
 
 GRISTMILL = [sys.executable, "-m", "gristmill"]
 SEEDS = 20  # 20 questions, then 40 answers: 60 requests, 40 records
-# small files: a batch stage has a worker per request a file may hold (max_in_flight defaults
-# to max_requests), and tens of thousands of idle tasks are slow under asyncio's debug mode
+# quick seals and polls, small files: the tests' batches end in tenths of a second
 FAST = {"idle_seal_s": 0.2, "poll_s": 0.05, "poll_max_s": 0.3, "max_requests": 200}
 CRASH_POINTS = ("after_seal", "after_upload", "after_create", "during_download",
                 "before_commit")
@@ -135,6 +134,70 @@ async def test_the_python_api_runs_batch_mode_and_leaves_nothing_behind(tmp_path
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
+async def test_waiting_requests_hold_no_worker_and_stay_within_max_pending(tmp_path,
+                                                                          online_records):
+    """Two workers per stage, twenty requests waiting at once: items wait on disk, not in
+    workers; never more than max_pending requests wait; the records are online's."""
+    with MockServerProcess("--batch-ms-per-request", "2") as server:
+        data = pipeline_config(server.base_url, tmp_path, seeds=SEEDS, mode="batch",
+                               max_in_flight=2, batch_files={**FAST, "max_pending": 12})
+        the_run = Run(validate_config(data), RunOptions(run_dir=tmp_path / "run",
+                                                        progress=False))
+        backend = the_run.clients["default"].backend
+        peak = {"waiting": 0, "parked": 0}
+
+        async def sample() -> None:
+            while the_run.stats.finished is None:
+                peak["waiting"] = max(peak["waiting"], len(backend._waiting))
+                if the_run.pipeline.parking is not None:
+                    peak["parked"] = max(peak["parked"], the_run.pipeline.parking.parked)
+                await asyncio.sleep(0.002)
+
+        sampler = asyncio.create_task(sample())
+        summary = await the_run.execute()
+        await sampler
+    workers = sum(stage.workers for stage in the_run.pipeline.stages)
+    assert workers == 4 and peak["waiting"] == 12 and peak["parked"] >= 12
+    assert summary["stop_reason"] == "complete" and records(tmp_path / "run") == online_records
+    client = the_run.clients["default"]
+    assert client.parked == {} and client.in_flight == 0 and not backend._waiting
+    assert not (tmp_path / "run" / "batches" / "parked.sqlite").exists()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+def test_a_budget_caps_batch_mode_and_a_resume_with_more_completes_it(tmp_path,
+                                                                      online_records):
+    """Requests waiting in a batch keep their reservation until answered: the budget is never
+    passed, the run ends once the batches in flight have (exit 5), nothing is left reserved,
+    and a resume with a higher budget gives the records of an online run."""
+    price = {"input": 1.0, "output": 2.0}
+    with MockServerProcess() as server:
+        config = batch_config(tmp_path, server.base_url, price=price, max_in_flight=2)
+        full = tmp_path / "full"
+        assert gristmill("run", str(config), "--run-dir", str(full)).returncode == 0
+        cost = orjson.loads((full / "summary.json").read_bytes())["cost_usd"]["total"]
+        budget = round(cost * 0.4, 6)
+        run_dir = tmp_path / "run"
+        stopped = gristmill("run", str(config), "--run-dir", str(run_dir), "--budget-usd",
+                            str(budget))
+        ended = orjson.loads((run_dir / "summary.json").read_bytes())
+        partial = len(records(run_dir))
+        resumed = gristmill("resume", str(run_dir), "--budget-usd", str(cost * 3))
+    assert stopped.returncode == 5, stopped.stderr
+    assert "budget" in stopped.stderr and "request(s) not sent" in stopped.stderr
+    spent = ended["cost_usd"]
+    assert 0 < spent["total"] <= budget and spent["budget"]["reserved_usd"] == 0
+    assert ended["rejects"] == 0 and partial < len(online_records)
+    assert resumed.returncode == 0, resumed.stderr
+    assert records(run_dir) == online_records
+
+
+def test_batch_mode_without_the_answer_cache_is_a_usage_error(tmp_path):
+    data = pipeline_config("http://127.0.0.1:9/v1", tmp_path, mode="batch")
+    with pytest.raises(ConfigError, match="--no-cache"):
+        Run(validate_config(data), RunOptions(run_dir=tmp_path / "run", cache=False))
+
+
 def test_batch_mode_with_micro_batches_is_a_config_error(tmp_path):
     data = pipeline_config("http://127.0.0.1:9/v1", tmp_path, mode="batch", api="completions",
                            micro_batch={"max_prompts": 4})
@@ -234,25 +297,43 @@ def test_batch_mode_pays_the_batch_price(tmp_path):
 
 
 async def test_each_model_gets_its_own_files(tmp_path):
-    """Requests for two models at once: two files (a provider refuses a file with two)."""
+    """Requests for two models at once: two files (a provider refuses a file with two). A
+    request is parked, not awaited: it is asked again once the backend says it has its
+    answer."""
     from gristmill.backends.openai_batch.backend import OpenAIBatchBackend
     from gristmill.config.pipeline import BackendConfig
-    from gristmill.protocol import Request
+    from gristmill.errors import Parked
+    from gristmill.protocol import Request, request_key
+
+    requests = [Request(model, messages=[{"role": "user", "content": str(i)}])
+                for i in range(10) for model in ("a", "b")]
+    arrived: set[bytes] = set()
+    all_arrived = asyncio.Event()
+
+    def answered(keys: list[bytes]) -> None:
+        arrived.update(keys)
+        if len(arrived) == len(requests):
+            all_arrived.set()
 
     with MockServerProcess() as server:
         config = BackendConfig(base_url=server.base_url, model="a", mode="batch",
                                batch_files=FAST)
         backend = OpenAIBatchBackend("default", config, tmp_path / "batches")
+        backend.tell(answered)
         serving = asyncio.create_task(backend.serve())
         try:
-            answers = await asyncio.gather(*(
-                backend.complete(Request(model, messages=[{"role": "user", "content": str(i)}]))
-                for i in range(10) for model in ("a", "b")))
+            for request in requests:
+                with pytest.raises(Parked):
+                    await backend.complete(request)
+            backend.flush()
+            await asyncio.wait_for(all_arrived.wait(), 30)
+            answers = [await backend.complete(request) for request in requests]
         finally:
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
             await backend.aclose()
         stats = server.stats()["batches"]
+    assert arrived == {request_key("default", r) for r in requests}
     assert {a.model for a in answers} == {"a", "b"} and all(a.text for a in answers)
     assert stats["created"] == stats["completed"] == 2 and stats["failed"] == 0
 

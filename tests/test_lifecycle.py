@@ -242,6 +242,7 @@ class CountingStage:
     def __init__(self, name: str, depth: int, fan: int, live: list[int], workers: int = 4):
         self.name, self.depth, self.fan_out, self.live = name, depth, 1, live
         self.workers, self.queue_size, self.fan = workers, 8, fan
+        self.parks = False
         self.stats = StageStats(name)
 
     async def process(self, item: Item, variant: int) -> list[Item]:

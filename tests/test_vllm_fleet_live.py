@@ -73,12 +73,14 @@ def fleet_backend(model: Path, servers: int) -> dict[str, Any]:
 
 def pipeline(tmp_path: Path, backend: dict[str, Any]) -> dict[str, Any]:
     """A question, then its answer: one record per seed. Plain text and no validators: the
-    tiny model's random text is not the point here (nor could it write valid JSON)."""
+    tiny model's random text is not the point here (nor could it write valid JSON).
+    `min_tokens` (vLLM's) keeps it from ending an answer at its first token: an empty answer
+    is rejected, and a lost record must mean the fleet lost it."""
     data = pipeline_config("http://127.0.0.1:9/v1", tmp_path, seeds=SEEDS)
     data["backends"]["default"] = backend
     for stage in data["stages"]:
         stage.update(output={"type": "text"}, validators={"defaults": False},
-                     sampling={"max_tokens": 160, "temperature": 0.8})
+                     sampling={"max_tokens": 160, "min_tokens": 8, "temperature": 0.8})
     return data
 
 
@@ -134,7 +136,8 @@ async def test_pipeline_through_two_servers_with_metrics_driven_caps(tiny_model,
     await sampler
     fleet = the_run.clients["default"].backend.capabilities.fleet
     assert_groups_gone(fleet.pids())
-    assert set(record_ids(tmp_path / "run")) == expected_ids and summary["rejects"] == 0
+    assert summary["rejects"] == 0, summary
+    assert set(record_ids(tmp_path / "run")) == expected_ids
     assert len(caps) == 2 and (tmp_path / "run" / "logs" / "vllm-1.log").is_file()
     for url, seen in caps.items():
         # slow start from 8 while the batch has room, within the per-server ceiling (64 / 2)
@@ -195,7 +198,8 @@ async def test_batch_mode_runs_each_file_through_vllm_run_batch(tiny_model, tmp_
     config = validate_config(pipeline(tmp_path, backend))
     the_run = Run(config, RunOptions(run_dir=tmp_path / "run", progress=False))
     summary = await the_run.execute()
-    assert set(record_ids(tmp_path / "run")) == expected_ids and summary["rejects"] == 0
+    assert summary["rejects"] == 0, summary
+    assert set(record_ids(tmp_path / "run")) == expected_ids
     assert the_run.clients["default"].backend.files_done == 2
     log = (tmp_path / "run" / "logs" / "vllm-run-batch-default.log").read_text()
     assert "run_batch" in log or "run-batch" in log or "Running batch" in log

@@ -1,17 +1,21 @@
 """`mode: batch`: requests gathered into files for the provider's Batch API, at its discount.
 
-A request joins the open file and waits for its answer; the file is sealed when it is full
-(requests or bytes), `seal_after_s` after its first request, or once nothing has joined it for
-`idle_seal_s`. Each sealed file is driven to its end by one task: intent in the ledger, upload,
-create, status polls with backoff, both the output and the error file read, answers handed to
-their waiters, and marked done once the run's store has committed them. A line that failed or
-expired, or is missing, fails its request with a retryable error, so the client's retry
-policy submits it again in a later file (a bounded number of times, then the item is a reject
-with the provider's reason); refusals that are fatal online (a bad key, an unknown model) are
-fatal here too. Each line's custom_id is the request's durable key (`request_key`).
+A request joins the open file (its line written to disk at once) and raises `Parked`: no
+worker waits for it, the pipeline sets its item aside. A file is sealed when it is full
+(requests or bytes), `seal_after_s` after its first request, once nothing has joined it for
+`idle_seal_s`, or at once when the pipeline has nothing else to do (`flush`). At most
+`max_pending` requests wait for answers at once; one more waits for room. Each sealed file is
+driven to its end by one task: intent in the ledger, upload, create, status polls with
+backoff, both the output and the error file read. A line that failed, expired or is missing
+goes into a later file, put there by the backend itself a bounded number of times
+(`retry.max_attempts` files in all), then it fails with the provider's reason. Every other
+result is kept until its request is asked again, and the pipeline is told (`answered`) which
+keys have one; a file is marked done once each of its results was taken and the run's store
+has committed it. Refusals that are fatal online (a bad key, an unknown model) are fatal here
+too. Each line's custom_id is the request's durable key (`request_key`).
 
 After a crash the ledger's open files are resumed before any request is placed: their keys
-wait for those files instead of joining new ones, so no key is in two batches."""
+wait for those files instead of joining new ones, so no key is in two open batches."""
 
 from __future__ import annotations
 
@@ -24,9 +28,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import orjson
 
-from gristmill.capabilities import Capabilities
+from gristmill.capabilities import Answered, Capabilities
 from gristmill.config.pipeline import BackendConfig
-from gristmill.errors import BackendError, FatalUpstream, RetryableError
+from gristmill.errors import BackendError, FatalUpstream, Parked, RetryableError
 from gristmill.protocol import Completion, Delta, Request, SentCallback, request_key
 
 from gristmill.backends.openai_batch.api import BatchApi, lines
@@ -55,6 +59,10 @@ class LineFailed(RetryableError):
     """A line of a batch failed, expired, was cancelled or is missing from its files."""
 
 
+class GaveUp(BackendError):
+    """A line failed in every file it was put in: its item is a reject with the reason."""
+
+
 def line_of(key: bytes, url: str, request: Request) -> bytes:
     body = build_body(replace(request, stream=False) if request.stream else request)
     return b'{"custom_id":"%s","method":"POST","url":"%s","body":%s}\n' % (
@@ -62,21 +70,29 @@ def line_of(key: bytes, url: str, request: Request) -> bytes:
 
 
 class OpenFile:
-    """The file requests are joining now."""
+    """The file one model's requests are joining now, written as they join."""
 
-    __slots__ = ("keys", "lines", "size", "opened", "last", "timer")
+    __slots__ = ("entry", "keys", "out", "size", "opened", "last", "timer")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, entry: FileEntry, path: Path, now: float) -> None:
+        self.entry = entry
         self.keys: list[bytes] = []
-        self.lines: list[bytes] = []
+        self.out = path.open("wb")
         self.size = 0
         self.opened = self.last = now
         self.timer: asyncio.TimerHandle | None = None
 
-    def cancel_timer(self) -> None:
+    def add(self, key: bytes, line: bytes, now: float) -> None:
+        self.keys.append(key)
+        self.out.write(line)
+        self.size += len(line)
+        self.last = now
+
+    def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.out.close()
 
 
 class OpenAIBatchBackend:
@@ -92,13 +108,18 @@ class OpenAIBatchBackend:
         self.where = Where(name, config.model, self._online.key_variable)
         self.capabilities = Capabilities(
             preflight=self._online.preflight if config.preflight else None,
-            background=self.serve, drain=self.drain, set_commit_barrier=self._set_barrier)
+            background=self.serve, drain=self.drain, set_commit_barrier=self._set_barrier,
+            batches=self)
         self.ledger: Ledger | None = None
         self.runner: Runner | None = None  # made when the run starts: it needs the ledger
         self._token = ""  # this run's mark in file names and batch metadata
         self._open: dict[str, OpenFile] = {}  # by model: a file holds one model's requests
-        self._waiters: dict[bytes, asyncio.Future[Result]] = {}
-        self._unclaimed: dict[bytes, Result] = {}  # answers of resumed files nobody asked yet
+        self._waiting: set[bytes] = set()  # keys in open or submitted files, no result yet
+        self._room = asyncio.Event()  # set while fewer than max_pending are waiting
+        self._room.set()
+        self._results: dict[bytes, Result] = {}  # arrived, not yet taken (errors: kept)
+        self._resubmitted: dict[bytes, int] = {}  # key -> later files it was put in
+        self._answered: Answered = lambda keys: None  # told the keys whose results arrived
         self._owner: dict[bytes, FileEntry] = {}  # keys in a file not yet done
         self._untaken: dict[int, int] = {}  # file seq -> answers not yet taken by a waiter
         self._all_taken: dict[int, asyncio.Event] = {}
@@ -113,6 +134,10 @@ class OpenAIBatchBackend:
     def _set_barrier(self, barrier: Callable[[], Awaitable[None]]) -> None:
         self._barrier = barrier
 
+    def tell(self, answered: Answered) -> None:
+        """Whom to tell the keys whose results have arrived (the pipeline)."""
+        self._answered = answered
+
     # -- the background work ----------------------------------------------------------------
     async def serve(self) -> None:
         """Resume the ledger's open files, then drive each sealed file; until cancelled."""
@@ -124,8 +149,10 @@ class OpenAIBatchBackend:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 resumed = self.ledger.open_files()
+                self._remove_strays({entry.name for entry, _ in resumed})
                 for entry, keys in resumed:
                     self._claim(entry, keys)
+                    self._waiting.update(keys)
                 for entry, _ in resumed:  # a key retried into a later file belongs to it
                     self._recount(entry)
                     self._start(entry, None)
@@ -135,9 +162,15 @@ class OpenAIBatchBackend:
                 finally:  # the run has ended: nothing is sealed from now on
                     self._closing = True
                     for opened in self._open.values():
-                        opened.cancel_timer()
+                        opened.close()
         finally:
             self._group = None
+
+    def _remove_strays(self, open_names: set[str]) -> None:
+        """Files a crash left before they were sealed: no intent refers to them."""
+        for path in self.dir.glob(f"gristmill-{self._token}-{self.name}-*.jsonl"):
+            if path.name not in open_names:
+                path.unlink()
 
     def hosted(self, ledger: Ledger) -> Runner:
         """The provider's Files and Batch API at the backend's base URL."""
@@ -158,19 +191,22 @@ class OpenAIBatchBackend:
 
     # -- requests ---------------------------------------------------------------------------
     async def complete(self, request: Request, sent: SentCallback | None = None) -> Completion:
+        """The answer if it has arrived; else the request joins a file (unless it is in one
+        already) and `Parked` is raised: its item is asked again once the answer is there."""
         key = request_key(self.name, request)
         await self._ready.wait()  # resumed files claim their keys first
-        if key in self._unclaimed:
-            return self._take(key, self._unclaimed.pop(key))
-        waiter = self._waiters.get(key)
-        if waiter is None:
-            waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
-            if key not in self._owner:
+        if key in self._results:
+            return self._take(key)
+        if key not in self._waiting:
+            while len(self._waiting) >= self.config.batch_files.max_pending:
+                self.flush()  # what is gathered cannot grow: let it go
+                self._room.clear()
+                await self._room.wait()
+            if key in self._results:  # answered while this one waited for room
+                return self._take(key)
+            if key not in self._waiting:
                 self._join(key, line_of(key, self.url, request), request.model)
-        result = await asyncio.shield(waiter)
-        if self._waiters.get(key) is waiter:  # a caller of the same key may come later:
-            del self._waiters[key]  # until the first takes it, it finds the answer here
-        return self._take(key, result)
+        raise Parked(key)
 
     async def stream(self, request: Request,
                      sent: SentCallback | None = None) -> AsyncIterator[Delta]:
@@ -178,15 +214,23 @@ class OpenAIBatchBackend:
         completion = await self.complete(request, sent)
         yield Delta(completion.text, completion.finish_reason, completion.usage)
 
-    def _take(self, key: bytes, result: Result) -> Completion:
+    def _take(self, key: bytes) -> Completion:
+        """A result handed to its request: an answer leaves (the client caches it); an error
+        stays, so that an identical request fails alike instead of joining a file again."""
+        result = self._results[key]
+        self._release(key)
+        if isinstance(result, BaseException):
+            raise copy.copy(result)  # each caller raises its own (the client marks it)
+        del self._results[key]
+        return result
+
+    def _release(self, key: bytes) -> None:
+        """`key` no longer keeps its file from being done."""
         entry = self._owner.pop(key, None)
         if entry is not None:
             self._untaken[entry.seq] -= 1
             if self._untaken[entry.seq] == 0:
                 self._all_taken[entry.seq].set()
-        if isinstance(result, BaseException):
-            raise copy.copy(result)  # each caller raises its own (the client marks it)
-        return result
 
     def _join(self, key: bytes, line: bytes, model: str) -> None:
         """Add a line to the open file of its model (a batch file holds one model)."""
@@ -197,14 +241,19 @@ class OpenAIBatchBackend:
             self._seal(model)
             opened = None
         if opened is None:
-            opened = self._open[model] = OpenFile(now)
+            seq, self._next_seq = self._next_seq, self._next_seq + 1
+            entry = FileEntry(seq, f"gristmill-{self._token}-{self.name}-{seq:06d}.jsonl", 0)
+            opened = self._open[model] = OpenFile(entry, self.dir / entry.name, now)
             opened.timer = loop.call_at(now + min(limits.idle_seal_s, limits.seal_after_s),
                                         self._on_timer, model)
-        opened.keys.append(key)
-        opened.lines.append(line)
-        opened.size += len(line)
-        opened.last = now
+        opened.add(key, line, now)
+        self._waiting.add(key)
         if len(opened.keys) >= limits.max_requests:
+            self._seal(model)
+
+    def flush(self) -> None:
+        """Seal every open file now: nothing more is coming until answers do."""
+        for model in list(self._open):
             self._seal(model)
 
     def _on_timer(self, model: str) -> None:
@@ -221,15 +270,13 @@ class OpenAIBatchBackend:
             opened.timer = loop.call_at(due, self._on_timer, model)
 
     def _seal(self, model: str) -> None:
-        if self._closing:  # the run has ended: its waiters are being cancelled
+        if self._closing:  # the run has ended: nothing more is sent
             return
         opened = self._open.pop(model)
-        opened.cancel_timer()
-        seq, self._next_seq = self._next_seq, self._next_seq + 1
-        entry = FileEntry(seq, f"gristmill-{self._token}-{self.name}-{seq:06d}.jsonl",
-                          len(opened.keys))
-        self._claim(entry, opened.keys)
-        self._start(entry, opened)
+        opened.close()
+        opened.entry.requests = len(opened.keys)
+        self._claim(opened.entry, opened.keys)
+        self._start(opened.entry, opened)
 
     def _start(self, entry: FileEntry, opened: OpenFile | None) -> None:
         assert self._group is not None, "the run starts a batch backend's background work"
@@ -237,13 +284,13 @@ class OpenAIBatchBackend:
                                                           name=f"batch-{entry.seq}")
 
     async def drain(self) -> None:
-        """Once the pipeline has ended: let each file whose answers were all taken commit
+        """Once the pipeline has ended: let each file whose results were all taken commit
         them and be marked done (files with answers nobody asked for stay open)."""
         for entry in {e.seq: e for e in self._owner.values()}.values():
             keys = self._keys_of(entry)
-            if keys and all(k in self._unclaimed for k in keys):  # all cache hits this time
+            if keys and all(k in self._results for k in keys):  # all cache hits this time
                 for key in keys:
-                    self._take(key, self._unclaimed.pop(key))
+                    self._release(key)
         finishing = [task for seq, task in self._drives.items()
                      if self._all_taken[seq].is_set() and not task.done()]
         if finishing:
@@ -253,14 +300,13 @@ class OpenAIBatchBackend:
     async def _drive(self, entry: FileEntry, opened: OpenFile | None) -> None:
         assert self.ledger is not None and self.runner is not None
         path = self.dir / entry.name
-        if opened is not None:  # fresh: the file, then the intent, before any upload
-            await asyncio.to_thread(path.write_bytes, b"".join(opened.lines))
+        if opened is not None:  # fresh: the intent before any upload
             await self.ledger.intend(entry, opened.keys)
             crash_point("after_seal")
         try:
             ran = await self.runner.run(entry, path, resumed=opened is None)
         except FatalUpstream as error:
-            self._settle(entry, {}, error)
+            await self._settle(entry, path, {}, error)
             raise
         except BackendError as error:  # the file could not be run: its requests fail alone
             ran = error
@@ -270,7 +316,7 @@ class OpenAIBatchBackend:
             if entry.status is None:  # a local runner has no provider status to record
                 await self.ledger.status(entry, "completed", {})
             results = await self._read(entry, ran)
-        self._settle(entry, results, None)
+        await self._settle(entry, path, results, None)
         crash_point("before_commit")
         await self._all_taken[entry.seq].wait()
         if self._barrier is not None:
@@ -311,25 +357,51 @@ class OpenAIBatchBackend:
         error = line.get("error") or {}
         return LineFailed(f"batch {batch_id}: {error.get('code')}: {error.get('message')}")
 
-    def _settle(self, entry: FileEntry, results: dict[bytes, Result],
-                fatal: BaseException | None) -> None:
-        """Hand each key of the file its result (a missing one fails, to be asked again)."""
+    async def _settle(self, entry: FileEntry, path: Path, results: dict[bytes, Result],
+                      fatal: BaseException | None) -> None:
+        """Each key of the file gets its result (a missing line fails); a failed line goes
+        into a later file while it has tries left. The pipeline is told the keys with one."""
         missing = LineFailed(f"{entry.name}: missing from the batch's output and error files")
+        tries = self.config.retry.max_attempts
+        answered, again = [], []
         for key in self._keys_of(entry):
+            self._waiting.discard(key)
             result = fatal or results.get(key, missing)
-            waiter = self._waiters.get(key)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(result)
-            elif isinstance(result, Completion):
-                self._unclaimed[key] = result  # a resumed file's: taken when asked
-            else:
-                self._take(key, None)  # nobody waits: it is asked again in a new file
+            if isinstance(result, RetryableError):
+                if self._resubmitted.get(key, 0) + 1 < tries:
+                    again.append(key)
+                    continue
+                result = GaveUp(f"{result} (in {tries} batch files)")
+            self._resubmitted.pop(key, None)
+            self._results[key] = result
+            answered.append(key)
+        if again:
+            await self._resubmit(path, again)
+        if len(self._waiting) < self.config.batch_files.max_pending:
+            self._room.set()
+        self._answered(answered)
+
+    async def _resubmit(self, path: Path, keys: list[bytes]) -> None:
+        """Put the lines of `keys` into files of their own (new requests go on in the
+        next): their items stay parked. A retry is not held back by a file still filling."""
+        wanted = {key.hex(): key for key in keys}
+        self.flush()
+        async for line in lines(path):
+            key = wanted.pop(line.get("custom_id") or "", None)
+            if key is not None:
+                self._release(key)  # its old file need not wait for it
+                self._resubmitted[key] = self._resubmitted.get(key, 0) + 1
+                self._join(key, orjson.dumps(line) + b"\n", line["body"]["model"])
+        self.flush()
+        for key in wanted.values():  # its line is gone from its own file: fail, never hang
+            self._results[key] = GaveUp(f"{path.name}: the request's line is gone")
+            self._answered([key])
 
     async def aclose(self) -> None:
-        for opened in self._open.values():
-            opened.cancel_timer()
-        for waiter in self._waiters.values():
-            waiter.cancel()
+        for opened in self._open.values():  # never sealed: no intent refers to them
+            opened.close()
+            (self.dir / opened.entry.name).unlink(missing_ok=True)
+        self._open.clear()
         if self.runner is not None:
             await self.runner.aclose()
         if self.ledger is not None:

@@ -52,6 +52,11 @@ class BatchConfig(Strict):
                               "requests in one file (OpenAI's limit is 50,000).")
     max_bytes: int = Field(100_000_000, answers=False, ge=1000, le=200_000_000, description=""
                            "Most bytes in one file (OpenAI's limit is 200 MB).")
+    max_pending: int = Field(100_000, answers=False, ge=1, description="Most requests waiting "
+                             "for answers at once, in open and submitted files; one more waits "
+                             "for room. Their items wait on disk, not in memory: this bounds "
+                             "the run's memory and how far ahead of the answers it reads its "
+                             "input, not its size.")
     seal_after_s: float = Field(300.0, answers=False, gt=0, description="A file is sealed and "
                                 "submitted at most this long after its first request.")
     idle_seal_s: float = Field(2.0, answers=False, gt=0, description="...or once no request "
@@ -199,21 +204,16 @@ class BackendConfig(EngineSettings):
         if self.mode == "batch" and self.kind == "vllm" \
                 and "regenerate" not in self.batch_files.model_fields_set:
             self.batch_files.regenerate = "batch"  # online would start servers for a few
-        if self.mode == "batch" and "max_in_flight" not in self.model_fields_set:
-            # requests wait in open files, not on a connection: let a file fill
-            self.max_in_flight = self.batch_files.max_requests
         if self.mode == "batch" and "adaptive" not in self.model_fields_set:
             self.adaptive = False  # a refused batch fails its whole file at once: no signal
         return self
 
     def in_mode(self, mode: str | None) -> "BackendConfig":
-        """This backend with its requests sent `mode` (a stage's override): a batch twin
-        holds a file's worth of requests in flight, an online twin the online default."""
+        """This backend with its requests sent `mode` (a stage's override)."""
         if mode is None or mode == self.mode:
             return self
         data = self.model_dump(exclude_unset=True) | {"mode": mode}
-        data.pop("max_in_flight", None)  # each mode has its own default
-        data.pop("adaptive", None)
+        data.pop("adaptive", None)  # each mode has its own default
         return BackendConfig.model_validate(data)
 
     @field_validator("base_urls")

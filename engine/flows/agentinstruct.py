@@ -73,6 +73,7 @@ class PlanStage:
     def __init__(self, flow: Flow, stats: StageStats) -> None:
         self.name, self.depth, self.fan_out = "plan", 0, 1
         self.workers, self.queue_size = 1, 16
+        self.parks = False
         self.flow = flow
         self.stats = stats
 

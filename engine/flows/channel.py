@@ -53,6 +53,19 @@ class Channel(Generic[T]):
         self._items.append(item)
         return self._wake(self._getters)
 
+    def put_back(self, item: T) -> None:
+        """Queue `item` first, past the size limit: work that was set aside comes back ahead
+        of new input and never waits for room (the room may be what it frees)."""
+        self._items.appendleft(item)
+        self._wake(self._getters)
+
+    def open_producer(self) -> None:
+        """One more producer (while another still has its end open: an ended channel stays
+        ended); the channel does not end until it closes its end too."""
+        if self._producers == 0:
+            raise RuntimeError("channel already closed")
+        self._producers += 1
+
     def close_producer(self) -> None:
         """One producer is finished; at zero the channel ends after its items drain."""
         if self._producers == 0:
@@ -63,7 +76,10 @@ class Channel(Generic[T]):
                 self._wake(self._getters)
 
     # -- consumers --------------------------------------------------------------------
-    async def receive(self) -> T:
+    async def receive(self, hold: bool = False) -> T:
+        """The next item; with `hold`, the receiver also becomes a producer (closed with
+        `close_producer` once it is done with the item), so the channel cannot end while the
+        item may still put something back."""
         while not self._items:
             if self._producers == 0:
                 raise EndOfStream
@@ -75,6 +91,8 @@ class Channel(Generic[T]):
                 self._forget(self._getters, fut)
                 raise
         item = self._items.popleft()
+        if hold:
+            self._producers += 1
         self._wake(self._putters)
         return item
 

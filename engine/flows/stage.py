@@ -38,6 +38,7 @@ class ModelStage:
         self.reject = reject
         self.stream = stream
         self.fan_out = fan_out
+        self.parks = client.backend.capabilities.batches is not None  # waits in batch files
         self.workers = workers or client.pool.cap
         self.queue_size = queue_size or 2 * self.workers
         self.params = sampling.model_dump(exclude_none=True)

@@ -11,7 +11,7 @@ import time
 from typing import Any, AsyncIterator, Coroutine, Iterable, Iterator
 
 from gristmill.config.pipeline import PipelineConfig
-from gristmill.errors import RunStopped
+from gristmill.errors import BudgetReached, ConfigError, RunStopped
 from gristmill.dataset.cache import AnswerCache
 from gristmill.dataset.sink import id_key
 from gristmill.dataset.store import Store
@@ -65,9 +65,23 @@ class Run:
         target = options.target_records
         self.target = make_target(config.target_records if target is None else target,
                                   config.dedup)
+        self._batches = batches = [c.backend.capabilities.batches for c in self.clients.values()
+                                   if c.backend.capabilities.batches is not None]
+        if batches and not options.cache:
+            raise ConfigError("mode: batch needs the answer cache: an answer is taken when its "
+                              "item is asked again; remove --no-cache")
         self.pipeline = Pipeline(parts.stages, self._emit,
-                                 None if self.target is None else self._seed_done)
+                                 None if self.target is None else self._seed_done,
+                                 parking=self.dir.path / "batches" / "parked.sqlite",
+                                 on_quiet=self._flush_batches if batches else None)
+        for hooks in batches:
+            hooks.tell(self.pipeline.answered)
         budget_usd(self)  # an unpriced model under a budget: a config error, before any work
+
+    def _flush_batches(self) -> None:
+        """Nothing more can come until answers do: batch files go now, not after a timer."""
+        for batches in self._batches:
+            batches.flush()
 
     # -- items in, records out --------------------------------------------------------------
     def seeds(self) -> Iterator[Item]:
@@ -161,6 +175,8 @@ class Run:
                 await self._run_pipeline(fresh)
             except* RunStopped as group:  # from TaskGroups: the first one says why
                 stopped = first_leaf(group)
+            if stopped is None and self.budget is not None and self.budget.closed:
+                stopped = BudgetReached(self.budget.reached())  # the rest ran to its end
         except BaseException as error:
             cancelled = isinstance(error, asyncio.CancelledError)
             self.outcome = Outcome(self._stop_reason or "cancelled") if cancelled \

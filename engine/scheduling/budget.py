@@ -3,13 +3,13 @@
 Before a request is sent it reserves its worst-case cost (its prompt and max_tokens at the
 model's price); the reservation is settled to the actual cost when the answer comes, or
 released when no answer does. Reservations count against the cap, so requests in flight
-together never pass it. The first refusal closes the budget: nothing more is sent, the
-run is told once (`on_exhausted`: it stops admitting seeds), and `drained` is set as soon
-as no reservation is outstanding, when the work in flight has finished."""
+together never pass it (a request waiting in a batch file keeps its reservation until its
+answer is taken). The first refusal closes the budget: nothing more is sent and the run is
+told once (`on_exhausted`: it stops admitting seeds); a refused request's item is not done
+(`NotSent`), and the run ends when the work in flight has."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Callable
 
 
@@ -21,8 +21,8 @@ class Budget:
         self.reserved = 0.0
         self.outstanding = 0  # reservations not yet settled or released
         self.closed = False
+        self.refused = 0  # requests not sent once closed
         self.on_exhausted = on_exhausted
-        self._drained: asyncio.Event | None = None  # made on first use, on the run's loop
 
     def reserve(self, worst_case_usd: float) -> bool:
         """Room for a request that may cost `worst_case_usd`? If so it is reserved."""
@@ -30,11 +30,11 @@ class Budget:
             self.reserved += worst_case_usd
             self.outstanding += 1
             return True
+        self.refused += 1
         if not self.closed:
             self.closed = True
             if self.on_exhausted is not None:
                 self.on_exhausted()
-            self._check_drained()
         return False
 
     def settle(self, reserved_usd: float, actual_usd: float) -> None:
@@ -48,18 +48,12 @@ class Budget:
         self.outstanding -= 1
         if self.outstanding == 0:
             self.reserved = 0.0  # no float dust left over
-        self._check_drained()
 
-    async def wait_drained(self) -> None:
-        """Once closed: until every request in flight has been settled or released."""
-        if self._drained is None:
-            self._drained = asyncio.Event()
-            self._check_drained()
-        await self._drained.wait()
-
-    def _check_drained(self) -> None:
-        if self.closed and self.outstanding == 0 and self._drained is not None:
-            self._drained.set()
+    def reached(self) -> str:
+        """Why the run stopped, once closed."""
+        return (f"the budget of ${self.cap:.4f} is reached: ${self.spent:.4f} spent; "
+                f"{self.refused} request(s) not sent (each could cost more than the "
+                f"${self.remaining:.4f} left); resume with a higher --budget-usd")
 
     @property
     def remaining(self) -> float:

@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 
 from gristmill.dataset.cache import AnswerCache
 from gristmill.dataset.store import SpendRow
-from gristmill.errors import (BackendError, BudgetReached, ErrorRateExceeded, MalformedAnswer,
+from gristmill.errors import (BackendError, ErrorRateExceeded, MalformedAnswer, NotSent, Parked,
                               RateLimited, Unreachable)
 from gristmill.protocol import Backend, Completion, Request, SentCallback, Usage
 from gristmill.scheduling.aimd import AIMD
@@ -77,6 +77,9 @@ class ModelClient:
         self._prices: dict[str, Price | None] = {}
         self.budget: Budget | None = None  # the run's, shared by its clients, when capped
         self.persist_spend: Callable[[SpendRow], None] | None = None  # without a cache
+        # Requests waiting in a batch file (`Parked`), by key: the budget they reserved,
+        # kept until the answer is taken (their item is asked again then).
+        self.parked: dict[bytes, float] = {}
 
     def set_cap(self, source: str, value: int) -> None:
         self.caps[source] = value
@@ -134,10 +137,14 @@ class ModelClient:
         while True:
             attempt += 1
             permit = await self.pool.acquire(priority, tokens)
-            if budget is not None and not budget.reserve(worst):
-                self.pool.release(permit)  # never sent
-                await self._budget_reached(budget)
-            self.requests += 1
+            waited = self.parked.pop(key, None) if key is not None else None
+            if waited is not None:  # its answer has come: it was counted and reserved then
+                worst = waited
+            elif budget is not None and not budget.reserve(worst):
+                self.pool.release(permit)  # never sent: the run ends once the rest has
+                raise NotSent(f"the budget of ${budget.cap:.4f} is reached")
+            else:
+                self.requests += 1
             sent = self._sent_signal(permit)
             started = self.pool.clock()
             try:
@@ -158,6 +165,10 @@ class ModelClient:
                     raise
                 await asyncio.sleep(delay)
                 continue
+            except Parked as parked:  # in a batch file: the budget stays reserved till then
+                self.pool.release(permit)
+                self.parked[parked.key] = worst
+                raise
             except BaseException:
                 self.pool.release(permit)
                 if budget is not None:
@@ -176,15 +187,6 @@ class ModelClient:
             elif self.persist_spend is not None:
                 self.persist_spend(spent)
             return completion
-
-    async def _budget_reached(self, budget: Budget) -> None:
-        """Nothing more is sent: wait for the requests in flight (of every backend) to end,
-        then stop the run; this request's item is not done, and a resume asks again."""
-        await budget.wait_drained()
-        raise BudgetReached(
-            f"the budget of ${budget.cap:.4f} is reached: ${budget.spent:.4f} spent; the next "
-            f"request of backend {self.backend.name!r} could cost more than the "
-            f"${budget.remaining:.4f} left; resume with a higher --budget-usd")
 
     def _sent_signal(self, permit: Permit) -> SentCallback | None:
         """Rate windows count a request from its send: a backend that reports sends gets a
