@@ -1,10 +1,12 @@
 """Batch mode under random kills: kill -9 the run at random moments, resume, again, until it
 finishes; then compare with an uninterrupted run and look for a request key in two batches.
 
-    python -m benchmarks.batch_crash [--kills 12] [--seeds 1000] [--seed 1]
+    python -m benchmarks.batch_crash [--kills 12] [--seeds 1000] [--max-pending 100] [--seed 1]
 
 One mock server (its batches take --ms-per-request each line, so kills land in every phase:
-sealing, uploading, polling, downloading, committing) serves both runs. Prints a table and
+sealing, uploading, polling, downloading, committing) serves both runs. At most
+`--max-pending` requests wait in batches at once (two files of 50 by default), so a run goes
+through many cycles of files and the wait for room is killed too. Prints a table and
 writes benchmarks/results/batch_crash.json."""
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from benchmarks.common import machine, mock_server, print_table, write_json
 GRISTMILL = [sys.executable, "-m", "gristmill"]
 
 
-def config(base_url: str, seeds: Path, tmp: Path, mode: str) -> Path:
+def config(base_url: str, seeds: Path, tmp: Path, mode: str, max_pending: int) -> Path:
     data = {"name": f"crash-{mode}", "seeds": {"path": str(seeds), "min_chars": 1},
             "backends": {"default": {
                 "base_url": base_url, "model": "mock", "mode": mode,
-                "batch_files": {"max_requests": 50, "idle_seal_s": 0.3, "poll_s": 0.1,
-                                "poll_max_s": 0.5}}},
+                "batch_files": {"max_requests": 50, "max_pending": max_pending,
+                                "idle_seal_s": 0.3, "poll_s": 0.1, "poll_max_s": 0.5}}},
             "stages": [{"name": "question", "prompt": "Ask about: {{ seed }}"},
                        {"name": "answer", "prompt": "Answer: {{ question }}"}]}
     path = tmp / f"{mode}.yaml"
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=1000)
     parser.add_argument("--ms-per-request", type=float, default=20.0)
+    parser.add_argument("--max-pending", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -71,7 +74,7 @@ def main() -> None:
         seeds.write_text("".join(orjson.dumps({"text": f"Seed {i} about mills and rivers."})
                                  .decode() + "\n" for i in range(args.seeds)))
         batch_dir = tmp / "batch"
-        command = [*GRISTMILL, "run", str(config(server.base_url, seeds, tmp, "batch")),
+        command = [*GRISTMILL, "run", str(config(server.base_url, seeds, tmp, "batch", args.max_pending)),
                    "--run-dir", str(batch_dir), "--no-progress"]
         kills, sessions, start = [], 0, time.perf_counter()
         while True:
@@ -94,7 +97,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         in_batches = lines_in_batches(Path(server.stats()["batches"]["files_dir"]))
         online_dir = tmp / "online"
-        subprocess.run([*GRISTMILL, "run", str(config(server.base_url, seeds, tmp, "online")),
+        subprocess.run([*GRISTMILL, "run", str(config(server.base_url, seeds, tmp, "online", args.max_pending)),
                         "--run-dir", str(online_dir), "--no-progress"], check=True,
                        capture_output=True)
         got, want = records(batch_dir), records(online_dir)
