@@ -192,6 +192,28 @@ def test_a_budget_caps_batch_mode_and_a_resume_with_more_completes_it(tmp_path,
     assert records(run_dir) == online_records
 
 
+def test_files_over_the_providers_limits_stop_the_run_and_smaller_files_complete_it(
+        tmp_path, online_records):
+    """The provider takes at most 5 requests a file: every file of up to 200 would fail
+    validation, so the first stops the run (exit 3) instead of rejecting every item; the
+    same run with smaller files completes with the records of an online run."""
+    run_dir = tmp_path / "run"
+    with MockServerProcess("--batch-max-requests", "5") as server:
+        stopped = gristmill("run", str(batch_config(tmp_path, server.base_url)), "--run-dir",
+                            str(run_dir))
+        state = orjson.loads((run_dir / "state.json").read_bytes())
+        smaller = batch_config(tmp_path, server.base_url,
+                               batch_files={**FAST, "max_requests": 5})
+        resumed = gristmill("run", str(smaller), "--run-dir", str(run_dir))
+    assert stopped.returncode == 3, stopped.stderr
+    assert "too_many_requests" in stopped.stderr and "max_requests 200" in stopped.stderr
+    assert state["stop_reason"] == "fatal_upstream"
+    rejects = run_dir / "rejects.jsonl"
+    assert not rejects.exists() or not rejects.read_bytes()  # no item was blamed
+    assert resumed.returncode == 0, resumed.stderr
+    assert records(run_dir) == online_records
+
+
 def test_batch_mode_without_the_answer_cache_is_a_usage_error(tmp_path):
     data = pipeline_config("http://127.0.0.1:9/v1", tmp_path, mode="batch")
     with pytest.raises(ConfigError, match="--no-cache"):

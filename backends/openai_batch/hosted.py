@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from gristmill.config.pipeline import BackendConfig
-from gristmill.errors import BadRequest
+from gristmill.errors import BadRequest, FatalUpstream
 
 from gristmill.backends.openai_batch.api import TERMINAL, BatchApi, patiently
 from gristmill.backends.openai_batch.crash import crash_point
 from gristmill.backends.openai_batch.ledger import FileEntry, Ledger
+
+
+# validation errors that every file of this size would meet: a setting to change, not an item
+LIMITS = ("too_many_requests", "file_too_large")
 
 
 def _backlogged(batch: dict[str, Any]) -> bool:
@@ -46,7 +50,11 @@ class HostedBatches:
             await asyncio.sleep(self.config.batch_files.poll_max_s)
             await self._create(entry, resumed=True, failed=entry.batch_id)
         if batch.get("status") == "failed":
-            return self._batch_failure(batch)
+            failure = self._batch_failure(batch)
+            if isinstance(failure, FatalUpstream):  # this file will never run: a resume puts
+                await self.ledger.done(entry)  # its requests into new (smaller) files
+                raise failure
+            return failure
         files = []
         for field, suffix in (("output_file_id", ".out"), ("error_file_id", ".err")):
             if batch.get(field):
@@ -97,9 +105,18 @@ class HostedBatches:
             delay = min(limits.poll_max_s, delay * 2)
 
     def _batch_failure(self, batch: dict[str, Any]) -> BaseException:
+        """A batch that failed validation: its requests fail, or the run stops when the file
+        was over the provider's limits (every file would be)."""
         errors = (batch.get("errors") or {}).get("data") or [{}]
         code, message = errors[0].get("code"), errors[0].get("message")
-        return BadRequest(f"batch {batch.get('id')} failed validation: {code}: {message}")
+        said = f"batch {batch.get('id')} failed validation: {code}: {message}"
+        if code in LIMITS:
+            limits = self.config.batch_files
+            return FatalUpstream(
+                f"{said} ({self.api.base_url}); the provider's limits are below batch_files "
+                f"(max_requests {limits.max_requests}, max_bytes {limits.max_bytes}): lower "
+                "them, then `gristmill resume`")
+        return BadRequest(said)
 
     async def aclose(self) -> None:
         await self.api.aclose()
