@@ -242,6 +242,57 @@ def test_a_stage_may_go_batch_on_an_online_backend(tmp_path, online_records):
     assert stats["batches"]["requests_completed"] == 40 and stats["requests"] == 20
 
 
+def test_the_judge_may_go_batch_and_judges_as_online(tmp_path):
+    """Only the judge's requests go into batch files; records, verdicts and rejects are the
+    online judge's."""
+    seen = {}
+    with MockServerProcess() as server:
+        for mode in ("online", "batch"):
+            data = pipeline_config(server.base_url, tmp_path, seeds=15, stages=2,
+                                   batch_files=FAST)
+            data["judge"] = {"mode": mode}  # the mock's judge fails answers about a budget
+            path = tmp_path / f"{mode}.yaml"
+            path.write_text(yaml.safe_dump(data))
+            before = server.stats()["batches"]["created"]
+            done = gristmill("run", str(path), "--run-dir", str(tmp_path / mode))
+            assert done.returncode == 0, done.stderr
+            rejects = tmp_path / mode / "rejects.jsonl"
+            seen[mode] = (
+                {r["id"]: r["judge"] for r in map(orjson.loads, (
+                    tmp_path / mode / "output.jsonl").read_bytes().splitlines())},
+                sorted(orjson.loads(line)["item_id"] for line in rejects.read_bytes().splitlines()),
+                server.stats()["batches"]["created"] - before)
+    (online, online_rejects, online_batches), (batch, batch_rejects, batches) = \
+        seen["online"], seen["batch"]
+    assert batch == online and batch_rejects == online_rejects and online and online_rejects
+    assert online_batches == 0 and batches >= 1
+
+
+async def test_the_agentinstruct_flow_runs_batch_after_batch_with_the_records_of_online(
+        tmp_path):
+    """Transformation, generation, two rounds of suggest and edit, answers: seven stages, each
+    a wave of batch files the pipeline seals itself, without a human or a timer."""
+    from tests.test_flows import flow_config
+
+    out = {}
+    with MockServerProcess() as server:
+        for mode in ("online", "batch"):
+            config = flow_config(server.base_url, ["reading_comprehension"],
+                                 agents_per_seed=1, refine_rounds=2)
+            backends = {name: b.in_mode(mode).model_copy(update={
+                "batch_files": b.batch_files.model_copy(update=FAST)})
+                for name, b in config.backends.items()}
+            config = config.model_copy(update={"backends": backends})
+            the_run = Run(config, RunOptions(run_dir=tmp_path / mode, progress=False, limit=6))
+            summary = await the_run.execute()
+            assert summary["stop_reason"] == "limit" and summary["rejects"] == 0
+            out[mode] = records(tmp_path / mode)
+            if mode == "batch":
+                assert the_run.clients["default"].backend.files_done >= 7
+    assert out["batch"] == out["online"] and len(out["online"]) >= 6
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
 def test_regenerations_after_a_reject_go_online(tmp_path):
     """Answers a validator rejects (here: any with "the" in it) are asked again online, not
     in another batch."""
