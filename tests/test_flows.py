@@ -14,6 +14,7 @@ from gristmill.config.pipeline import AgentInstructConfig
 from gristmill.config.load import load_config, with_cli_overrides
 from gristmill.errors import ConfigError
 from gristmill.flows.agentinstruct import Flow, stage_names
+from gristmill.flows.sampling import choice_index
 from gristmill.runs.runner import RunOptions, run
 
 SKILLS = ["reading_comprehension", "text_modification", "tool_use", "coding",
@@ -60,7 +61,8 @@ async def test_fan_out_counts_match_the_config(mock_server, tmp_path):
     expected = 0
     from gristmill.seeds import SeedSource
     for index, seed in enumerate(SeedSource(config.seeds)):
-        for skill, agent, generation in flow.assignments(getattr(seed, "kind", "prose"), index):
+        for skill, agent, generation in flow.assignments(getattr(seed, "kind", "prose"),
+                                                         choice_index("seed_id", seed.id, index)):
             expected += len(flow.types_for(skill, generation))
     assert seeds > 0 and summary["records"] == expected
     stages = {s["name"]: s for s in summary["stages"]}
@@ -77,6 +79,40 @@ async def test_same_seeds_same_requests_same_records(mock_server, tmp_path):
         outputs.append(sorted((tmp_path / name / "output.jsonl").read_bytes().splitlines()))
         outputs.append(mock_server.stats()["requests"])
     assert outputs[0] == outputs[2] and outputs[1] == outputs[3] and outputs[0]
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+async def test_the_shards_of_a_run_make_the_records_of_the_whole(mock_server, tmp_path, shards):
+    """Each shard sees only its seeds, at other places in its stream than in the whole input:
+    a seed's agents and types are keyed by its id, so together the shards write exactly the
+    records of one run over everything (under the old rule, by position, they would not)."""
+    config = flow_config(mock_server.base_url, ["reading_comprehension", "coding"])
+
+    async def records_of(name: str, shard: tuple[int, int] | None) -> set[tuple]:
+        await run(config, RunOptions(run_dir=tmp_path / name, progress=False, shard=shard))
+        return {(r["id"], r["agent"], r["type"], r["messages"][-1]["content"])
+                for r in records(tmp_path / name / "output.jsonl")}
+
+    whole = await records_of("whole", None)
+    parts = [await records_of(f"shard-{k}", (k, shards)) for k in range(shards)]
+    assert sum(map(len, parts)) == len(whole) and set().union(*parts) == whole
+    assert sum(1 for part in parts if part) >= 2  # the split did split
+
+
+def test_a_run_from_before_the_choice_rule_keeps_choosing_by_position(tmp_path):
+    from gristmill.runs.rundir import RunDir
+
+    fresh = RunDir(tmp_path / "new")
+    assert fresh.choice_rule() == "seed_id"
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.yaml").write_text("name: x\n")
+    (old / "manifest.json").write_bytes(orjson.dumps({"skills_digest": "d"}))
+    assert RunDir(old).choice_rule() == "seed_position"
+    (old / "manifest.json").write_bytes(orjson.dumps({"choices": "seed_id"}))
+    assert RunDir(old).choice_rule() == "seed_id"
+    assert choice_index("seed_position", "abc", 7) == 7
+    assert choice_index("seed_id", "abc", 7) == choice_index("seed_id", "abc", 9) != 7
 
 
 def test_agents_and_types_are_balanced_and_reproducible():

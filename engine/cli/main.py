@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gristmill.cli import flywheel as cli_flywheel
+from gristmill.cli.cluster import add_cluster_args, cluster_run
 from gristmill.errors import ConfigError, RunStopped
 from gristmill.runs.outcome import STOP_REASONS, exit_code_table
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the GPUs to use, one server per GPU (or per --gpus-per-server group)")
     p.add_argument("--gpus-per-server", type=int, metavar="N", help="tensor-parallel size: "
                    "each server spans N of the --gpus")
+    add_cluster_args(p)
 
     p = sub.add_parser("demo", help="the main job: the AgentInstruct demo on a small model "
                        "served by vLLM on this machine's CPU (set up on first use)")
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue a stopped or crashed run")
     p.add_argument("run_dir", type=Path)
     _run_args(p, run_dir=False)
+    add_cluster_args(p, shards=False)
 
     p = sub.add_parser("status", help="progress of a running or stopped run")
     p.add_argument("run_dir", type=Path)
@@ -362,7 +365,9 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
                     return 128 + signum
                 say(f"model server healthy at {server.base_url}")
                 config = with_cli_overrides(config, backend_url=server.base_url)
-            summary = runner.run(run(config, options))
+            on_ray = cluster_run(config, args, options)
+            summary = runner.run(run(config, options) if on_ray is None
+                                 else run_on_cluster(on_ray, stop))
         except RunStopped as error:  # the summary is on disk; the cause is one line
             print(f"gristmill: {error}\nto continue once fixed: gristmill resume {stop.run_dir or 'RUN'}",
                   file=sys.stderr)
@@ -377,6 +382,12 @@ def _execute(config: Any, args: argparse.Namespace, server: Any = None,
                 runner.run(server.stop())
     print_summary(summary, stop)
     return stop.exit_code if stop.signals else 0
+
+
+async def run_on_cluster(driver: Any, stop: Any) -> dict[str, Any]:
+    """A run on Ray: the driver handles Ctrl-C and SIGTERM as a single process does."""
+    stop.install(driver)
+    return await driver.execute()
 
 
 async def start_cancellable(server: Any) -> int | None:

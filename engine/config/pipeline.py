@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import (ConfigDict, PrivateAttr, ValidationInfo, field_validator,
                       model_validator)
 
+from gristmill.config.cluster import ClusterConfig
 from gristmill.config.backend import BackendConfig, MicroBatchConfig, Retry, Timeouts  # noqa: F401
 from gristmill.config.base import (NAME_PATTERN, RESERVED_NAMES, Field, RelPath,  # noqa: F401
                                    Strict)  # (re-exported)
@@ -324,6 +325,9 @@ class PipelineConfig(Strict):
                                      "(exit 5) once the work in flight is done. Every model "
                                      "asked for needs a price. `--budget-usd` overrides it "
                                      "(docs/spend.md).")
+    cluster: ClusterConfig = Field(answers=False, default_factory=ClusterConfig, description=""
+                                   "How `gristmill run --ray` splits the run over a Ray "
+                                   "cluster (docs/cluster.md).")
     _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (validator paths)
 
     @field_validator("judge", mode="before")

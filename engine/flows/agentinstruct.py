@@ -215,7 +215,8 @@ def build_stages(config: PipelineConfig, flow: Flow, clients: dict[str, ModelCli
 
 
 def first_item(seed: Seed, index: int) -> Item:
-    """A seed's item; its place in the stream (`seed_index`) picks its skills and agents."""
+    """A seed's item; its choice index (`seed_index`, flows/sampling.py) picks its skills,
+    agents and instruction types."""
     return Item(seed.id, seed.id, {"seed": seed.text, "kind": seed.kind,
                                    "language": seed.language, "seed_index": index},
                 [(seed.id, "seed")])

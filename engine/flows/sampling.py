@@ -1,12 +1,16 @@
 """Which skills, agents and instruction types a seed gets: deterministic and balanced.
 
 Each skill's agents and taxonomy are shuffled once (an RNG seeded by the skill's name) into a
-cycle, and seed number i takes the next window of that cycle. So a re-run makes the same
-choices, and over a run every agent and type is used within one of an even share: the quota
-is kept by construction, not by counters that would depend on completion order."""
+cycle, and a seed takes a window of that cycle picked by its choice index: a number drawn from
+its id (`seed_id` rule), so the choice does not depend on where the seed is in the stream and a
+shard of the input chooses as the whole run would; over a run every window is equally likely
+(benchmarks/choice_balance.py measures the spread). Runs started before that rule keep the
+one their manifest records (`seed_position`: seed number i takes the i-th window, an even
+share by construction)."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Sequence, TypeVar
 
@@ -17,6 +21,16 @@ def shuffled(items: Sequence[T], key: str) -> list[T]:
     order = list(items)
     random.Random(key).shuffle(order)
     return order
+
+
+CHOICE_RULES = ("seed_id", "seed_position")  # the first is every new run's
+
+
+def choice_index(rule: str, seed_id: str, position: int) -> int:
+    """The number that picks a seed's windows under `rule`."""
+    if rule == "seed_position":
+        return position
+    return int.from_bytes(hashlib.blake2b(f"choices/{seed_id}".encode(), digest_size=8).digest())
 
 
 def window(cycle: Sequence[T], index: int, size: int) -> list[T]:

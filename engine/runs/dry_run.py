@@ -119,6 +119,7 @@ def _unit_prompt_tokens(config: PipelineConfig, skill: Any, agent: Any, types: l
 
 def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str, Any]:
     from gristmill.flows.agentinstruct import Flow
+    from gristmill.flows.sampling import CHOICE_RULES, choice_index
 
     ai = config.agentinstruct
     assert ai is not None
@@ -130,7 +131,8 @@ def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str,
     for index, seed in enumerate(_seeds(config, limit)):
         seeds += 1
         kind = getattr(seed, "kind", "prose")
-        for skill, agent, generation in flow.assignments(kind, index):
+        for skill, agent, generation in flow.assignments(
+                kind, choice_index(CHOICE_RULES[0], seed.id, index)):
             types = flow.types_for(skill, generation)
             values = {"seed": seed.text, "kind": kind,
                       "language": getattr(seed, "language", None), "skill": skill.name,

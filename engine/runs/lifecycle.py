@@ -16,6 +16,9 @@ from gristmill.dataset.cache import AnswerCache
 from gristmill.dataset.sink import id_key
 from gristmill.dataset.store import Store
 from gristmill.flows.items import Item
+from gristmill.flows.sampling import choice_index
+from gristmill.seeds.report import Seed
+from gristmill.seeds.shards import in_shard
 from gristmill.flows.pipeline import Pipeline
 from gristmill.runs import state
 from gristmill.runs.assembly import assemble
@@ -48,6 +51,7 @@ class Run:
         self.config = config
         self.options = options
         self.dir = RunDir(options.run_dir or default_run_dir(config.name))
+        self.choices = self.dir.choice_rule()  # read before a --force resume rewrites it
         if self.dir.resuming:
             self.dir.check_resume(config, options.force)
             options = self.options = with_kept_settings(options, self.dir.read_settings())
@@ -85,13 +89,16 @@ class Run:
 
     # -- items in, records out --------------------------------------------------------------
     def seeds(self) -> Iterator[Item]:
-        seeds = itertools.islice(self.source, self.options.limit) if self.options.limit \
-            else iter(self.source)
+        seeds: Iterator[Seed] = iter(self.source)
+        if self.options.shard is not None:  # a cluster's worker: its part of the input
+            seeds = in_shard(seeds, *self.options.shard)
+        if self.options.limit:
+            seeds = itertools.islice(seeds, self.options.limit)
         for index, seed in enumerate(seeds):
             self.store.put_seed(seed.id, seed.source, seed.text)  # the review page shows them
             if self.target is not None:
                 self.target.admitted(seed.id, index)
-            yield self._first_item(seed, index)
+            yield self._first_item(seed, choice_index(self.choices, seed.id, index))
 
     def stop_admitting(self, reason: str) -> None:
         """Read no more seeds (a signal, the target reached): started work runs to its end,
@@ -230,7 +237,8 @@ class Run:
     async def _run_pipeline(self, fresh: bool) -> None:
         async with contextlib.AsyncExitStack() as fleets, asyncio.TaskGroup() as group:
             if fresh or not self.dir.has_manifest:
-                group.create_task(asyncio.to_thread(self.dir.write_manifest, self.config))
+                group.create_task(asyncio.to_thread(self.dir.write_manifest, self.config,
+                                                    self.choices))
             for client in self.clients.values():  # stopped after the pipeline, or on error
                 if (fleet := client.backend.capabilities.fleet) is not None:
                     await fleets.enter_async_context(fleet)

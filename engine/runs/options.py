@@ -26,11 +26,12 @@ class RunOptions:
     metrics_host: str | None = None  # None: 127.0.0.1; kept by a resume
     metrics_linger_s: float = 0.0  # keep /metrics up so long after the end
     budget_usd: float | None = None  # cap on spend (None: the config's; 0: none); kept
+    shard: tuple[int, int] | None = None  # (index, count): only that shard's seeds; kept
 
 
 # Settings a run keeps across sessions (RUN/settings.json): they change no answer, so a resume
 # uses the stored value of each one its caller does not give.
-KEPT = ("limit", "target_records", "metrics_port", "metrics_host", "budget_usd")
+KEPT = ("limit", "target_records", "metrics_port", "metrics_host", "budget_usd", "shard")
 
 
 def kept_settings(options: RunOptions) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The run directory: everything a run leaves behind, in one folder.
 
     config.yaml     the resolved config (secrets are never in it: keys come from the environment)
-    manifest.json   package versions, git revision, backends and models, skills digest
+    manifest.json   package versions, git revision, backends and models, skills digest, the
+                    rules by which seeds choose agents and types and fall into shards
     settings.json   command-line settings that change no answer (--limit, --metrics-port),
                     kept by a resume
     run.sqlite      the response cache (answers already paid for) and the seed texts
@@ -31,6 +32,8 @@ from gristmill.config.resume import answer_changes
 from gristmill.config.load import read_run_config
 from gristmill.dataset.files import read_json, write_atomic
 from gristmill.errors import ConfigError
+from gristmill.flows.sampling import CHOICE_RULES
+from gristmill.seeds.shards import SHARD_RULE
 
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: a fifth of the time
 PACKAGES = ("gristmill", "aiohttp", "pydantic", "orjson", "uvloop", "jinja2", "vllm")
@@ -110,10 +113,19 @@ class RunDir:
         text = yaml.dump(config.model_dump(mode="json"), Dumper=_YAML_DUMPER, sort_keys=False)
         (self.path / "config.yaml").write_text(text, encoding="utf-8")
 
-    def write_manifest(self, config: PipelineConfig) -> None:
+    def choice_rule(self) -> str:
+        """How seeds pick their agents and instruction types (flows/sampling.py): what the
+        manifest recorded, `seed_position` for a run from before the rule was recorded, the
+        current rule for a new run (or one whose first session died before its manifest)."""
+        manifest = read_json(self.path / "manifest.json") if self.resuming else None
+        if manifest is None:
+            return CHOICE_RULES[0]
+        return manifest.get("choices", "seed_position")
+
+    def write_manifest(self, config: PipelineConfig, choices: str) -> None:
         """manifest.json: slow to gather (package metadata, a git subprocess), so the run
         writes it on a thread while its first requests go out."""
-        manifest = {
+        manifest = {"choices": choices, "shard_rule": SHARD_RULE,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": _versions(),
             "git_revision": _git_revision(),
             "backends": {n: {"model": b.model, "api": b.api} for n, b in config.backends.items()},

@@ -1,0 +1,216 @@
+"""A run over a Ray cluster, as its driver sees it (`gristmill run --ray`).
+
+The seeds fall into a fixed number of shards (by their text's digest, seeds/shards.py). At
+most `workers` shards run at once, each an unchanged gristmill run inside a named Ray actor,
+in its own directory RUN/shards/<k>/ (store, cache, outputs) under its lease; a worker slot
+takes the next shard when one ends. A worker or node that is lost makes its shard run again
+on a new actor, resuming from the shard's own store: nothing paid for is asked again, nothing
+written twice. At the end the shards' files are merged into the run's, near-duplicates are
+removed across them, and one summary adds them up. The driver keeps what a single process
+keeps: the config, the manifest, the stop reason and the exit code; `gristmill resume RUN`
+goes back to Ray with the recorded shard count."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gristmill.cluster.limits import divided
+from gristmill.cluster.merge import merge_shards, merged_summary
+from gristmill.cluster.storage import check_shared
+from gristmill.cluster.worker import ShardWorker
+from gristmill.config.pipeline import PipelineConfig
+from gristmill.dataset.files import read_json, write_atomic
+from gristmill.errors import ConfigError, RunStopped
+from gristmill.runs.options import RunOptions
+from gristmill.runs.outcome import Outcome, first_leaf
+from gristmill.runs.rundir import RunDir, default_run_dir
+
+CLUSTER_FILE = "cluster.json"  # the executor and the fixed shard count, for every resume
+LOSSES_IN_A_ROW = 5  # workers a shard may lose one after another before the run gives up
+NAMESPACE = "gristmill"
+
+
+def recorded(run_dir: Path) -> dict[str, Any] | None:
+    """What RUN/cluster.json says, if the run is a cluster's."""
+    return read_json(run_dir / CLUSTER_FILE)
+
+
+def refuse_unsupported(config: PipelineConfig, options: RunOptions) -> None:
+    """What a cluster run does not divide among its shards yet: a config error, not a guess."""
+    asks = {"--limit": options.limit, "--target-records / target_records":
+            options.target_records or config.target_records,
+            "--budget-usd / budget_usd": options.budget_usd or config.budget_usd,
+            "mode: batch": any(b.mode == "batch" for _, b in config.client_configs().values())}
+    named = [name for name, value in asks.items() if value]
+    if named:
+        raise ConfigError(f"{', '.join(named)}: not supported with --ray yet (the driver does "
+                          "not divide it among the shards); run without --ray, or without it")
+
+
+class ClusterRun:
+    def __init__(self, config: PipelineConfig, options: RunOptions, address: str | None = None,
+                 shards: int | None = None, workers: int | None = None,
+                 say: Any = None) -> None:
+        refuse_unsupported(config, options)
+        self.config, self.options = config, options
+        self.dir = RunDir(options.run_dir or default_run_dir(config.name))
+        if self.dir.resuming:
+            self.dir.check_resume(config, options.force)
+        before = recorded(self.dir.path) or {}
+        self.token = before.get("token") or secrets.token_hex(6)
+        self.shards = before.get("shards") or shards or config.cluster.shards
+        self.address = address or before.get("address") or config.cluster.address
+        self.workers = workers or config.cluster.workers
+        self.choices = self.dir.choice_rule()
+        self.say = say or (lambda text: print(text, file=sys.stderr))
+        self.outcome: Outcome | None = None
+        self.summaries: dict[int, dict[str, Any]] = {}
+        self.restarts = 0  # shards run again after their worker was lost
+        self._stop_reason: str | None = None
+        self._live: dict[int, Any] = {}  # shard -> its actor, while it runs
+
+    def shard_dir(self, shard: int) -> Path:
+        return self.dir.path / "shards" / f"{shard:05d}"
+
+    def stop_admitting(self, reason: str) -> None:
+        """A signal: every live shard admits no more seeds and finishes what it started; no
+        new shard starts."""
+        self._stop_reason = self._stop_reason or reason
+        for actor in self._live.values():
+            actor.stop.remote(reason)
+
+    # -- start, run, end --------------------------------------------------------------------
+    async def execute(self) -> dict[str, Any]:
+        import ray
+
+        started = time.monotonic()
+        ours = self._connect(ray)
+        try:
+            return await self._execute(ray, started)
+        finally:
+            self.dir.close()
+            if ours:
+                ray.shutdown()
+
+    async def _execute(self, ray: Any, started: float) -> dict[str, Any]:
+        fresh = not self.dir.resuming or self.options.force
+        if fresh:
+            self.dir.write_config(self.config)
+        write_atomic(self.dir.path / CLUSTER_FILE, orjson.dumps(
+            {"executor": "ray", "shards": self.shards, "address": self.address,
+             "token": self.token}))
+        if fresh or not self.dir.has_manifest:
+            await asyncio.to_thread(self.dir.write_manifest, self.config, self.choices)
+        await check_shared(ray, self.dir.path / CLUSTER_FILE, self.token)
+        workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)
+                                             // self.config.cluster.cpus_per_worker))
+        workers = min(workers, self.shards)
+        data = divided(self.config.model_dump(mode="json"), workers)
+        pending = deque(k for k in range(self.shards) if not self._finished(k))
+        self.say(f"cluster: {self.shards} shards, {len(pending)} to run, {workers} at once")
+        stopped: RunStopped | None = None
+        try:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(workers, len(pending))):
+                        group.create_task(self._slot(ray, pending, data))
+            except* RunStopped as group:
+                stopped = _unwrapped(first_leaf(group))
+        except BaseException as error:
+            cancelled = isinstance(error, asyncio.CancelledError)
+            self.outcome = Outcome(self._stop_reason or "cancelled") if cancelled \
+                else Outcome.of_error(error)
+            self._finish(started, merge=False)
+            raise
+        self.outcome = Outcome.of_error(stopped) if stopped is not None else \
+            Outcome(self._stop_reason or "complete")
+        summary = await asyncio.to_thread(self._finish, started, True)
+        if stopped is not None:
+            raise stopped
+        return summary
+
+    def _connect(self, ray: Any) -> bool:
+        """Join the cluster at `address`, or start a local Ray for the run (True: ours)."""
+        if ray.is_initialized():
+            return False
+        quiet = {"namespace": NAMESPACE, "log_to_driver": False}
+        if self.address:
+            ray.init(address=self.address, **quiet)
+        else:  # a small object store: shards exchange summaries, not data
+            ray.init(include_dashboard=False, object_store_memory=128 * 1024 * 1024, **quiet)
+        return not self.address
+
+    def _finished(self, shard: int) -> bool:
+        """A shard whose run completed in an earlier session (its summary is reused)."""
+        summary = read_json(self.shard_dir(shard) / "summary.json")
+        if summary is not None and summary.get("stop_reason") == "complete":
+            self.summaries[shard] = summary
+            return True
+        return False
+
+    async def _slot(self, ray: Any, pending: deque[int], data: dict[str, Any]) -> None:
+        """One worker slot: shard after shard until none is left (or a signal came)."""
+        while pending and self._stop_reason is None:
+            shard = pending.popleft()
+            self.summaries[shard] = await self._run_shard(ray, shard, data)
+
+    async def _run_shard(self, ray: Any, shard: int, data: dict[str, Any]) -> dict[str, Any]:
+        worker = ray.remote(num_cpus=self.config.cluster.cpus_per_worker)(ShardWorker)
+        for losses in range(1, LOSSES_IN_A_ROW + 1):
+            actor = worker.options(name=f"gristmill-{self.token}-{shard:05d}",
+                                   namespace=NAMESPACE).remote()
+            self._live[shard] = actor
+            try:
+                return await actor.execute.remote(data, shard, self.shards,
+                                                  str(self.shard_dir(shard)),
+                                                  self.options.cache, self.options.force)
+            except ray.exceptions.RayActorError as lost:  # its process or node is gone
+                if losses == LOSSES_IN_A_ROW:
+                    raise
+                self.restarts += 1
+                self.say(f"cluster: shard {shard} lost its worker ({type(lost).__name__}); "
+                         "resuming it on a new one")
+            finally:
+                del self._live[shard]
+                ray.kill(actor, no_restart=True)  # an actor that ended holds a CPU till then
+        raise AssertionError("unreachable")
+
+    def _finish(self, started: float, merge: bool) -> dict[str, Any]:
+        """Merge the shards (after every end but a cancel), write the summary and state."""
+        summary: dict[str, Any] = {}
+        shard_dirs = [self.shard_dir(k) for k in range(self.shards)]
+        if merge:
+            shards = merge_shards(self.dir.path, shard_dirs)
+            summary = merged_summary([self.summaries[k] for k in sorted(self.summaries)],
+                                     time.monotonic() - started)
+            summary["shards"] = shards
+            if self.outcome is not None and self.outcome.stop_reason == "complete" \
+                    and self.config.dedup.enabled:
+                from gristmill.dataset.dedup import dedup_run  # numpy, datasketch: if used
+
+                summary["dedup"] = dedup_run(self.dir.path, self.config.dedup.threshold)
+        summary.update(run_dir=str(self.dir.path), cluster={
+            "shards": self.shards, "shards_done": sum(
+                1 for s in self.summaries.values() if s.get("stop_reason") == "complete"),
+            "worker_restarts": self.restarts, "address": self.address})
+        if self.outcome is not None:
+            summary.update(self.outcome.as_dict())
+        self.dir.write_state({"status": summary.get("status", "running"), **summary,
+                              "pid": os.getpid(), "updated": time.time()})
+        self.dir.write_summary(summary)
+        return summary
+
+
+def _unwrapped(error: BaseException) -> RunStopped:
+    """A shard's RunStopped as raised there (Ray wraps it with the remote traceback)."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, RunStopped) else error  # type: ignore[return-value]

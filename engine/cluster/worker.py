@@ -1,0 +1,32 @@
+"""A shard's engine inside a Ray actor: an unchanged gristmill run over the seeds of one shard,
+in the shard's own directory, holding the shard's lease. The actor installs no signal
+handlers: the driver stops it (`stop`), or kills it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gristmill.cluster.lease import Lease
+from gristmill.config.load import validate_config
+from gristmill.runs.lifecycle import Run
+from gristmill.runs.options import RunOptions
+
+
+class ShardWorker:
+    def __init__(self) -> None:
+        self.run: Run | None = None
+
+    async def execute(self, config: dict[str, Any], shard: int, shards: int, shard_dir: str,
+                      cache: bool, force: bool) -> dict[str, Any]:
+        """The shard's summary; a RunStopped (a fatal upstream error) is raised to the driver."""
+        with Lease(Path(shard_dir)):
+            self.run = Run(validate_config(config), RunOptions(
+                run_dir=Path(shard_dir), shard=(shard, shards), progress=False, cache=cache,
+                force=force))
+            return await self.run.execute()
+
+    def stop(self, reason: str) -> None:
+        """Admit no more seeds; what was started finishes (a signal at the driver)."""
+        if self.run is not None:
+            self.run.stop_admitting(reason)
