@@ -49,11 +49,14 @@ def refuse_unsupported(config: PipelineConfig, options: RunOptions) -> None:
     asks = {"--limit": options.limit, "--target-records / target_records":
             options.target_records or config.target_records,
             "--budget-usd / budget_usd": options.budget_usd or config.budget_usd,
-            "mode: batch": any(b.mode == "batch" for _, b in config.client_configs().values())}
+            "mode: batch": any(b.mode == "batch" for _, b in config.client_configs().values()),
+            "kind: vllm / vllm-inproc (each shard would start its own servers)": any(
+                b.kind != "openai" for b in config.backends.values())}
     named = [name for name, value in asks.items() if value]
     if named:
         raise ConfigError(f"{', '.join(named)}: not supported with --ray yet (the driver does "
-                          "not divide it among the shards); run without --ray, or without it")
+                          "not divide it among the shards); run without --ray, or without it "
+                          "(for servers, point the backend's base_urls at them)")
 
 
 class ClusterRun:
@@ -77,6 +80,7 @@ class ClusterRun:
         self.restarts = 0  # shards run again after their worker was lost
         self._stop_reason: str | None = None
         self._live: dict[int, Any] = {}  # shard -> its actor, while it runs
+        self.placed: dict[int, str] = {}  # shard -> the node its (last) worker ran on
 
     def shard_dir(self, shard: int) -> Path:
         return self.dir.path / "shards" / f"{shard:05d}"
@@ -170,6 +174,7 @@ class ClusterRun:
                                    namespace=NAMESPACE).remote()
             self._live[shard] = actor
             try:
+                self.placed[shard] = await actor.node.remote()
                 return await actor.execute.remote(data, shard, self.shards,
                                                   str(self.shard_dir(shard)),
                                                   self.options.cache, self.options.force)
@@ -201,7 +206,8 @@ class ClusterRun:
         summary.update(run_dir=str(self.dir.path), cluster={
             "shards": self.shards, "shards_done": sum(
                 1 for s in self.summaries.values() if s.get("stop_reason") == "complete"),
-            "worker_restarts": self.restarts, "address": self.address})
+            "worker_restarts": self.restarts, "address": self.address,
+            "nodes": {str(k): node for k, node in sorted(self.placed.items())}})
         if self.outcome is not None:
             summary.update(self.outcome.as_dict())
         self.dir.write_state({"status": summary.get("status", "running"), **summary,

@@ -19,17 +19,18 @@ def sees(path: str, token: str) -> bool:
         return False
 
 
-async def check_shared(ray: Any, path: Path, token: str) -> None:
+async def check_shared(ray: Any, path: Path, token: str, patience_s: float = 30.0) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0)(sees)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    answers = await asyncio.gather(*[
-        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(str(path), token) for n in nodes])
-    blind = [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(nodes, answers) if not ok]
+    asks = [asyncio.wait_for(probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote(str(path), token), patience_s) for n in nodes]
+    # a node that is going away (it fails or does not answer) runs no shard: not a finding
+    answers = await asyncio.gather(*asks, return_exceptions=True)
+    blind = [n.get("NodeManagerAddress", n["NodeID"]) for n, seen in zip(nodes, answers)
+             if seen is False]
     if blind:
         raise ConfigError(f"the run directory {path.parent} is not visible on node(s) "
                           f"{', '.join(blind)}: put it on storage every node mounts at the same "
                           "path (docs/cluster.md)")
-

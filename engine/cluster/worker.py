@@ -26,6 +26,12 @@ class ShardWorker:
                 force=force))
             return await self.run.execute()
 
+    def node(self) -> str:
+        """The Ray node this worker runs on."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
     def stop(self, reason: str) -> None:
         """Admit no more seeds; what was started finishes (a signal at the driver)."""
         if self.run is not None:
