@@ -90,8 +90,18 @@ async def test_a_cluster_run_writes_the_records_of_one_process(cluster, server, 
     assert [s["output"]["lines"] for s in summary["shards"]] == [
         len(lines(run_dir / "shards" / f"{k:05d}" / "output.jsonl")) for k in range(5)]
     assert sum(1 for s in summary["shards"] if s["output"]["lines"]) >= 3  # it did split
+    # shard stores keep a rollback journal (WAL cannot work on a network file system); the
+    # file format's read/write version bytes say which: 1 rollback, 2 WAL
+    for k in range(5):
+        assert (run_dir / "shards" / f"{k:05d}" / "run.sqlite").read_bytes()[18:20] == b"\x01\x01"
+    assert (one_process / "run.sqlite").read_bytes()[18:20] == b"\x02\x02"
     manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
     assert manifest["choices"] == "seed_id" and "mod shards" in manifest["shard_rule"]
+    assert manifest["merged"]["shards"] == summary["shards"]  # counts and checksums
+    status = subprocess.run([*GRISTMILL, "status", str(run_dir)], capture_output=True,
+                            text=True, timeout=60)
+    assert "finished (complete, exit 0)" in status.stdout, status.stderr
+    assert f"records {2 * SEEDS}" in status.stdout and f"seeds admitted {SEEDS}" in status.stdout
     assert orjson.loads((run_dir / "cluster.json").read_bytes())["shards"] == 5
 
 
@@ -138,7 +148,7 @@ async def test_a_removed_node_reruns_its_shards(cluster, server, one_process, tm
     running = asyncio.create_task(driver.execute())
     deadline = time.monotonic() + 60
     while (shard := next((k for k, on in driver.placed.items() if on == node.node_id
-                          and k in driver._live), None)) is None or len(lines(
+                          and k in driver.live), None)) is None or len(lines(
             run_dir / "shards" / f"{shard:05d}" / "output.jsonl")) < 2:
         assert time.monotonic() < deadline and not running.done()
         await asyncio.sleep(0.05)

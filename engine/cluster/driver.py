@@ -13,7 +13,6 @@ goes back to Ray with the recorded shard count."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import sys
 import time
@@ -25,11 +24,13 @@ import orjson
 
 from gristmill.cluster.limits import divided
 from gristmill.cluster.merge import merge_shards, merged_summary
+from gristmill.cluster.progress import cluster_state, keep_cluster_state
 from gristmill.cluster.storage import check_shared
 from gristmill.cluster.worker import ShardWorker
 from gristmill.config.pipeline import PipelineConfig
 from gristmill.dataset.files import read_json, write_atomic
 from gristmill.errors import ConfigError, RunStopped
+from gristmill.runs.lifecycle import background
 from gristmill.runs.options import RunOptions
 from gristmill.runs.outcome import Outcome, first_leaf
 from gristmill.runs.rundir import RunDir, default_run_dir
@@ -79,8 +80,13 @@ class ClusterRun:
         self.summaries: dict[int, dict[str, Any]] = {}
         self.restarts = 0  # shards run again after their worker was lost
         self._stop_reason: str | None = None
-        self._live: dict[int, Any] = {}  # shard -> its actor, while it runs
+        self.live: dict[int, Any] = {}  # shard -> its actor, while it runs
+        self.started = time.monotonic()
         self.placed: dict[int, str] = {}  # shard -> the node its (last) worker ran on
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
     def shard_dir(self, shard: int) -> Path:
         return self.dir.path / "shards" / f"{shard:05d}"
@@ -89,23 +95,23 @@ class ClusterRun:
         """A signal: every live shard admits no more seeds and finishes what it started; no
         new shard starts."""
         self._stop_reason = self._stop_reason or reason
-        for actor in self._live.values():
+        for actor in self.live.values():
             actor.stop.remote(reason)
 
     # -- start, run, end --------------------------------------------------------------------
     async def execute(self) -> dict[str, Any]:
         import ray
 
-        started = time.monotonic()
+        self.started = time.monotonic()
         ours = self._connect(ray)
         try:
-            return await self._execute(ray, started)
+            return await self._execute(ray)
         finally:
             self.dir.close()
             if ours:
                 ray.shutdown()
 
-    async def _execute(self, ray: Any, started: float) -> dict[str, Any]:
+    async def _execute(self, ray: Any) -> dict[str, Any]:
         fresh = not self.dir.resuming or self.options.force
         if fresh:
             self.dir.write_config(self.config)
@@ -122,9 +128,12 @@ class ClusterRun:
         pending = deque(k for k in range(self.shards) if not self._finished(k))
         self.say(f"cluster: {self.shards} shards, {len(pending)} to run, {workers} at once")
         stopped: RunStopped | None = None
+        options = self.options
+        every = None if options.progress is False else options.progress_interval_s
+        watch = keep_cluster_state(self, options.state_interval_s, every, self.say)
         try:
             try:
-                async with asyncio.TaskGroup() as group:
+                async with background([watch]), asyncio.TaskGroup() as group:
                     for _ in range(min(workers, len(pending))):
                         group.create_task(self._slot(ray, pending, data))
             except* RunStopped as group:
@@ -133,11 +142,11 @@ class ClusterRun:
             cancelled = isinstance(error, asyncio.CancelledError)
             self.outcome = Outcome(self._stop_reason or "cancelled") if cancelled \
                 else Outcome.of_error(error)
-            self._finish(started, merge=False)
+            self._finish(merge=False)
             raise
         self.outcome = Outcome.of_error(stopped) if stopped is not None else \
             Outcome(self._stop_reason or "complete")
-        summary = await asyncio.to_thread(self._finish, started, True)
+        summary = await asyncio.to_thread(self._finish, True)
         if stopped is not None:
             raise stopped
         return summary
@@ -172,7 +181,7 @@ class ClusterRun:
         for losses in range(1, LOSSES_IN_A_ROW + 1):
             actor = worker.options(name=f"gristmill-{self.token}-{shard:05d}",
                                    namespace=NAMESPACE).remote()
-            self._live[shard] = actor
+            self.live[shard] = actor
             try:
                 self.placed[shard] = await actor.node.remote()
                 return await actor.execute.remote(data, shard, self.shards,
@@ -185,19 +194,20 @@ class ClusterRun:
                 self.say(f"cluster: shard {shard} lost its worker ({type(lost).__name__}); "
                          "resuming it on a new one")
             finally:
-                del self._live[shard]
+                del self.live[shard]
                 ray.kill(actor, no_restart=True)  # an actor that ended holds a CPU till then
         raise AssertionError("unreachable")
 
-    def _finish(self, started: float, merge: bool) -> dict[str, Any]:
+    def _finish(self, merge: bool) -> dict[str, Any]:
         """Merge the shards (after every end but a cancel), write the summary and state."""
         summary: dict[str, Any] = {}
         shard_dirs = [self.shard_dir(k) for k in range(self.shards)]
         if merge:
             shards = merge_shards(self.dir.path, shard_dirs)
             summary = merged_summary([self.summaries[k] for k in sorted(self.summaries)],
-                                     time.monotonic() - started)
+                                     self.elapsed)
             summary["shards"] = shards
+            self._record_in_manifest(shards)
             if self.outcome is not None and self.outcome.stop_reason == "complete" \
                     and self.config.dedup.enabled:
                 from gristmill.dataset.dedup import dedup_run  # numpy, datasketch: if used
@@ -210,10 +220,16 @@ class ClusterRun:
             "nodes": {str(k): node for k, node in sorted(self.placed.items())}})
         if self.outcome is not None:
             summary.update(self.outcome.as_dict())
-        self.dir.write_state({"status": summary.get("status", "running"), **summary,
-                              "pid": os.getpid(), "updated": time.time()})
+        self.dir.write_state(cluster_state(self, summary.get("status", "stopped")))
         self.dir.write_summary(summary)
         return summary
+
+    def _record_in_manifest(self, shards: list[dict[str, Any]]) -> None:
+        """Each shard's merged line counts and checksums, beside what the run started with."""
+        manifest = read_json(self.dir.path / "manifest.json") or {}
+        manifest["merged"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shards": shards}
+        write_atomic(self.dir.path / "manifest.json",
+                     orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
 
 def _unwrapped(error: BaseException) -> RunStopped:

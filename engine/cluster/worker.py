@@ -23,7 +23,7 @@ class ShardWorker:
         with Lease(Path(shard_dir)):
             self.run = Run(validate_config(config), RunOptions(
                 run_dir=Path(shard_dir), shard=(shard, shards), progress=False, cache=cache,
-                force=force))
+                force=force, shared_storage=True))
             return await self.run.execute()
 
     def node(self) -> str:

@@ -76,8 +76,12 @@ class KeyFilter:
 
 class Store:
     def __init__(self, db_path: Path, sinks: dict[str, Path], *,
-                 commit_interval_s: float = 0.05) -> None:
+                 commit_interval_s: float = 0.05, wal: bool = True) -> None:
         self.db_path = db_path
+        # WAL needs memory shared by every process that opens the file, which a network file
+        # system cannot give: on one (a cluster's run directory) a rollback journal, truncated
+        # rather than deleted after each commit (benchmarks/store_journal.py measures both)
+        self.journal = "WAL" if wal else "TRUNCATE"
         self.commit_interval_s = commit_interval_s
         self.files = {name: JsonlFile(path) for name, path in sinks.items()}
         self._reader = self._connect()
@@ -97,8 +101,9 @@ class Store:
         self._thread.start()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None,
+                               timeout=30.0)  # without WAL a read waits out a commit
+        conn.execute(f"PRAGMA journal_mode={self.journal}")
         conn.execute("PRAGMA synchronous=FULL")
         return conn
 

@@ -145,7 +145,8 @@ class Run:
     def _open_store(self) -> None:
         path = self.dir.path
         self.store = Store(path / "run.sqlite", {"output": path / "output.jsonl",
-                                                 "rejects": path / "rejects.jsonl"})
+                                                 "rejects": path / "rejects.jsonl"},
+                           wal=not self.options.shared_storage)
         self.stats.resumed_records = len(self.store.written("output"))
         if self.options.cache:
             for client in self.clients.values():  # a backend's twins share its answers

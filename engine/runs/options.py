@@ -27,6 +27,7 @@ class RunOptions:
     metrics_linger_s: float = 0.0  # keep /metrics up so long after the end
     budget_usd: float | None = None  # cap on spend (None: the config's; 0: none); kept
     shard: tuple[int, int] | None = None  # (index, count): only that shard's seeds; kept
+    shared_storage: bool = False  # the run directory is on a network file system: no WAL
 
 
 # Settings a run keeps across sessions (RUN/settings.json): they change no answer, so a resume
