@@ -98,6 +98,17 @@ async def test_a_cluster_run_writes_the_records_of_one_process(cluster, server, 
     manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
     assert manifest["choices"] == "seed_id" and "mod shards" in manifest["shard_rule"]
     assert manifest["merged"]["shards"] == summary["shards"]  # counts and checksums
+    # what reads a run directory reads this one: the review index finds each record's seed,
+    # export writes the merged dataset
+    from gristmill.flywheel.review_index import RecordIndex
+
+    first = orjson.loads(lines(run_dir / "output.jsonl")[0])
+    assert RecordIndex(run_dir).seed_excerpt(first["seed_id"]) is not None
+    exported = subprocess.run([*GRISTMILL, "export", str(run_dir), "--format", "openai"],
+                              capture_output=True, text=True, timeout=60)
+    assert exported.returncode == 0, exported.stderr
+    assert len(Path(exported.stdout.strip()).read_bytes().splitlines()) == len(
+        lines(run_dir / "dataset.jsonl")) > 0
     status = subprocess.run([*GRISTMILL, "status", str(run_dir)], capture_output=True,
                             text=True, timeout=60)
     assert "finished (complete, exit 0)" in status.stdout, status.stderr
@@ -191,3 +202,29 @@ def test_a_stopped_driver_resumes_on_ray_with_the_same_records(cluster, server, 
     assert resumed.returncode == 0, resumed.stderr
     assert canonical(run_dir) == canonical(one_process)
     assert os.path.exists(run_dir / "dataset.jsonl")
+
+
+@pytest.mark.parametrize("asks, named", [
+    ({"options": {"limit": 5}}, "--limit"),
+    ({"options": {"target_records": 5}}, "--target-records"),
+    ({"options": {"budget_usd": 1.0}}, "--budget-usd"),
+    ({"options": {"metrics_port": 9400}}, "--metrics-port"),
+    ({"backend": {"mode": "batch"}}, "mode: batch"),
+])
+def test_what_a_cluster_run_does_not_divide_yet_is_a_config_error(tmp_path, asks, named):
+    from gristmill.errors import ConfigError
+
+    data = config_data("http://127.0.0.1:9/v1", tmp_path, **asks.get("backend", {}))
+    if named == "--budget-usd":
+        data["backends"]["default"]["price"] = {"input": 1, "output": 1}
+    with pytest.raises(ConfigError, match=f"{named}.*not supported with --ray"):
+        ClusterRun(validate_config(data), RunOptions(run_dir=tmp_path / "run",
+                                                     **asks.get("options", {})))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_shards_without_ray_is_a_usage_error(tmp_path):
+    config = write_config(tmp_path, config_data("http://127.0.0.1:9/v1", tmp_path))
+    done = subprocess.run([*GRISTMILL, "run", str(config), "--shards", "4"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "add --ray" in done.stderr

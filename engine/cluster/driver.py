@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from gristmill.cluster.limits import divided
-from gristmill.cluster.merge import merge_shards, merged_summary
+from gristmill.cluster.merge import merge_seeds, merge_shards, merged_summary
 from gristmill.cluster.progress import cluster_state, keep_cluster_state
 from gristmill.cluster.storage import check_shared
 from gristmill.cluster.worker import ShardWorker
@@ -50,6 +50,7 @@ def refuse_unsupported(config: PipelineConfig, options: RunOptions) -> None:
     asks = {"--limit": options.limit, "--target-records / target_records":
             options.target_records or config.target_records,
             "--budget-usd / budget_usd": options.budget_usd or config.budget_usd,
+            "--metrics-port": options.metrics_port,
             "mode: batch": any(b.mode == "batch" for _, b in config.client_configs().values()),
             "kind: vllm / vllm-inproc (each shard would start its own servers)": any(
                 b.kind != "openai" for b in config.backends.values())}
@@ -204,6 +205,7 @@ class ClusterRun:
         shard_dirs = [self.shard_dir(k) for k in range(self.shards)]
         if merge:
             shards = merge_shards(self.dir.path, shard_dirs)
+            merge_seeds(self.dir.path, shard_dirs)
             summary = merged_summary([self.summaries[k] for k in sorted(self.summaries)],
                                      self.elapsed)
             summary["shards"] = shards

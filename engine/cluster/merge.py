@@ -1,5 +1,6 @@
 """The shards' results as one run: RUN/output.jsonl and RUN/rejects.jsonl from the shards'
-files, and one summary adding up the shards' summaries.
+files, a run-level store with the shards' seeds (the review page, the report and `judge
+align` read seeds there and keep labels there), and one summary adding up the shards'.
 
 Each shard's lines go in id order and the shards in index order, so the same records give the
 same bytes whatever the cluster did; per shard, its counts and the SHA-256 of what it added
@@ -10,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from gristmill.dataset.store import SCHEMA
 
 SINKS = ("output", "rejects")
 
@@ -42,6 +46,21 @@ def merge_shards(run_dir: Path, shard_dirs: list[Path]) -> list[dict[str, Any]]:
                 info[sink] = {"lines": len(lines), "sha256": digest.hexdigest()}
         os.replace(merging, run_dir / f"{sink}.jsonl")
     return shards
+
+
+def merge_seeds(run_dir: Path, shard_dirs: list[Path]) -> None:
+    """RUN/run.sqlite with every shard's seeds (a resume adds those new since); the answers
+    stay in the shards' stores, where their shards ask for them."""
+    conn = sqlite3.connect(run_dir / "run.sqlite", isolation_level=None, timeout=30.0)
+    try:
+        conn.executescript(SCHEMA)
+        for shard_dir in shard_dirs:
+            if (shard_dir / "run.sqlite").exists():
+                conn.execute("ATTACH DATABASE ? AS shard", (str(shard_dir / "run.sqlite"),))
+                conn.execute("INSERT OR IGNORE INTO seeds SELECT * FROM shard.seeds")
+                conn.execute("DETACH DATABASE shard")
+    finally:
+        conn.close()
 
 
 def add_up(parts: list[Any]) -> Any:
