@@ -33,6 +33,7 @@ from gristmill.errors import ConfigError, RunStopped
 from gristmill.runs.lifecycle import background
 from gristmill.runs.options import RunOptions
 from gristmill.runs.outcome import Outcome, first_leaf
+from gristmill.runs.state import process_cpu_s
 from gristmill.runs.rundir import RunDir, default_run_dir
 
 CLUSTER_FILE = "cluster.json"  # the executor and the fixed shard count, for every resume
@@ -215,7 +216,7 @@ class ClusterRun:
                 from gristmill.dataset.dedup import dedup_run  # numpy, datasketch: if used
 
                 summary["dedup"] = dedup_run(self.dir.path, self.config.dedup.threshold)
-        summary.update(run_dir=str(self.dir.path), cluster={
+        summary.update(run_dir=str(self.dir.path), driver_cpu_s=process_cpu_s(), cluster={
             "shards": self.shards, "shards_done": sum(
                 1 for s in self.summaries.values() if s.get("stop_reason") == "complete"),
             "worker_restarts": self.restarts, "address": self.address,

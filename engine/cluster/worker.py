@@ -19,7 +19,8 @@ class ShardWorker:
 
     async def execute(self, config: dict[str, Any], shard: int, shards: int, shard_dir: str,
                       cache: bool, force: bool) -> dict[str, Any]:
-        """The shard's summary; a RunStopped (a fatal upstream error) is raised to the driver."""
+        """The shard's summary (`process_cpu_s`: this worker's, its start included); a
+        RunStopped (a fatal upstream error) is raised to the driver."""
         with Lease(Path(shard_dir)):
             self.run = Run(validate_config(config), RunOptions(
                 run_dir=Path(shard_dir), shard=(shard, shards), progress=False, cache=cache,

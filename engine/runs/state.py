@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -51,10 +52,17 @@ async def keep_state(run: Run, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
+def process_cpu_s() -> float:
+    """CPU (user + system) this process has spent since it started."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 3)
+
+
 def summary(run: Run) -> dict[str, Any]:
     stats = run.stats
     out = stats.summary()
     out["run_dir"] = str(run.dir.path)
+    out["process_cpu_s"] = process_cpu_s()  # startup included; a cluster's: its workers' sum
     if run.outcome is not None:
         out.update(run.outcome.as_dict())
     out["records_total"] = stats.resumed_records + stats.records
