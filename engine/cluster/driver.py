@@ -25,6 +25,7 @@ import orjson
 from gristmill.cluster.limits import divided
 from gristmill.cluster.merge import merge_seeds, merge_shards, merged_summary
 from gristmill.cluster.progress import cluster_state, keep_cluster_state
+from gristmill.cluster.split import split_input
 from gristmill.cluster.storage import check_shared
 from gristmill.cluster.worker import ShardWorker
 from gristmill.config.pipeline import PipelineConfig
@@ -85,6 +86,7 @@ class ClusterRun:
         self.live: dict[int, Any] = {}  # shard -> its actor, while it runs
         self.started = time.monotonic()
         self.placed: dict[int, str] = {}  # shard -> the node its (last) worker ran on
+        self.split: dict[str, Any] = {}  # how the input was read into the shards' files
 
     @property
     def elapsed(self) -> float:
@@ -123,6 +125,9 @@ class ClusterRun:
         if fresh or not self.dir.has_manifest:
             await asyncio.to_thread(self.dir.write_manifest, self.config, self.choices)
         await check_shared(ray, self.dir.path / CLUSTER_FILE, self.token)
+        self.split = await asyncio.to_thread(
+            split_input, self.config, [self.shard_dir(k) for k in range(self.shards)], fresh)
+        self.say(f"cluster: {self.split['seeds']:,} seeds in {self.shards} shards")
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)
                                              // self.config.cluster.cpus_per_worker))
         workers = min(workers, self.shards)
@@ -210,6 +215,7 @@ class ClusterRun:
             summary = merged_summary([self.summaries[k] for k in sorted(self.summaries)],
                                      self.elapsed)
             summary["shards"] = shards
+            summary["seed_input"] = self.split.get("input")  # read once, by the driver
             self._record_in_manifest(shards)
             if self.outcome is not None and self.outcome.stop_reason == "complete" \
                     and self.config.dedup.enabled:

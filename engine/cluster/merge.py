@@ -88,8 +88,6 @@ def merged_summary(summaries: list[dict[str, Any]], elapsed_s: float) -> dict[st
     out = add_up(summaries) or {}
     for key in ("run_dir", "status", "stop_reason", "detail", "exit_code", "dedup"):
         out.pop(key, None)  # the driver's own
-    if summaries:  # every shard reads the whole input and keeps its part: one report of it
-        out["seed_input"] = summaries[0].get("seed_input")
     out["elapsed_s"] = round(elapsed_s, 3)
     out["records_per_s"] = round(out.get("records", 0) / elapsed_s, 3) if elapsed_s else 0.0
     out["tokens_per_s"] = round(out.get("tokens", 0) / elapsed_s, 1) if elapsed_s else 0.0

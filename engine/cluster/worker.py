@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gristmill.cluster.lease import Lease
+from gristmill.cluster.split import seeds_file
 from gristmill.config.load import validate_config
 from gristmill.runs.lifecycle import Run
 from gristmill.runs.options import RunOptions
@@ -24,7 +25,7 @@ class ShardWorker:
         with Lease(Path(shard_dir)):
             self.run = Run(validate_config(config), RunOptions(
                 run_dir=Path(shard_dir), shard=(shard, shards), progress=False, cache=cache,
-                force=force, shared_storage=True))
+                force=force, shared_storage=True, presplit=seeds_file(Path(shard_dir))))
             return await self.run.execute()
 
     def node(self) -> str:

@@ -17,6 +17,8 @@ from gristmill.dataset.sink import id_key
 from gristmill.dataset.store import Store
 from gristmill.flows.items import Item
 from gristmill.flows.sampling import choice_index
+from gristmill.seeds import SeedSource
+from gristmill.seeds.presplit import PresplitSource
 from gristmill.seeds.report import Seed
 from gristmill.seeds.shards import in_shard
 from gristmill.flows.pipeline import Pipeline
@@ -63,7 +65,9 @@ class Run:
         self.budget: Budget | None = None  # with a budget, once the store is open
         self.spent_before = 0.0  # USD earlier sessions spent (runs/spend.py)
         parts = assemble(config, self.dir.path, options.limit, self._reject)
-        self.clients, self.source, self.stats = parts.clients, parts.source, parts.stats
+        self.clients, self.stats = parts.clients, parts.stats
+        self.source: SeedSource | PresplitSource = parts.source if options.presplit is None \
+            else PresplitSource(options.presplit)
         self.judge, self._make_record, self._first_item = (parts.judge, parts.make_record,
                                                            parts.first_item)
         target = options.target_records
@@ -90,7 +94,7 @@ class Run:
     # -- items in, records out --------------------------------------------------------------
     def seeds(self) -> Iterator[Item]:
         seeds: Iterator[Seed] = iter(self.source)
-        if self.options.shard is not None:  # a cluster's worker: its part of the input
+        if self.options.shard is not None and self.options.presplit is None:  # its part
             seeds = in_shard(seeds, *self.options.shard)
         if self.options.limit:
             seeds = itertools.islice(seeds, self.options.limit)

@@ -28,6 +28,7 @@ class RunOptions:
     budget_usd: float | None = None  # cap on spend (None: the config's; 0: none); kept
     shard: tuple[int, int] | None = None  # (index, count): only that shard's seeds; kept
     shared_storage: bool = False  # the run directory is on a network file system: no WAL
+    presplit: Path | None = None  # a shard's seeds, as the cluster's driver wrote them
 
 
 # Settings a run keeps across sessions (RUN/settings.json): they change no answer, so a resume
