@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gristmill.cli import flywheel as cli_flywheel
-from gristmill.cli.cluster import add_cluster_args, cluster_run
-from gristmill.errors import ConfigError, RunStopped
-from gristmill.runs.outcome import STOP_REASONS, exit_code_table
+from gristmill.cli.cluster import add_cluster_args
+from gristmill.cli.execute import execute
+from gristmill.errors import ConfigError
+from gristmill.runs.outcome import exit_code_table
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -170,7 +171,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     config = validate_config(read_run_config(args.run_dir),
                              source=str(args.run_dir / "config.yaml"))
     warn_about_keys(config)
-    return _execute(config, args)
+    return execute(config, args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -257,7 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return print_dry_run(config, args.limit, target, args.keep_rate, args.like)
     warn_about_keys(config)
-    return _execute(config, args)
+    return execute(config, args)
 
 
 def warn_about_keys(config: Any) -> None:
@@ -316,7 +317,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         with MockServerProcess() as mock:
             print(f"demo: mock model server at {mock.base_url}", file=sys.stderr)
-            return _execute(with_cli_overrides(config, backend_url=mock.base_url), args)
+            return execute(with_cli_overrides(config, backend_url=mock.base_url), args)
     from gristmill.backends.vllm.smollm2 import demo_server, seeded_fields
     from gristmill.backends.vllm.runtime import RuntimeProvisionError
     from gristmill.backends.vllm.server import ServerDied
@@ -330,130 +331,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say = lambda line: print(f"demo: {line}", file=sys.stderr)  # noqa: E731
     try:
         server = demo_server(args.run_dir / "vllm-serve.log", say)
-        return _execute(config, args, server=server, say=say)
+        return execute(config, args, server=server, say=say)
     except (RuntimeProvisionError, ServerDied, TimeoutError) as exc:  # each names its log
         print(f"gristmill: {exc}", file=sys.stderr)
         return 1
 
-
-def _execute(config: Any, args: argparse.Namespace, server: Any = None,
-             say: Any = None) -> int:
-    """Run `config`; with `server` (a VLLMServer), start it first, point every backend at it
-    and stop it afterwards, whatever happens."""
-    import asyncio
-    import signal
-
-    from gristmill.config.load import with_cli_overrides
-    from gristmill.runs.event_loop import new_event_loop
-    from gristmill.runs.runner import RunOptions, run
-    from gristmill.runs.signals import GracefulStop
-
-    stop = GracefulStop()
-    options = RunOptions(run_dir=args.run_dir, limit=args.limit,
-                         target_records=args.target_records,
-                         progress=False if args.no_progress else None, on_start=stop.install,
-                         cache=not args.no_cache, force=args.force,
-                         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-                         metrics_linger_s=args.metrics_linger, budget_usd=args.budget_usd)
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        try:
-            if server is not None:
-                say(f"starting vllm serve (log: {server.log_path})")
-                signum = runner.run(start_cancellable(server))
-                if signum is not None:
-                    print("demo: stopped while the model server was starting", file=sys.stderr)
-                    return 128 + signum
-                say(f"model server healthy at {server.base_url}")
-                config = with_cli_overrides(config, backend_url=server.base_url)
-            on_ray = cluster_run(config, args, options)
-            summary = runner.run(run(config, options) if on_ray is None
-                                 else run_on_cluster(on_ray, stop))
-        except RunStopped as error:  # the summary is on disk; the cause is one line
-            print(f"gristmill: {error}\nto continue once fixed: gristmill resume {stop.run_dir or 'RUN'}",
-                  file=sys.stderr)
-            return STOP_REASONS[error.stop_reason][1]
-        except asyncio.CancelledError:
-            summary = None
-        except KeyboardInterrupt:  # Ctrl-C before the run installed its handlers
-            summary = None
-            stop.signals.append(signal.SIGINT)
-        finally:
-            if server is not None:
-                runner.run(server.stop())
-    print_summary(summary, stop)
-    return stop.exit_code if stop.signals else 0
-
-
-async def run_on_cluster(driver: Any, stop: Any) -> dict[str, Any]:
-    """A run on Ray: the driver handles Ctrl-C and SIGTERM as a single process does."""
-    stop.install(driver)
-    return await driver.execute()
-
-
-async def start_cancellable(server: Any) -> int | None:
-    """Start `server`; the number of the signal (SIGINT, SIGTERM) that came first, if one
-    did (the server is stopped then)."""
-    import asyncio
-    import signal
-
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    received: list[int] = []
-
-    def on_signal(sig: int) -> None:
-        received.append(sig)
-        task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        await server.start()
-    except asyncio.CancelledError:
-        if not received:
-            raise
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return received[0] if received else None
-
-
-def print_summary(summary: dict[str, Any] | None, stop: Any) -> None:
-    if summary is None:
-        where = stop.run_dir or "RUN"
-        print(f"run aborted; to continue: gristmill resume {where}", file=sys.stderr)
-        return
-    if summary.get("resumed_records"):
-        print(f"resumed: {summary['resumed_records']:,} records were already written")
-    print(f"records {summary['records']:,} · rejects {summary['rejects']:,} · seeds "
-          f"{summary['seeds']:,} · tokens {summary['tokens']:,} · {summary['elapsed_s']:.1f}s · "
-          f"{summary['records_per_s']:.1f} records/s · {summary['tokens_per_s']:,.0f} tok/s")
-    for reason, count in summary["rejects_by_reason"].items():
-        print(f"  rejected {count:,} × {reason}")
-    if "dedup" in summary:
-        d = summary["dedup"]
-        print(f"dataset.jsonl: {d.get('kept', 0):,} records after removing "
-              f"{d.get('exact_duplicates', 0):,} exact and {d.get('near_duplicates', 0):,} "
-              "near duplicates")
-    if "target" in summary:
-        t = summary["target"]
-        print(f"target {t['records']:,} records: " + (
-            "reached" if t["reached"] else "not reached (the seeds ran out)") +
-            f"; dataset.jsonl holds {t['dataset']:,}")
-    if "judge" in summary:
-        j = summary["judge"]
-        print(f"judge: {j['judged']:,} judged · {j['passed']:,} passed · {j['failed']:,} failed"
-              + "".join(f" · {k} {v:,}" for k, v in j["failed_by_criterion"].items()))
-    validation = summary.get("validation", {})
-    if validation.get("rejected_by_validator"):
-        print("  validators rejected: " + ", ".join(
-            f"{k} {v:,}" for k, v in validation["rejected_by_validator"].items()) +
-            f" · streams stopped early {validation['streams_aborted']:,} · ~"
-            f"{validation['tokens_saved_estimate']:,} tokens not generated")
-    print(f"run directory: {summary['run_dir']}")
-    if stop.signals:
-        print(f"stopped early by signal; to continue: gristmill resume {summary['run_dir']}",
-              file=sys.stderr)
 
 
 if __name__ == "__main__":
