@@ -169,6 +169,57 @@ async def test_a_removed_node_reruns_its_shards(cluster, server, one_process, tm
     assert canonical(run_dir) == canonical(one_process)
 
 
+def mock_servers() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "gristmill.backends.mock.vllm_serve" in " ".join(p.info["cmdline"] or [])]
+
+
+async def test_a_fleet_is_placed_on_the_clusters_gpus_and_serves_every_shard(
+        cluster, one_process, tmp_path, monkeypatch):
+    """Two nodes with a GPU each (Ray's resource; the mock stands in for `vllm serve` through
+    the fleet's test hook): a server on each, every shard sends to both, and none is left."""
+    gpu_nodes = [cluster.add_node(num_cpus=1, num_gpus=1, object_store_memory=80 * MB)
+                 for _ in range(2)]
+    cluster.wait_for_nodes()
+    monkeypatch.setenv("GRISTMILL_VLLM_COMMAND",
+                       f"{sys.executable} -m gristmill.backends.mock.vllm_serve")
+    data = config_data("http://127.0.0.1:9/v1", tmp_path)
+    data["backends"]["default"] = {"kind": "vllm", "model": "mock",
+                                   "fleet": {"gpus_per_server": 1}}
+    driver = ClusterRun(validate_config(data), RunOptions(run_dir=tmp_path / "run",
+                                                          progress=False),
+                        address=cluster.address, shards=3, workers=2, say=lambda _: None)
+    try:
+        summary = await driver.execute()
+    finally:
+        for node in gpu_nodes:
+            cluster.remove_node(node)
+    urls = summary["cluster"]["fleets"]["default"]
+    assert len(urls) == 2 and len(set(urls)) == 2
+    assert canonical(tmp_path / "run") == canonical(one_process)
+    assert sorted(p.name for p in (tmp_path / "run" / "logs").glob("vllm-*.log")) == [
+        "vllm-default-0-0.log", "vllm-default-1-0.log"]
+    deadline = time.monotonic() + 10
+    while mock_servers() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert mock_servers() == []
+
+
+def test_a_fleet_without_gpus_or_servers_is_a_config_error(tmp_path):
+    from gristmill.cluster.fleets import servers_wanted
+    from gristmill.errors import ConfigError
+
+    data = config_data("http://127.0.0.1:9/v1", tmp_path)
+    data["backends"]["default"] = {"kind": "vllm", "model": "m", "fleet": {"gpus_per_server": 2}}
+    config = validate_config(data)
+    with pytest.raises(ConfigError, match="fewer than gpus_per_server=2; set fleet.servers"):
+        servers_wanted(config, "default", 1)
+    assert servers_wanted(config, "default", 8) == 4
+    data["backends"]["default"]["fleet"]["gpus"] = [0, 1]
+    with pytest.raises(ConfigError, match="fleet.gpus names one machine's GPUs"):
+        servers_wanted(validate_config(data), "default", 8)
+
+
 def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -83,15 +83,16 @@ class VLLMFleet:
     def __init__(self, name: str, specs: list[ServerSpec], *, log_dir: Path | None = None,
                  startup_timeout_s: float = 900.0, max_restarts: int = 3,
                  runtime: Callable[[], Runtime] | None = None,
-                 say: Callable[[str], None] = _stderr) -> None:
+                 say: Callable[[str], None] = _stderr, host: str = "127.0.0.1") -> None:
         self.name = name
         self.specs = specs
+        self.host = host  # where the servers listen (a cluster's node: its address)
         self.log_dir = log_dir
         self.startup_timeout_s = startup_timeout_s
         self.max_restarts = max_restarts
         self.say = say
         self._runtime = runtime or (lambda: ensure_runtime(say=say))
-        self.ports = [free_port() for _ in specs]
+        self.ports = [free_port(host) for _ in specs]
         self.servers: list[VLLMServer] = []
         self.restarts = [0] * len(specs)  # successful restarts per server
         self.given_up: set[int] = set()
@@ -106,7 +107,7 @@ class VLLMFleet:
 
     @property
     def base_urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{port}/v1" for port in self.ports]
+        return [f"http://{self.host}:{port}/v1" for port in self.ports]
 
     def pids(self) -> list[int]:
         """Process group ids of the servers started (each server leads its own group)."""
@@ -117,7 +118,8 @@ class VLLMFleet:
         runtime = await asyncio.to_thread(self._runtime)
         specs = split_cpu_binding(self.specs, runtime)
         self.servers = [
-            VLLMServer(spec, runtime, port=port, startup_timeout_s=self.startup_timeout_s,
+            VLLMServer(spec, runtime, host=self.host, port=port,
+                       startup_timeout_s=self.startup_timeout_s,
                        log_path=self.log_dir / log_name(self.name, i) if self.log_dir else None)
             for i, (spec, port) in enumerate(zip(specs, self.ports))]
         self.say(f"{self.name}: starting {len(self.servers)} × vllm serve {self.specs[0].model}"

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from gristmill.cluster.fleets import cluster_fleets, served_by
 from gristmill.cluster.limits import divided
 from gristmill.cluster.merge import merge_seeds, merge_shards, merged_summary
 from gristmill.cluster.progress import cluster_state, keep_cluster_state
@@ -54,13 +55,12 @@ def refuse_unsupported(config: PipelineConfig, options: RunOptions) -> None:
             "--budget-usd / budget_usd": options.budget_usd or config.budget_usd,
             "--metrics-port": options.metrics_port,
             "mode: batch": any(b.mode == "batch" for _, b in config.client_configs().values()),
-            "kind: vllm / vllm-inproc (each shard would start its own servers)": any(
-                b.kind != "openai" for b in config.backends.values())}
+            "kind: vllm-inproc (each shard would load its own model)": any(
+                b.kind == "vllm-inproc" for b in config.backends.values())}
     named = [name for name, value in asks.items() if value]
     if named:
         raise ConfigError(f"{', '.join(named)}: not supported with --ray yet (the driver does "
-                          "not divide it among the shards); run without --ray, or without it "
-                          "(for servers, point the backend's base_urls at them)")
+                          "not divide it among the shards); run without --ray, or without it")
 
 
 class ClusterRun:
@@ -87,6 +87,7 @@ class ClusterRun:
         self.started = time.monotonic()
         self.placed: dict[int, str] = {}  # shard -> the node its (last) worker ran on
         self.split: dict[str, Any] = {}  # how the input was read into the shards' files
+        self.fleets: dict[str, list[str]] = {}  # the servers started on the cluster, by backend
 
     @property
     def elapsed(self) -> float:
@@ -131,18 +132,22 @@ class ClusterRun:
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)
                                              // self.config.cluster.cpus_per_worker))
         workers = min(workers, self.shards)
-        data = divided(self.config.model_dump(mode="json"), workers)
         pending = deque(k for k in range(self.shards) if not self._finished(k))
         self.say(f"cluster: {self.shards} shards, {len(pending)} to run, {workers} at once")
-        stopped: RunStopped | None = None
         options = self.options
         every = None if options.progress is False else options.progress_interval_s
-        watch = keep_cluster_state(self, options.state_interval_s, every, self.say)
+        stopped: RunStopped | None = None
         try:
             try:
-                async with background([watch]), asyncio.TaskGroup() as group:
-                    for _ in range(min(workers, len(pending))):
-                        group.create_task(self._slot(ray, pending, data))
+                async with cluster_fleets(ray, self.config, self.dir.path / "logs",
+                                          self.say) as (urls, supervision):
+                    self.fleets = urls
+                    data = served_by(divided(self.config.model_dump(mode="json"), workers), urls)
+                    watchers = [keep_cluster_state(self, options.state_interval_s, every,
+                                                   self.say), *map(_awaited, supervision)]
+                    async with background(watchers), asyncio.TaskGroup() as group:
+                        for _ in range(min(workers, len(pending))):
+                            group.create_task(self._slot(ray, pending, data))
             except* RunStopped as group:
                 stopped = _unwrapped(first_leaf(group))
         except BaseException as error:
@@ -226,7 +231,8 @@ class ClusterRun:
             "shards": self.shards, "shards_done": sum(
                 1 for s in self.summaries.values() if s.get("stop_reason") == "complete"),
             "worker_restarts": self.restarts, "address": self.address,
-            "nodes": {str(k): node for k, node in sorted(self.placed.items())}})
+            "nodes": {str(k): node for k, node in sorted(self.placed.items())},
+            "fleets": self.fleets})
         if self.outcome is not None:
             summary.update(self.outcome.as_dict())
         self.dir.write_state(cluster_state(self, summary.get("status", "stopped")))
@@ -239,6 +245,11 @@ class ClusterRun:
         manifest["merged"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shards": shards}
         write_atomic(self.dir.path / "manifest.json",
                      orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+
+
+async def _awaited(ref: Any) -> None:
+    """A server's supervision: returns only when cancelled, raises when it gives up."""
+    await ref
 
 
 def _unwrapped(error: BaseException) -> RunStopped:
