@@ -220,6 +220,41 @@ def test_a_fleet_without_gpus_or_servers_is_a_config_error(tmp_path):
         servers_wanted(validate_config(data), "default", 8)
 
 
+async def test_the_drivers_metrics_add_up_every_shard(cluster, server, tmp_path):
+    """--metrics-port on a cluster run: the driver serves the shards' counters summed, under
+    a single run's names, with its own status and the shards' states."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gristmill.backends.vllm.server import free_port
+
+    port = free_port()
+    driver = ClusterRun(validate_config(config_data(server.base_url, tmp_path)),
+                        RunOptions(run_dir=tmp_path / "run", progress=False, metrics_port=port,
+                                   metrics_linger_s=3.0),
+                        address=cluster.address, shards=3, workers=3, say=lambda _: None)
+    running = asyncio.create_task(driver.execute())
+    while driver.outcome is None:  # lingering once it has ended: the final figures
+        assert not running.done()
+        await asyncio.sleep(0.1)
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        text = await response.text()
+    summary = await running
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("gristmill_records_written_total", ())] == summary["records"] == 2 * SEEDS
+    assert samples[("gristmill_seeds_admitted_total", ())] == SEEDS
+    assert samples[("gristmill_stage_done_total", (("stage", "answer1"),))] == 2 * SEEDS
+    assert samples[("gristmill_requests_total", (("backend", "default"), ("outcome", "ok")))] \
+        == summary["backends"]["default"]["requests"] > 2 * SEEDS  # every shard's
+    assert samples[("gristmill_cluster_shards", (("state", "done"),))] == 3
+    assert samples[("gristmill_run_status", (("status", "finished"),
+                                             ("stop_reason", "complete")))] == 1
+    assert sum(1 for name, _ in samples if name == "gristmill_run_status") == 1
+
+
 def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -259,7 +294,6 @@ def test_a_stopped_driver_resumes_on_ray_with_the_same_records(cluster, server, 
     ({"options": {"limit": 5}}, "--limit"),
     ({"options": {"target_records": 5}}, "--target-records"),
     ({"options": {"budget_usd": 1.0}}, "--budget-usd"),
-    ({"options": {"metrics_port": 9400}}, "--metrics-port"),
     ({"backend": {"mode": "batch"}}, "mode: batch"),
 ])
 def test_what_a_cluster_run_does_not_divide_yet_is_a_config_error(tmp_path, asks, named):

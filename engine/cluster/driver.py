@@ -13,6 +13,7 @@ goes back to Ray with the recorded shard count."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sys
 import time
@@ -33,7 +34,7 @@ from gristmill.config.pipeline import PipelineConfig
 from gristmill.dataset.files import read_json, write_atomic
 from gristmill.errors import ConfigError, RunStopped
 from gristmill.runs.lifecycle import background
-from gristmill.runs.options import RunOptions
+from gristmill.runs.options import RunOptions, metrics_served
 from gristmill.runs.outcome import Outcome, first_leaf
 from gristmill.runs.state import process_cpu_s
 from gristmill.runs.rundir import RunDir, default_run_dir
@@ -53,7 +54,6 @@ def refuse_unsupported(config: PipelineConfig, options: RunOptions) -> None:
     asks = {"--limit": options.limit, "--target-records / target_records":
             options.target_records or config.target_records,
             "--budget-usd / budget_usd": options.budget_usd or config.budget_usd,
-            "--metrics-port": options.metrics_port,
             "mode: batch": any(b.mode == "batch" for _, b in config.client_configs().values()),
             "kind: vllm-inproc (each shard would load its own model)": any(
                 b.kind == "vllm-inproc" for b in config.backends.values())}
@@ -110,7 +110,8 @@ class ClusterRun:
         self.started = time.monotonic()
         ours = self._connect(ray)
         try:
-            return await self._execute(ray)
+            async with self._metrics_served():
+                return await self._execute(ray)
         finally:
             self.dir.close()
             if ours:
@@ -163,6 +164,14 @@ class ClusterRun:
             raise stopped
         return summary
 
+    def _metrics_served(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """/metrics (--metrics-port): the shards' added up, served by the driver."""
+        def collector() -> Any:
+            from gristmill.cluster.prometheus import ClusterCollector
+
+            return ClusterCollector(self)
+        return metrics_served(self.options, collector)
+
     def _connect(self, ray: Any) -> bool:
         """Join the cluster at `address`, or start a local Ray for the run (True: ours)."""
         if ray.is_initialized():
@@ -198,7 +207,8 @@ class ClusterRun:
                 self.placed[shard] = await actor.node.remote()
                 return await actor.execute.remote(data, shard, self.shards,
                                                   str(self.shard_dir(shard)),
-                                                  self.options.cache, self.options.force)
+                                                  self.options.cache, self.options.force,
+                                                  bool(self.options.metrics_port))
             except ray.exceptions.RayActorError as lost:  # its process or node is gone
                 if losses == LOSSES_IN_A_ROW:
                     raise

@@ -14,18 +14,24 @@ from gristmill.runs.lifecycle import Run
 from gristmill.runs.options import RunOptions
 
 
+METRICS_FILE = "metrics.prom"  # a shard's Prometheus figures, for the driver to add up
+
+
 class ShardWorker:
     def __init__(self) -> None:
         self.run: Run | None = None
 
     async def execute(self, config: dict[str, Any], shard: int, shards: int, shard_dir: str,
-                      cache: bool, force: bool) -> dict[str, Any]:
+                      cache: bool, force: bool, metrics: bool) -> dict[str, Any]:
         """The shard's summary (`process_cpu_s`: this worker's, its start included); a
-        RunStopped (a fatal upstream error) is raised to the driver."""
-        with Lease(Path(shard_dir)):
+        RunStopped (a fatal upstream error) is raised to the driver. With `metrics`, the
+        shard's Prometheus figures go to a file the driver adds up."""
+        where = Path(shard_dir)
+        with Lease(where):
             self.run = Run(validate_config(config), RunOptions(
-                run_dir=Path(shard_dir), shard=(shard, shards), progress=False, cache=cache,
-                force=force, shared_storage=True, presplit=seeds_file(Path(shard_dir))))
+                run_dir=where, shard=(shard, shards), progress=False, cache=cache, force=force,
+                shared_storage=True, presplit=seeds_file(where),
+                metrics_file=where / METRICS_FILE if metrics else None))
             return await self.run.execute()
 
     def node(self) -> str:

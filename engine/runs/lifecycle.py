@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Coroutine, Iterable, Iterator
 from gristmill.config.pipeline import PipelineConfig
 from gristmill.errors import BudgetReached, ConfigError, RunStopped
 from gristmill.dataset.cache import AnswerCache
+from gristmill.dataset.files import write_atomic
 from gristmill.dataset.sink import id_key
 from gristmill.dataset.store import Store
 from gristmill.flows.items import Item
@@ -25,7 +26,8 @@ from gristmill.flows.pipeline import Pipeline
 from gristmill.runs import state
 from gristmill.runs.assembly import assemble
 from gristmill.runs.gc_tuning import tuned_gc
-from gristmill.runs.options import RunOptions, kept_settings, with_kept_settings
+from gristmill.runs.options import (RunOptions, kept_settings, metrics_served,
+                                   with_kept_settings)
 from gristmill.runs.outcome import Outcome, first_leaf
 from gristmill.runs.rundir import RunDir, default_run_dir
 from gristmill.runs.spend import budget_usd, open_spend
@@ -167,13 +169,11 @@ class Run:
 
     def _metrics_served(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Prometheus /metrics (--metrics-port) until the summary is written, and lingering."""
-        options = self.options
-        if not options.metrics_port:
-            return contextlib.nullcontext()
-        from gristmill.runs.prometheus import serve_metrics  # an extra: only when asked for
+        def collector() -> Any:
+            from gristmill.runs.prometheus import RunCollector
 
-        return serve_metrics(self, options.metrics_host or "127.0.0.1", options.metrics_port,
-                             options.metrics_linger_s)
+            return RunCollector(self)
+        return metrics_served(self.options, collector)
 
     async def _execute(self) -> dict[str, Any]:
         fresh = not self.dir.resuming or self.options.force
@@ -219,6 +219,11 @@ class Run:
         what its capabilities ask for: probing ejected endpoints, supervising its fleet,
         per-endpoint caps from /metrics."""
         yield state.keep_state(self, self.options.state_interval_s)
+        if self.options.metrics_file is not None:  # a cluster's shard, for its driver
+            from gristmill.runs.prometheus import keep_metrics_file
+
+            yield keep_metrics_file(self, self.options.metrics_file,
+                                    self.options.state_interval_s)
         if self.options.progress is not False:
             from gristmill.runs.progress import show_progress  # rich: only for a display
 
@@ -275,6 +280,10 @@ class Run:
         results = await asyncio.shield(asyncio.gather(*closing, return_exceptions=True))
         try:
             state.write_state(self, self.outcome.status)
+            if self.options.metrics_file is not None:  # the shard's last figures
+                from gristmill.runs.prometheus import metrics_text
+
+                write_atomic(self.options.metrics_file, metrics_text(self))
             self.dir.write_summary(state.summary(self))
         finally:
             self.dir.close()

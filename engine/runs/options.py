@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -29,6 +30,19 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (index, count): only that shard's seeds; kept
     shared_storage: bool = False  # the run directory is on a network file system: no WAL
     presplit: Path | None = None  # a shard's seeds, as the cluster's driver wrote them
+    metrics_file: Path | None = None  # write the Prometheus text here (a shard, for its driver)
+
+
+def metrics_served(options: RunOptions, collector: Callable[[], Any]
+                   ) -> contextlib.AbstractAsyncContextManager[None]:
+    """Prometheus /metrics (--metrics-port) from what `collector()` makes, while the body runs
+    and lingering after; nothing without the option (prometheus-client is an extra)."""
+    if not options.metrics_port:
+        return contextlib.nullcontext()
+    from gristmill.runs.prometheus import serve_metrics
+
+    return serve_metrics(collector(), options.metrics_host or "127.0.0.1",
+                         options.metrics_port, options.metrics_linger_s)
 
 
 # Settings a run keeps across sessions (RUN/settings.json): they change no answer, so a resume

@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import logging
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterable, Iterator
 
 from aiohttp import web
 
+from gristmill.dataset.files import write_atomic
 from gristmill.errors import ConfigError
 from gristmill.runs.spend import backend_cost
 
@@ -180,13 +182,28 @@ async def scrape(registry: CollectorRegistry, request: web.Request) -> web.Respo
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def metrics_text(run: Run) -> bytes:
+    """The run's metrics in the text format (a cluster's shard writes them for its driver)."""
+    registry = CollectorRegistry()
+    registry.register(RunCollector(run))
+    return generate_latest(registry)
+
+
+async def keep_metrics_file(run: Run, path: Path, interval_s: float) -> None:
+    """`path` rewritten with the run's metrics every `interval_s` (and once more at its end,
+    by `Run`); cancelled when the run ends."""
+    while True:
+        write_atomic(path, metrics_text(run))
+        await asyncio.sleep(interval_s)
+
+
 @contextlib.asynccontextmanager
-async def serve_metrics(run: Run, host: str, port: int, linger_s: float
+async def serve_metrics(collector: Collector, host: str, port: int, linger_s: float
                         ) -> AsyncIterator[None]:
     """`/metrics` on host:port while the body runs (the run, its summary included), then
     `linger_s` more seconds (not after a cancel), then closed: no socket or task is left."""
     registry = CollectorRegistry()
-    registry.register(RunCollector(run))
+    registry.register(collector)
     app = web.Application()
     app.router.add_get("/metrics", partial(scrape, registry))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
