@@ -255,6 +255,29 @@ async def test_the_drivers_metrics_add_up_every_shard(cluster, server, tmp_path)
     assert sum(1 for name, _ in samples if name == "gristmill_run_status") == 1
 
 
+async def test_limit_takes_the_first_seeds_of_the_input_and_a_higher_one_resumes(
+        cluster, server, tmp_path):
+    """--limit on a cluster: the first N seeds of the input, as one process takes them; a
+    resume with a higher limit adds the next seeds to their shards, and ends with the
+    records of a run with that limit in one process."""
+    data = config_data(server.base_url, tmp_path)
+    config = validate_config(data)
+    expected = {}
+    for limit in (20, 35):
+        await run(config, RunOptions(run_dir=tmp_path / f"one-{limit}", progress=False,
+                                     limit=limit))
+        expected[limit] = canonical(tmp_path / f"one-{limit}")
+    run_dir = tmp_path / "run"
+    for limit in (20, 35):
+        driver = ClusterRun(config, RunOptions(run_dir=run_dir, progress=False, limit=limit),
+                            address=cluster.address, shards=3, workers=3, say=lambda _: None)
+        summary = await driver.execute()
+        assert summary["stop_reason"] == "limit" and summary["seeds"] == limit
+        assert canonical(run_dir) == expected[limit]
+    settings = orjson.loads((run_dir / "settings.json").read_bytes())
+    assert settings["limit"] == 35  # kept for the next resume
+
+
 def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -291,7 +314,6 @@ def test_a_stopped_driver_resumes_on_ray_with_the_same_records(cluster, server, 
 
 
 @pytest.mark.parametrize("asks, named", [
-    ({"options": {"limit": 5}}, "--limit"),
     ({"options": {"target_records": 5}}, "--target-records"),
     ({"options": {"budget_usd": 1.0}}, "--budget-usd"),
     ({"backend": {"mode": "batch"}}, "mode: batch"),

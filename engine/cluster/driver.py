@@ -34,7 +34,8 @@ from gristmill.config.pipeline import PipelineConfig
 from gristmill.dataset.files import read_json, write_atomic
 from gristmill.errors import ConfigError, RunStopped
 from gristmill.runs.lifecycle import background
-from gristmill.runs.options import RunOptions, metrics_served
+from gristmill.runs.options import (RunOptions, kept_settings, metrics_served,
+                                   with_kept_settings)
 from gristmill.runs.outcome import Outcome, first_leaf
 from gristmill.runs.state import process_cpu_s
 from gristmill.runs.rundir import RunDir, default_run_dir
@@ -51,7 +52,7 @@ def recorded(run_dir: Path) -> dict[str, Any] | None:
 
 def refuse_unsupported(config: PipelineConfig, options: RunOptions) -> None:
     """What a cluster run does not divide among its shards yet: a config error, not a guess."""
-    asks = {"--limit": options.limit, "--target-records / target_records":
+    asks = {"--target-records / target_records":
             options.target_records or config.target_records,
             "--budget-usd / budget_usd": options.budget_usd or config.budget_usd,
             "mode: batch": any(b.mode == "batch" for _, b in config.client_configs().values()),
@@ -72,6 +73,7 @@ class ClusterRun:
         self.dir = RunDir(options.run_dir or default_run_dir(config.name))
         if self.dir.resuming:
             self.dir.check_resume(config, options.force)
+            options = self.options = with_kept_settings(options, self.dir.read_settings())
         before = recorded(self.dir.path) or {}
         self.token = before.get("token") or secrets.token_hex(6)
         self.shards = before.get("shards") or shards or config.cluster.shards
@@ -124,11 +126,13 @@ class ClusterRun:
         write_atomic(self.dir.path / CLUSTER_FILE, orjson.dumps(
             {"executor": "ray", "shards": self.shards, "address": self.address,
              "token": self.token}))
+        self.dir.write_settings(kept_settings(self.options))  # --limit, --metrics-port...
         if fresh or not self.dir.has_manifest:
             await asyncio.to_thread(self.dir.write_manifest, self.config, self.choices)
         await check_shared(ray, self.dir.path / CLUSTER_FILE, self.token)
         self.split = await asyncio.to_thread(
-            split_input, self.config, [self.shard_dir(k) for k in range(self.shards)], fresh)
+            split_input, self.config, [self.shard_dir(k) for k in range(self.shards)], fresh,
+            self.options.limit)
         self.say(f"cluster: {self.split['seeds']:,} seeds in {self.shards} shards")
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)
                                              // self.config.cluster.cpus_per_worker))
@@ -157,8 +161,10 @@ class ClusterRun:
                 else Outcome.of_error(error)
             self._finish(merge=False)
             raise
+        ran_out = "limit" if self.options.limit and self.split["seeds"] >= self.options.limit \
+            else "complete"
         self.outcome = Outcome.of_error(stopped) if stopped is not None else \
-            Outcome(self._stop_reason or "complete")
+            Outcome(self._stop_reason or ran_out)
         summary = await asyncio.to_thread(self._finish, True)
         if stopped is not None:
             raise stopped
@@ -184,9 +190,11 @@ class ClusterRun:
         return not self.address
 
     def _finished(self, shard: int) -> bool:
-        """A shard whose run completed in an earlier session (its summary is reused)."""
+        """A shard whose run completed in an earlier session over the seeds it has now (a
+        higher --limit gives it more): its summary is reused."""
         summary = read_json(self.shard_dir(shard) / "summary.json")
-        if summary is not None and summary.get("stop_reason") == "complete":
+        if summary is not None and summary.get("stop_reason") == "complete" and \
+                summary.get("seeds") == self.split["per_shard"][shard]:
             self.summaries[shard] = summary
             return True
         return False
@@ -232,7 +240,7 @@ class ClusterRun:
             summary["shards"] = shards
             summary["seed_input"] = self.split.get("input")  # read once, by the driver
             self._record_in_manifest(shards)
-            if self.outcome is not None and self.outcome.stop_reason == "complete" \
+            if self.outcome is not None and self.outcome.stop_reason in ("complete", "limit") \
                     and self.config.dedup.enabled:
                 from gristmill.dataset.dedup import dedup_run  # numpy, datasketch: if used
 

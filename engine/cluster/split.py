@@ -1,12 +1,15 @@
 """The input read once, by the driver: each seed goes to its shard's file,
 RUN/shards/<k>/seeds.jsonl (seeds/presplit.py reads it). Without this every shard would read
-the whole input to keep its part: shards × input. Written again for a fresh start (or a
-changed shard count), kept for every resume (RUN/shards/split.json marks it complete)."""
+the whole input to keep its part: shards × input. `--limit N` takes the first N seeds of the
+input, as one process would. Written again for a fresh start or another limit, kept for
+every other resume (RUN/shards/split.json marks it complete)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import itertools
 
 import orjson
 
@@ -26,11 +29,13 @@ def seeds_file(shard_dir: Path) -> Path:
     return shard_dir / "seeds.jsonl"
 
 
-def split_input(config: PipelineConfig, shard_dirs: list[Path], fresh: bool) -> dict[str, Any]:
+def split_input(config: PipelineConfig, shard_dirs: list[Path], fresh: bool,
+                limit: int | None = None) -> dict[str, Any]:
     """Each shard's seeds in its file; what was read (the seed report) and how many each got."""
     marker = shard_dirs[0].parent / SPLIT_FILE
     done = read_json(marker)
-    if done is not None and not fresh and done.get("shards") == len(shard_dirs):
+    if done is not None and not fresh and done.get("shards") == len(shard_dirs) \
+            and done.get("limit") == (limit or None):
         return done
     first = next(iter(config.backends.values()))  # chunk sizes in the run's own tokens
     source = SeedSource(config.seeds, count=counter_for(
@@ -48,7 +53,7 @@ def split_input(config: PipelineConfig, shard_dirs: list[Path], fresh: bool) -> 
         opened.add(k)
         held[k].clear()
 
-    for seed in source:
+    for seed in itertools.islice(source, limit or None):
         k = shard_of(seed.text, shards)
         line = seed_line(seed)
         held[k] += line
@@ -64,7 +69,7 @@ def split_input(config: PipelineConfig, shard_dirs: list[Path], fresh: bool) -> 
             total = 0
     for k in range(shards):
         write(k)  # every shard gets a file, an empty one too
-    done = {"shards": shards, "seeds": sum(counts), "per_shard": counts,
-            "input": source.report.summary()}
+    done = {"shards": shards, "limit": limit or None, "seeds": sum(counts),
+            "per_shard": counts, "input": source.report.summary()}
     write_atomic(marker, orjson.dumps(done))
     return done
