@@ -278,6 +278,23 @@ async def test_limit_takes_the_first_seeds_of_the_input_and_a_higher_one_resumes
     assert settings["limit"] == 35  # kept for the next resume
 
 
+async def test_a_target_keeps_the_dataset_of_one_process(cluster, server, tmp_path):
+    """--target-records on a cluster: in rounds of more seeds, the driver keeps the first N
+    records in input order (near-duplicates removed in that order): byte for byte the
+    dataset.jsonl of one process with the same target."""
+    config = validate_config(config_data(server.base_url, tmp_path))
+    one = await run(config, RunOptions(run_dir=tmp_path / "one", progress=False,
+                                       target_records=50))
+    driver = ClusterRun(config, RunOptions(run_dir=tmp_path / "run", progress=False,
+                                           target_records=50),
+                        address=cluster.address, shards=3, workers=3, say=lambda _: None)
+    summary = await driver.execute()
+    assert summary["stop_reason"] == "target" == one["stop_reason"]
+    assert summary["target"] == one["target"] == {"records": 50, "reached": True, "dataset": 50}
+    assert lines(tmp_path / "run" / "dataset.jsonl") == lines(tmp_path / "one" / "dataset.jsonl")
+    assert summary["seeds"] < SEEDS  # it did not need every seed
+
+
 def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -314,7 +331,6 @@ def test_a_stopped_driver_resumes_on_ray_with_the_same_records(cluster, server, 
 
 
 @pytest.mark.parametrize("asks, named", [
-    ({"options": {"target_records": 5}}, "--target-records"),
     ({"options": {"budget_usd": 1.0}}, "--budget-usd"),
     ({"backend": {"mode": "batch"}}, "mode: batch"),
 ])

@@ -27,7 +27,8 @@ from gristmill.cluster.fleets import cluster_fleets, served_by
 from gristmill.cluster.limits import divided
 from gristmill.cluster.merge import merge_seeds, merge_shards, merged_summary
 from gristmill.cluster.progress import cluster_state, keep_cluster_state
-from gristmill.cluster.split import split_input
+from gristmill.cluster.split import SPLIT_FILE, split_input
+from gristmill.cluster.target import choose, first_limit, next_limit
 from gristmill.cluster.storage import check_shared
 from gristmill.cluster.worker import ShardWorker
 from gristmill.config.pipeline import PipelineConfig
@@ -38,6 +39,7 @@ from gristmill.runs.options import (RunOptions, kept_settings, metrics_served,
                                    with_kept_settings)
 from gristmill.runs.outcome import Outcome, first_leaf
 from gristmill.runs.state import process_cpu_s
+from gristmill.runs.target import Target
 from gristmill.runs.rundir import RunDir, default_run_dir
 
 CLUSTER_FILE = "cluster.json"  # the executor and the fixed shard count, for every resume
@@ -52,9 +54,7 @@ def recorded(run_dir: Path) -> dict[str, Any] | None:
 
 def refuse_unsupported(config: PipelineConfig, options: RunOptions) -> None:
     """What a cluster run does not divide among its shards yet: a config error, not a guess."""
-    asks = {"--target-records / target_records":
-            options.target_records or config.target_records,
-            "--budget-usd / budget_usd": options.budget_usd or config.budget_usd,
+    asks = {"--budget-usd / budget_usd": options.budget_usd or config.budget_usd,
             "mode: batch": any(b.mode == "batch" for _, b in config.client_configs().values()),
             "kind: vllm-inproc (each shard would load its own model)": any(
                 b.kind == "vllm-inproc" for b in config.backends.values())}
@@ -90,6 +90,9 @@ class ClusterRun:
         self.placed: dict[int, str] = {}  # shard -> the node its (last) worker ran on
         self.split: dict[str, Any] = {}  # how the input was read into the shards' files
         self.fleets: dict[str, list[str]] = {}  # the servers started on the cluster, by backend
+        self.target_n = options.target_records if options.target_records is not None \
+            else config.target_records
+        self.target: Target | None = None  # with a target: what the records so far give
 
     @property
     def elapsed(self) -> float:
@@ -130,15 +133,9 @@ class ClusterRun:
         if fresh or not self.dir.has_manifest:
             await asyncio.to_thread(self.dir.write_manifest, self.config, self.choices)
         await check_shared(ray, self.dir.path / CLUSTER_FILE, self.token)
-        self.split = await asyncio.to_thread(
-            split_input, self.config, [self.shard_dir(k) for k in range(self.shards)], fresh,
-            self.options.limit)
-        self.say(f"cluster: {self.split['seeds']:,} seeds in {self.shards} shards")
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)
                                              // self.config.cluster.cpus_per_worker))
         workers = min(workers, self.shards)
-        pending = deque(k for k in range(self.shards) if not self._finished(k))
-        self.say(f"cluster: {self.shards} shards, {len(pending)} to run, {workers} at once")
         options = self.options
         every = None if options.progress is False else options.progress_interval_s
         stopped: RunStopped | None = None
@@ -150,9 +147,8 @@ class ClusterRun:
                     data = served_by(divided(self.config.model_dump(mode="json"), workers), urls)
                     watchers = [keep_cluster_state(self, options.state_interval_s, every,
                                                    self.say), *map(_awaited, supervision)]
-                    async with background(watchers), asyncio.TaskGroup() as group:
-                        for _ in range(min(workers, len(pending))):
-                            group.create_task(self._slot(ray, pending, data))
+                    async with background(watchers):
+                        await self._rounds(ray, workers, data, fresh)
             except* RunStopped as group:
                 stopped = _unwrapped(first_leaf(group))
         except BaseException as error:
@@ -161,14 +157,51 @@ class ClusterRun:
                 else Outcome.of_error(error)
             self._finish(merge=False)
             raise
-        ran_out = "limit" if self.options.limit and self.split["seeds"] >= self.options.limit \
-            else "complete"
         self.outcome = Outcome.of_error(stopped) if stopped is not None else \
-            Outcome(self._stop_reason or ran_out)
+            Outcome(self._stop_reason or self._ran_out())
         summary = await asyncio.to_thread(self._finish, True)
         if stopped is not None:
             raise stopped
         return summary
+
+    async def _rounds(self, ray: Any, workers: int, data: dict[str, Any], fresh: bool) -> None:
+        """Split the input, run the shards that have seeds to go; with a target, again with
+        more seeds until the first N records in input order are there (cluster/target.py)."""
+        shard_dirs = [self.shard_dir(k) for k in range(self.shards)]
+        limit = self.options.limit
+        if self.target_n:
+            before = read_json(self.dir.path / "shards" / SPLIT_FILE)
+            limit = before["limit"] if before and before.get("limit") and not fresh \
+                else first_limit(self.target_n)
+            limit = min(limit, self.options.limit or limit)
+        while True:
+            self.split = await asyncio.to_thread(split_input, self.config, shard_dirs, fresh,
+                                                 limit)
+            fresh = False
+            pending = deque(k for k in range(self.shards) if not self._finished(k))
+            self.say(f"cluster: {self.split['seeds']:,} seeds in {self.shards} shards, "
+                     f"{len(pending)} to run, {workers} at once")
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(workers, len(pending))):
+                    group.create_task(self._slot(ray, pending, data))
+            if not self.target_n or self._stop_reason is not None:
+                return
+            await asyncio.to_thread(merge_shards, self.dir.path, shard_dirs)
+            self.target = await asyncio.to_thread(choose, self.config, self.dir.path,
+                                                  shard_dirs, self.target_n)
+            assert limit is not None
+            if self.target.reached or self.split["seeds"] < limit or limit == self.options.limit:
+                return
+            limit = min(next_limit(self.target_n, limit, len(self.target.chosen)),
+                        self.options.limit or 10**12)
+            self.say(f"cluster: {len(self.target.chosen):,} of {self.target_n:,} records "
+                     f"kept so far; taking the first {limit:,} seeds")
+
+    def _ran_out(self) -> str:
+        if self.target is not None and self.target.reached:
+            return "target"
+        limit = self.options.limit
+        return "limit" if limit and self.split["seeds"] >= limit else "complete"
 
     def _metrics_served(self) -> contextlib.AbstractAsyncContextManager[None]:
         """/metrics (--metrics-port): the shards' added up, served by the driver."""
@@ -240,7 +273,10 @@ class ClusterRun:
             summary["shards"] = shards
             summary["seed_input"] = self.split.get("input")  # read once, by the driver
             self._record_in_manifest(shards)
-            if self.outcome is not None and self.outcome.stop_reason in ("complete", "limit") \
+            if self.target is not None:  # its own dataset: the first N in input order
+                summary["target"] = self.target.summary()
+                summary["dedup"] = self.target.finish(self.dir.path)
+            elif self.outcome is not None and self.outcome.stop_reason in ("complete", "limit") \
                     and self.config.dedup.enabled:
                 from gristmill.dataset.dedup import dedup_run  # numpy, datasketch: if used
 

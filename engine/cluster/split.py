@@ -53,9 +53,9 @@ def split_input(config: PipelineConfig, shard_dirs: list[Path], fresh: bool,
         opened.add(k)
         held[k].clear()
 
-    for seed in itertools.islice(source, limit or None):
+    for position, seed in enumerate(itertools.islice(source, limit or None)):
         k = shard_of(seed.text, shards)
-        line = seed_line(seed)
+        line = seed_line(seed, position)
         held[k] += line
         counts[k] += 1
         total += len(line)

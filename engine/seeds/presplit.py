@@ -12,9 +12,18 @@ import orjson
 from gristmill.seeds.report import Seed
 
 
-def seed_line(seed: Seed) -> bytes:
+def seed_line(seed: Seed, position: int) -> bytes:
+    """A seed and its place in the whole input (a cluster's target counts in that order)."""
     return orjson.dumps([seed.id, seed.text, seed.source, seed.kind, seed.language,
-                         seed.title]) + b"\n"
+                         seed.title, position]) + b"\n"
+
+
+def positions(path: Path) -> Iterator[tuple[str, int]]:
+    """(seed id, place in the whole input) of every seed in a shard's file."""
+    with path.open("rb") as lines:
+        for line in lines:
+            fields = orjson.loads(line)
+            yield fields[0], fields[6]
 
 
 class PresplitReport:
@@ -38,4 +47,4 @@ class PresplitSource:
         with self.path.open("rb") as lines:
             for line in lines:
                 self.report.seeds += 1
-                yield Seed(*orjson.loads(line))
+                yield Seed(*orjson.loads(line)[:6])
