@@ -81,9 +81,10 @@ class Capabilities:
     # Work the backend does beside the pipeline (a hosted batch's upload, polling and
     # download); runs until cancelled, started before the first request.
     background: Callable[[], Awaitable[None]] | None = None
-    # Awaited once the pipeline has ended, before `background` is cancelled: finishes what
-    # is owed for answers already handed out (a batch file's done mark).
-    drain: Callable[[], Awaitable[None]] | None = None
+    # Awaited once the pipeline has ended (True: it ran to its end, not stopped), before
+    # `background` is cancelled: finishes what is owed for answers already handed out (a
+    # batch file's done mark).
+    drain: Callable[[bool], Awaitable[None]] | None = None
     # Takes a coroutine function that returns once every answer handed out so far is
     # committed to the run's store: a batch file is marked done only then.
     set_commit_barrier: Callable[[Callable[[], Awaitable[None]]], None] | None = None

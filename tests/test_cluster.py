@@ -351,3 +351,22 @@ def test_shards_without_ray_is_a_usage_error(tmp_path):
     done = subprocess.run([*GRISTMILL, "run", str(config), "--shards", "4"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "add --ray" in done.stderr
+
+
+def test_a_one_process_run_is_not_resumed_on_ray(tmp_path, server):
+    config = write_config(tmp_path, config_data(server.base_url, tmp_path))
+    first = subprocess.run([*GRISTMILL, "run", str(config), "--run-dir", str(tmp_path / "run"),
+                            "--limit", "2", "--no-progress"], capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([*GRISTMILL, "resume", str(tmp_path / "run"), "--ray"],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "resume it without --ray" in again.stderr
+
+
+def test_a_summary_of_no_shard_has_zeros_to_print():
+    from gristmill.cluster.merge import merged_summary
+
+    summary = merged_summary([], 1.5)
+    assert (summary["records"], summary["rejects"], summary["seeds"], summary["tokens"]) == (
+        0, 0, 0, 0) and summary["rejects_by_reason"] == {}

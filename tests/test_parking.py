@@ -53,6 +53,7 @@ async def test_a_parking_stage_holds_no_worker_per_waiting_item_and_finishes_eve
     emitted: list[Item] = []
     peak_parked = 0
     quiet = 0
+    lots: list[ParkingLot] = []
 
     def on_quiet() -> None:
         """Nothing runs: 'the batch' answers everything parked now (told on the next turn,
@@ -60,6 +61,7 @@ async def test_a_parking_stage_holds_no_worker_per_waiting_item_and_finishes_eve
         nonlocal peak_parked, quiet
         quiet += 1
         lot = pipeline.parking
+        lots.append(lot)
         peak_parked = max(peak_parked, lot.parked)
         keys = [key for (key,) in lot._db.execute("SELECT DISTINCT key FROM parked")
                 if key not in answers]  # each key is answered once, as by a backend
@@ -75,7 +77,8 @@ async def test_a_parking_stage_holds_no_worker_per_waiting_item_and_finishes_eve
     # all 60 waited at once with two workers per stage: parked, not held by workers
     assert peak_parked == 60 and first.peak_busy <= 2 and second.peak_busy <= 2
     assert quiet >= 2  # once per stage's wave at least: files go without a timer
-    assert pipeline.parking.parked == 0 and not (tmp_path / "parked.sqlite").exists()
+    assert lots[-1].parked == 0 and pipeline.parking is None  # closed, and
+    assert not (tmp_path / "parked.sqlite").exists()  # its scratch file gone
     assert all(channel.closed and not len(channel) for channel in pipeline.channels)
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
 

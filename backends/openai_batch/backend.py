@@ -283,12 +283,14 @@ class OpenAIBatchBackend:
         self._drives[entry.seq] = self._group.create_task(self._drive(entry, opened),
                                                           name=f"batch-{entry.seq}")
 
-    async def drain(self) -> None:
+    async def drain(self, complete: bool) -> None:
         """Once the pipeline has ended: let each file whose results were all taken commit
-        them and be marked done (files with answers nobody asked for stay open)."""
+        them and be marked done. After a pipeline that ran to its end, a file whose answers
+        nobody asked for was all cache hits (its answers were committed by an earlier
+        session): done too. After a stop it stays open: its seeds were not all replayed."""
         for entry in {e.seq: e for e in self._owner.values()}.values():
             keys = self._keys_of(entry)
-            if keys and all(k in self._results for k in keys):  # all cache hits this time
+            if complete and keys and all(k in self._results for k in keys):
                 for key in keys:
                     self._release(key)
         finishing = [task for seq, task in self._drives.items()
@@ -365,13 +367,13 @@ class OpenAIBatchBackend:
         tries = self.config.retry.max_attempts
         answered, again = [], []
         for key in self._keys_of(entry):
-            self._waiting.discard(key)
             result = fatal or results.get(key, missing)
             if isinstance(result, RetryableError):
                 if self._resubmitted.get(key, 0) + 1 < tries:
-                    again.append(key)
+                    again.append(key)  # still waiting: an identical request must not join
                     continue
                 result = GaveUp(f"{result} (in {tries} batch files)")
+            self._waiting.discard(key)
             self._resubmitted.pop(key, None)
             self._results[key] = result
             answered.append(key)
@@ -394,6 +396,7 @@ class OpenAIBatchBackend:
                 self._join(key, orjson.dumps(line) + b"\n", line["body"]["model"])
         self.flush()
         for key in wanted.values():  # its line is gone from its own file: fail, never hang
+            self._waiting.discard(key)
             self._results[key] = GaveUp(f"{path.name}: the request's line is gone")
             self._answered([key])
 

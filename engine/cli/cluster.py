@@ -35,6 +35,10 @@ def cluster_run(config: PipelineConfig, args: argparse.Namespace,
 
         from_before = recorded(run_dir)
     wanted = getattr(args, "ray", None)
+    if wanted is not None and from_before is None and run_dir is not None \
+            and (run_dir / "config.yaml").exists():
+        raise ConfigError(f"{run_dir} was run in one process: resume it without --ray (its "
+                          "answers and records are in its own store)")
     if wanted is None and from_before is None:
         if getattr(args, "shards", None) or getattr(args, "workers", None):
             raise ConfigError("--shards and --workers split a run over a cluster: add --ray")

@@ -236,15 +236,21 @@ class ClusterRun:
         """One worker slot: shard after shard until none is left (or a signal came)."""
         while pending and self._stop_reason is None:
             shard = pending.popleft()
-            self.summaries[shard] = await self._run_shard(ray, shard, data)
+            summary = await self._run_shard(ray, shard, data)
+            if summary is not None:
+                self.summaries[shard] = summary
 
-    async def _run_shard(self, ray: Any, shard: int, data: dict[str, Any]) -> dict[str, Any]:
+    async def _run_shard(self, ray: Any, shard: int,
+                         data: dict[str, Any]) -> dict[str, Any] | None:
+        """The shard's summary; None when a signal came before it could start again."""
         worker = ray.remote(num_cpus=self.config.cluster.cpus_per_worker)(ShardWorker)
         for losses in range(1, LOSSES_IN_A_ROW + 1):
             actor = worker.options(name=f"gristmill-{self.token}-{shard:05d}",
                                    namespace=NAMESPACE).remote()
             self.live[shard] = actor
             try:
+                if self._stop_reason is not None:  # a signal while it was starting
+                    actor.stop.remote(self._stop_reason)
                 self.placed[shard] = await actor.node.remote()
                 return await actor.execute.remote(data, shard, self.shards,
                                                   str(self.shard_dir(shard)),
@@ -253,6 +259,8 @@ class ClusterRun:
             except ray.exceptions.RayActorError as lost:  # its process or node is gone
                 if losses == LOSSES_IN_A_ROW:
                     raise
+                if self._stop_reason is not None:  # stopping: resume runs it again
+                    return read_json(self.shard_dir(shard) / "summary.json")
                 self.restarts += 1
                 self.say(f"cluster: shard {shard} lost its worker ({type(lost).__name__}); "
                          "resuming it on a new one")

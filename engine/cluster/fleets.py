@@ -38,6 +38,7 @@ class ServerHost:
 
     def __init__(self) -> None:
         self.fleet: Any = None
+        self._supervising: asyncio.Task[None] | None = None
 
     async def start(self, name: str, spec: Any, log_dir: str, startup_timeout_s: float,
                     max_restarts: int) -> str:
@@ -53,12 +54,22 @@ class ServerHost:
         return str(self.fleet.base_urls[0])
 
     async def supervise(self) -> None:
-        """Until cancelled; raises FleetError once the server could not be restarted."""
-        await self.fleet.supervise(NoEndpoints())
+        """Until `stop`; raises FleetError once the server could not be restarted."""
+        self._supervising = asyncio.current_task()
+        try:
+            await self.fleet.supervise(NoEndpoints())
+        except asyncio.CancelledError:
+            if self.fleet is None:  # stopped on purpose: not an error for the driver
+                return
+            raise
 
     async def stop(self) -> None:
-        if self.fleet is not None:
-            await self.fleet.stop()
+        """Supervision first (it would restart the server it sees exit), then the server."""
+        fleet, self.fleet = self.fleet, None
+        if self._supervising is not None:
+            self._supervising.cancel()
+        if fleet is not None:
+            await fleet.stop()
 
 
 def fleet_backends(config: PipelineConfig) -> list[str]:

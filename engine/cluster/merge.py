@@ -85,7 +85,8 @@ def add_up(parts: list[Any]) -> Any:
 
 def merged_summary(summaries: list[dict[str, Any]], elapsed_s: float) -> dict[str, Any]:
     """One summary for the run; rates over the driver's wall time."""
-    out = add_up(summaries) or {}
+    out = {"seeds": 0, "records": 0, "rejects": 0, "tokens": 0, "rejects_by_reason": {},
+           "resumed_records": 0, **(add_up(summaries) or {})}  # no shard ran: zeros
     for key in ("run_dir", "status", "stop_reason", "detail", "exit_code", "dedup"):
         out.pop(key, None)  # the driver's own
     out["elapsed_s"] = round(elapsed_s, 3)

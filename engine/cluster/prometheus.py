@@ -40,7 +40,8 @@ class ClusterCollector(Collector):
                                 value=driver.elapsed)
         shards = GaugeMetricFamily("gristmill_cluster_shards", "the run's shards, by state",
                                    labels=["state"])
-        done = sum(1 for s in driver.summaries.values() if s.get("stop_reason") == "complete")
+        done = sum(1 for s in list(driver.summaries.values())  # a copy: the loop adds
+                   if s.get("stop_reason") == "complete")
         for state, n in (("done", done), ("running", len(driver.live)),
                          ("total", driver.shards)):
             shards.add_metric([state], n)

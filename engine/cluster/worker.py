@@ -20,6 +20,7 @@ METRICS_FILE = "metrics.prom"  # a shard's Prometheus figures, for the driver to
 class ShardWorker:
     def __init__(self) -> None:
         self.run: Run | None = None
+        self.stopping: str | None = None  # a stop that came before the run was built
 
     async def execute(self, config: dict[str, Any], shard: int, shards: int, shard_dir: str,
                       cache: bool, force: bool, metrics: bool) -> dict[str, Any]:
@@ -32,6 +33,8 @@ class ShardWorker:
                 run_dir=where, shard=(shard, shards), progress=False, cache=cache, force=force,
                 shared_storage=True, presplit=seeds_file(where),
                 metrics_file=where / METRICS_FILE if metrics else None))
+            if self.stopping is not None:
+                self.run.stop_admitting(self.stopping)
             return await self.run.execute()
 
     def node(self) -> str:
@@ -42,5 +45,6 @@ class ShardWorker:
 
     def stop(self, reason: str) -> None:
         """Admit no more seeds; what was started finishes (a signal at the driver)."""
+        self.stopping = reason
         if self.run is not None:
             self.run.stop_admitting(reason)

@@ -89,7 +89,8 @@ class Pipeline:
             try:
                 yield
             finally:
-                self.parking.close()
+                lot, self.parking = self.parking, None
+                lot.close()
 
     async def _run(self, seeds: Iterable[Item], on_admit: Callable[[], None]) -> None:
         async with asyncio.TaskGroup() as group:
@@ -135,8 +136,11 @@ class Pipeline:
             self._maybe_quiet()
 
     def answered(self, keys: Iterable[bytes]) -> None:
-        """The answers to `keys` have arrived: their parked items go back to their stages."""
-        assert self.parking is not None
+        """The answers to `keys` have arrived: their parked items go back to their stages
+        (after the pipeline has ended nothing is parked: a resumed file's late answers wait
+        in the backend for the next session)."""
+        if self.parking is None:
+            return
         for key in keys:
             for stage, ticket, variant in self.parking.answered(key):
                 self.channels[stage].put_back((ticket, variant))

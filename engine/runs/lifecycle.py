@@ -257,7 +257,7 @@ class Run:
                 await self.pipeline.run(self.seeds(), self._admit)
                 for client in self.clients.values():
                     if (drain := client.backend.capabilities.drain) is not None:
-                        await drain()
+                        await drain(not self.pipeline.stopped)
             await self.store.flush()
             if self.target is not None:  # its own dataset: N records, dedup in seed order
                 if self._stop_reason in (None, "target"):  # not after a signal
