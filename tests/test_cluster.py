@@ -99,7 +99,7 @@ async def test_a_cluster_run_writes_the_records_of_one_process(cluster, server, 
     assert manifest["choices"] == "seed_id" and "mod shards" in manifest["shard_rule"]
     assert manifest["merged"]["shards"] == summary["shards"]  # counts and checksums
     # what reads a run directory reads this one: the review index finds each record's seed,
-    # export writes the merged dataset
+    # export writes the merged dataset, the report is written, status reads the state
     from gristmill.flywheel.review_index import RecordIndex
 
     first = orjson.loads(lines(run_dir / "output.jsonl")[0])
@@ -109,6 +109,9 @@ async def test_a_cluster_run_writes_the_records_of_one_process(cluster, server, 
     assert exported.returncode == 0, exported.stderr
     assert len(Path(exported.stdout.strip()).read_bytes().splitlines()) == len(
         lines(run_dir / "dataset.jsonl")) > 0
+    report = subprocess.run([*GRISTMILL, "report", str(run_dir)], capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0 and (run_dir / "report.html").stat().st_size > 0, report.stderr
     status = subprocess.run([*GRISTMILL, "status", str(run_dir)], capture_output=True,
                             text=True, timeout=60)
     assert "finished (complete, exit 0)" in status.stdout, status.stderr

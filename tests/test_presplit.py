@@ -38,3 +38,18 @@ def test_a_split_cut_short_is_done_again_from_the_start(tmp_path):
     again = split_input(config, dirs, fresh=False)
     assert again == first  # rewritten, not appended to
     assert sum(1 for d in dirs for _ in PresplitSource(seeds_file(d))) == 20
+
+
+def test_a_shard_has_one_live_writer(tmp_path):
+    """The lease: a second worker on a shard held by a live one fails instead of writing
+    beside it; once the holder lets go (or dies: the kernel drops the lock) it may start."""
+    import pytest
+
+    from gristmill.cluster.lease import Lease, ShardBusy
+
+    with Lease(tmp_path / "shard"):
+        with pytest.raises(ShardBusy, match="held by another live worker"):
+            with Lease(tmp_path / "shard"):
+                pass
+    with Lease(tmp_path / "shard"):  # free again
+        assert (tmp_path / "shard" / "lease").read_text().split()[1].isdigit()
