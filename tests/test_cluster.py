@@ -208,6 +208,47 @@ async def test_a_fleet_is_placed_on_the_clusters_gpus_and_serves_every_shard(
     assert mock_servers() == []
 
 
+async def test_a_servers_host_restarts_it_and_its_stop_leaves_nothing(cluster, tmp_path,
+                                                                      monkeypatch):
+    """The actor that hosts one server of a cluster fleet: a server killed with kill -9 is
+    started again on the same address; stopping the host stops the server for good (its
+    supervision does not start it once more)."""
+    import aiohttp
+    import ray
+
+    from gristmill.backends.vllm.server import ServerSpec
+    from gristmill.cluster.fleets import ServerHost
+
+    if not ray.is_initialized():  # alone, no earlier test has joined the mini-cluster
+        ray.init(address=cluster.address, log_to_driver=False)
+    monkeypatch.setenv("GRISTMILL_VLLM_COMMAND",
+                       f"{sys.executable} -m gristmill.backends.mock.vllm_serve")
+    host = ray.remote(num_cpus=0)(ServerHost).options(runtime_env={"env_vars": {
+        "GRISTMILL_VLLM_COMMAND": os.environ["GRISTMILL_VLLM_COMMAND"]}}).remote()
+    url = await host.start.remote("default-0", ServerSpec(model="mock"), str(tmp_path), 60.0, 3)
+    supervising = host.supervise.remote()
+    first, = mock_servers()
+    first.kill()
+    async with aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + 60
+        while True:
+            again = [p for p in mock_servers() if p.pid != first.pid]
+            if again:
+                try:
+                    async with session.get(url.removesuffix("/v1") + "/health") as answer:
+                        if answer.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+            assert time.monotonic() < deadline, "the server was not started again"
+            await asyncio.sleep(0.2)
+    await host.stop.remote()
+    await supervising  # ends without an error once stopped on purpose
+    await asyncio.sleep(1.0)  # what a supervision that restarted it would take to start it
+    assert mock_servers() == []
+    ray.kill(host)
+
+
 def test_a_fleet_without_gpus_or_servers_is_a_config_error(tmp_path):
     from gristmill.cluster.fleets import servers_wanted
     from gristmill.errors import ConfigError
