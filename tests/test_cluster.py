@@ -90,6 +90,8 @@ async def test_a_cluster_run_writes_the_records_of_one_process(cluster, server, 
     assert [s["output"]["lines"] for s in summary["shards"]] == [
         len(lines(run_dir / "shards" / f"{k:05d}" / "output.jsonl")) for k in range(5)]
     assert sum(1 for s in summary["shards"] if s["output"]["lines"]) >= 3  # it did split
+    shard_config = yaml.safe_load((run_dir / "shards" / "00000" / "config.yaml").read_text())
+    assert shard_config["backends"]["default"]["max_in_flight"] == 22  # 64 over 3 at once
     # shard stores keep a rollback journal (WAL cannot work on a network file system); the
     # file format's read/write version bytes say which: 1 rollback, 2 WAL
     for k in range(5):

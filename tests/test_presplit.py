@@ -53,3 +53,14 @@ def test_a_shard_has_one_live_writer(tmp_path):
                 pass
     with Lease(tmp_path / "shard"):  # free again
         assert (tmp_path / "shard" / "lease").read_text().split()[1].isdigit()
+
+
+def test_a_backends_limits_are_divided_among_the_shards_at_once():
+    from gristmill.cluster.limits import divided
+
+    config = {"backends": {"a": {"max_in_flight": 10, "rpm": 100, "tpm": None},
+                           "b": {"max_in_flight": 1}}, "name": "x"}
+    parts = divided(config, 3)
+    assert parts["backends"]["a"] == {"max_in_flight": 4, "rpm": 34, "tpm": None}
+    assert parts["backends"]["b"]["max_in_flight"] == 1  # rounded up: every shard works
+    assert config["backends"]["a"]["max_in_flight"] == 10 and parts["name"] == "x"

@@ -144,7 +144,7 @@ class ClusterRun:
                 async with cluster_fleets(ray, self.config, self.dir.path / "logs",
                                           self.say) as (urls, supervision):
                     self.fleets = urls
-                    data = served_by(divided(self.config.model_dump(mode="json"), workers), urls)
+                    data = served_by(self.config.model_dump(mode="json"), urls)
                     watchers = [keep_cluster_state(self, options.state_interval_s, every,
                                                    self.say), *map(_awaited, supervision)]
                     async with background(watchers):
@@ -164,9 +164,10 @@ class ClusterRun:
             raise stopped
         return summary
 
-    async def _rounds(self, ray: Any, workers: int, data: dict[str, Any], fresh: bool) -> None:
+    async def _rounds(self, ray: Any, workers: int, config: dict[str, Any], fresh: bool) -> None:
         """Split the input, run the shards that have seeds to go; with a target, again with
-        more seeds until the first N records in input order are there (cluster/target.py)."""
+        more seeds until the first N records in input order are there (cluster/target.py).
+        The backends' limits are divided among the shards that run at once."""
         shard_dirs = [self.shard_dir(k) for k in range(self.shards)]
         limit = self.options.limit
         if self.target_n:
@@ -181,8 +182,10 @@ class ClusterRun:
             pending = deque(k for k in range(self.shards) if not self._finished(k))
             self.say(f"cluster: {self.split['seeds']:,} seeds in {self.shards} shards, "
                      f"{len(pending)} to run, {workers} at once")
+            at_once = min(workers, len(pending))
+            data = divided(config, max(1, at_once))
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(workers, len(pending))):
+                for _ in range(at_once):
                     group.create_task(self._slot(ray, pending, data))
             if not self.target_n or self._stop_reason is not None:
                 return
