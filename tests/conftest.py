@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import psutil
 import pytest
 import uvloop
 
@@ -180,3 +181,14 @@ def browser(browser_type: Any, browser_type_launch_args: dict[str, Any]) -> Iter
 @pytest.fixture(scope="module")
 def browser_context_args() -> dict[str, Any]:
     return {}
+
+
+def processes_running(*parts: str) -> list[psutil.Process]:
+    """Live processes whose command line holds every one of `parts` (what a test that
+    starts servers or workers checks is gone afterwards)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and all(p in cmdline for p in parts):
+            found.append(proc)
+    return found

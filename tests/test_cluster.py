@@ -25,7 +25,7 @@ from gristmill.cluster.driver import ClusterRun
 from gristmill.config.load import validate_config
 from gristmill.runs.options import RunOptions
 from gristmill.runs.runner import run
-from tests.conftest import pipeline_config
+from tests.conftest import pipeline_config, processes_running
 
 pytestmark = pytest.mark.timeout(300)
 SEEDS = 60
@@ -122,12 +122,7 @@ async def test_a_cluster_run_writes_the_records_of_one_process(cluster, server, 
 
 
 def worker_processes() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if cmdline.startswith("ray::ShardWorker"):
-            found.append(proc)
-    return found
+    return processes_running("ray::ShardWorker")
 
 
 async def test_a_killed_worker_reruns_its_shard_and_nothing_is_lost_or_doubled(
@@ -175,8 +170,7 @@ async def test_a_removed_node_reruns_its_shards(cluster, server, one_process, tm
 
 
 def mock_servers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"])
-            if "gristmill.backends.mock.vllm_serve" in " ".join(p.info["cmdline"] or [])]
+    return processes_running("gristmill.backends.mock.vllm_serve")
 
 
 async def test_a_fleet_is_placed_on_the_clusters_gpus_and_serves_every_shard(

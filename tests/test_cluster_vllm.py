@@ -18,7 +18,7 @@ from gristmill.cluster.driver import ClusterRun
 from gristmill.config.load import validate_config
 from gristmill.runs.options import RunOptions
 from gristmill.runs.runner import run
-from tests.conftest import pipeline_config
+from tests.conftest import pipeline_config, processes_running
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 SEEDS = 12
@@ -39,12 +39,8 @@ def ids(run_dir: Path) -> set[str]:
 
 
 def vllm_servers() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if " serve " in " ".join(proc.info["cmdline"] or []) and "vllm" in " ".join(
-                proc.info["cmdline"] or []):
-            found.append(proc)
-    return found
+    """The api server and its engine core (vLLM names its engine process VLLM::EngineCore)."""
+    return processes_running("vllm", " serve ") + processes_running("EngineCore")
 
 
 async def test_a_cpu_fleet_on_a_one_node_cluster_serves_every_shard(tiny_model, tmp_path):

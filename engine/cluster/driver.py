@@ -189,9 +189,8 @@ class ClusterRun:
                     group.create_task(self._slot(ray, pending, data))
             if not self.target_n or self._stop_reason is not None:
                 return
-            await asyncio.to_thread(merge_shards, self.dir.path, shard_dirs)
-            self.target = await asyncio.to_thread(choose, self.config, self.dir.path,
-                                                  shard_dirs, self.target_n)
+            self.target = await asyncio.to_thread(choose, self.config, shard_dirs,
+                                                  self.target_n)
             assert limit is not None
             if self.target.reached or self.split["seeds"] < limit or limit == self.options.limit:
                 return

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from gristmill.cluster.merge import shard_lines
 from gristmill.cluster.split import seeds_file
 from gristmill.config.pipeline import PipelineConfig
 from gristmill.runs.target import Target, make_target
@@ -39,15 +40,16 @@ def next_limit(n: int, limit: int, chosen: int) -> int:
     return min(max(wanted, limit + 1), limit * 8)
 
 
-def choose(config: PipelineConfig, run_dir: Path, shard_dirs: list[Path], n: int) -> Target:
-    """The Target of a single process over the merged output.jsonl, seeds in input order."""
+def choose(config: PipelineConfig, shard_dirs: list[Path], n: int) -> Target:
+    """The Target of a single process over the shards' records, seeds in input order (the
+    driver merges the shards' files once, at the end, for `Target.finish`)."""
     target = make_target(n, config.dedup)
     assert target is not None
     order = sorted((pos, seed) for d in shard_dirs if seeds_file(d).exists()
                    for seed, pos in positions(seeds_file(d)))
     records: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    with (run_dir / "output.jsonl").open("rb") as lines:
-        for line in lines:
+    for shard_dir in shard_dirs:
+        for line in shard_lines(shard_dir / "output.jsonl"):
             record = orjson.loads(line)
             records[record["seed_id"]].append(record)
     for position, seed in order:
