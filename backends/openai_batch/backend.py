@@ -212,7 +212,8 @@ class OpenAIBatchBackend:
                      sent: SentCallback | None = None) -> AsyncIterator[Delta]:
         """A batch answers whole: one delta."""
         completion = await self.complete(request, sent)
-        yield Delta(completion.text, completion.finish_reason, completion.usage)
+        yield Delta(completion.text, completion.finish_reason, completion.usage,
+                    completion.tool_calls)
 
     def _take(self, key: bytes) -> Completion:
         """A result handed to its request: an answer leaves (the client caches it); an error
@@ -348,9 +349,9 @@ class OpenAIBatchBackend:
         status, body = response.get("status_code"), response.get("body")
         if status == 200 and isinstance(body, dict):
             try:
-                text, finish = first_answer(body, chat)
+                text, finish, calls = first_answer(body, chat)
                 return Completion(text, finish, usage_of(body.get("usage")),
-                                  model_of(body, self.config.model))
+                                  model_of(body, self.config.model), tool_calls=calls)
             except BackendError as error:
                 return error
         if isinstance(status, int) and status != 200:
