@@ -74,8 +74,8 @@ class ElementIds:
         actions: str = Field("actions", description="Path of the list of actions in the answer.")
         field: str = Field("element", description="The key of an action that names an element "
                            "(an action without it, e.g. answer or scroll, passes).")
-        ids: str = Field("element_ids", description="The item's value holding the page's "
-                         "element ids (HTML seeds set `element_ids`).")
+        ids: str = Field("element_ids", description="Path of the item's value holding the "
+                         "page's element ids (HTML seeds set `element_ids`).")
 
     def __init__(self, params: "ElementIds.Params") -> None:
         self.params = params
@@ -87,7 +87,7 @@ class ElementIds:
         actions = at(value, self.params.actions) if isinstance(value, dict) else value
         if not isinstance(actions, list) or not actions:
             return Rejection(self.name, f"no list of actions at {self.params.actions!r}")
-        known = context.record.get(self.params.ids)
+        known = at(context.record, self.params.ids)
         if not isinstance(known, (list, tuple, set, frozenset)):
             return Rejection(self.name, f"the item has no {self.params.ids!r} to check against")
         known = set(known)
