@@ -93,22 +93,29 @@ def test_the_shipped_configs_validate():
         assert config.stages[-1].dialogue is not None
 
 
+LONG_TALKS = {
+    "conversation.yaml": ("stages.1.dialogue.turns.min=6", "stages.1.dialogue.turns.max=6",
+                          "stages.1.dialogue.stop=null"),
+    "tools.yaml": ("stages.2.dialogue.turns.min=3", "stages.2.dialogue.turns.max=3",
+                   "stages.2.dialogue.stop=null")}
+
+
 @pytest.mark.timeout(300)
-def test_kill_9_mid_dialogue_then_resume_gives_the_same_records(mock_server_factory, tmp_path):
+@pytest.mark.parametrize("config", sorted(LONG_TALKS))
+def test_kill_9_mid_dialogue_then_resume_gives_the_same_records(mock_server_factory, tmp_path,
+                                                                 config):
     server = mock_server_factory("--latency-ms", "10-30")
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(orjson.dumps({"text": f"Passage {i}: " + "The mill by the river "
                                            "ground grain for the valley for two centuries. "
                                            * 5}).decode() + "\n" for i in range(40)))
-    long_talks = ("stages.1.dialogue.turns.min=6", "stages.1.dialogue.turns.max=6",
-                  "stages.1.dialogue.stop=null", f"seeds.path={seeds}",
-                  "backends.default.max_in_flight=8")
-    reference = run("conversation.yaml", server.base_url, tmp_path / "reference", *long_talks)
+    long_talks = (*LONG_TALKS[config], f"seeds.path={seeds}", "backends.default.max_in_flight=8")
+    reference = run(config, server.base_url, tmp_path / "reference", *long_talks)
     asked = server.stats()["requests"]
     server.reset()
 
     args = [arg for s in long_talks for arg in ("--set", s)]
-    proc = subprocess.Popen([*GRISTMILL, "run", str(CONFIGS / "conversation.yaml"),
+    proc = subprocess.Popen([*GRISTMILL, "run", str(CONFIGS / config),
                              "--backend-url", server.base_url, "--run-dir",
                              str(tmp_path / "crashed"), "--no-progress", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -120,10 +127,10 @@ def test_kill_9_mid_dialogue_then_resume_gives_the_same_records(mock_server_fact
     before_resume = server.stats()["requests"]
     assert not (tmp_path / "crashed" / "dataset.jsonl").exists()
 
-    got = run("conversation.yaml", server.base_url, tmp_path / "crashed", *long_talks)
-    assert got == reference
+    got = run(config, server.base_url, tmp_path / "crashed", *long_talks)
+    assert got == reference and len(got) >= 35  # a few offers name a tool twice: rejects
     # the turns answered before the kill came from the cache: at most the answers that were
     # in flight or not yet committed are asked again
     asked_again = server.stats()["requests"] - before_resume
-    assert asked == 40 * (1 + 6 + 5)  # an opening, six answers and five follow-ups each
+    assert asked >= 40 * 12  # so that asking everything again would break the bound below
     assert asked_again <= asked - before_resume + 8 + 64, (asked, before_resume, asked_again)
