@@ -20,9 +20,11 @@ class Seed:
     id: str
     text: str
     source: str  # "path", "path:line" (JSONL) or "path#row" (Parquet, datasets)
-    kind: Literal["prose", "code"] = "prose"
+    kind: Literal["prose", "code", "html", "table"] = "prose"
     language: str | None = None  # for code, e.g. "python"
     title: str | None = None  # the file name for file documents
+    # html: {"title", "elements", "elements_text"}; table: {"table": {"columns", "rows", ...}}
+    extra: dict[str, Any] | None = None
 
 
 @dataclass
