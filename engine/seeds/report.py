@@ -26,6 +26,17 @@ class Seed:
     # html: {"title", "elements", "elements_text"}; table: {"table": {"columns", "rows", ...}}
     extra: dict[str, Any] | None = None
 
+    def template_values(self) -> dict[str, Any]:
+        """What every template sees of its seed (flows' first items, the dry run): `seed`,
+        `kind`, `language`, and the structured forms, empty for seeds without them, so one
+        template serves a mix of kinds: `elements` (the element view, one line each),
+        `element_ids`, `page_title`, `table` ({columns, rows, ...} or None)."""
+        extra = self.extra or {}
+        return {"seed": self.text, "kind": self.kind, "language": self.language,
+                "elements": extra.get("elements_text", ""),
+                "element_ids": [e["id"] for e in extra.get("elements", ())],
+                "page_title": extra.get("title", ""), "table": extra.get("table")}
+
 
 @dataclass
 class SeedReport:
