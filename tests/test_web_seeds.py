@@ -12,6 +12,7 @@ import yaml
 from lxml import html
 
 from gristmill.config.load import load_config
+from gristmill.config.resume import answer_changes
 from gristmill.flows import agentinstruct, staged
 from gristmill.flows.templates import compile_template
 from gristmill.seeds import SeedSource, SeedsConfig
@@ -114,7 +115,8 @@ def test_accessible_names_come_from_labels_aria_alt_placeholder_and_title():
         ("img", "Home page"), ("button", "Submit"), ("button", "Close dialog"),
         ("listbox", "")]
     assert elements[2]["checked"] is True and elements[-1]["value"] == "Oat"
-    assert omitted == 0 and render(elements).splitlines()[2] == '[e3] checkbox "Remember me" checked'
+    assert omitted == 0
+    assert render(elements).splitlines()[2] == '[e3] checkbox "Remember me" checked'
 
 
 def write_mixed_folder(folder: Path) -> None:
@@ -157,7 +159,8 @@ def test_broken_pages_are_counted_and_skipped(tmp_path):
     (tmp_path / "b_latin1.html").write_bytes("<p>Caf\xe9 cr\xe8me</p>".encode("latin-1"))
     (tmp_path / "c_empty.html").write_bytes(b"")
     (tmp_path / "d_blank.htm").write_text("  \n\t\n")
-    (tmp_path / "e_no_body.html").write_text("<html><head><title>x</title></head><body></body></html>")
+    (tmp_path / "e_no_body.html").write_text(
+        "<html><head><title>x</title></head><body></body></html>")
     (tmp_path / "f_good.html").write_text((WEB / "flight-search.html").read_text())
     src = pages(tmp_path)
     seeds = list(src)
@@ -213,6 +216,14 @@ def test_an_existing_config_keeps_its_seeds_and_ids():
     assert [(s.id, Path(s.source).relative_to(SEEDS).as_posix()) for s in src] == \
         AGENTINSTRUCT_SEED_IDS
     assert src.report.problems == [] and src.report.counts["ignored"] == 10  # 5 pages, 5 tables
+
+
+def test_a_run_started_before_kinds_existed_resumes_and_a_changed_kind_does_not():
+    new = load_config(ROOT / "configs" / "agentinstruct.yaml").model_dump(mode="json")
+    old = {**new, "seeds": {k: v for k, v in new["seeds"].items() if k not in ("kinds", "table")}}
+    assert answer_changes(old, new) == []  # missing fields count as their defaults
+    opted = {**new, "seeds": {**new["seeds"], "kinds": ["code", "html", "prose"]}}
+    assert answer_changes(old, opted) == ["seeds.kinds"]
 
 
 def run_gristmill(*args: str) -> subprocess.CompletedProcess[str]:

@@ -152,7 +152,8 @@ class SeedsConfig(Strict):
 
     @model_validator(mode="after")
     def _format_kind_listed(self) -> "SeedsConfig":
-        needed = "prose" if self.format in PROSE_FORMATS else "code" if self.format == "code" else None
+        needed = ("prose" if self.format in PROSE_FORMATS
+                  else "code" if self.format == "code" else None)
         if needed is not None and needed not in self.kinds:
             raise ValueError(f"format {self.format!r} reads {needed} seeds, but kinds "
                              f"{self.kinds} does not list {needed!r}; add it or use format: auto")

@@ -19,7 +19,8 @@ FILTERS = frozenset({"too_short", "duplicate", "too_large", "minified", "ignored
 class Seed:
     id: str
     text: str
-    source: str  # "path", "path:line" (JSONL) or "path#row" (Parquet, datasets)
+    # "path", "path:line" (JSONL; a table chunk's first row) or "path#row" (Parquet, datasets)
+    source: str
     kind: Literal["prose", "code", "html", "table"] = "prose"
     language: str | None = None  # for code, e.g. "python"
     title: str | None = None  # the file name for file documents

@@ -22,9 +22,10 @@ SNIFF_CHARS = 16_384
 DELIMITERS = ",;|\t"
 
 Row = list[Any]
+Table = tuple[list[str], list[tuple[int, Row]]]  # columns, (line, row) pairs
 
 
-def read_table(file: InputFile, report: SeedReport) -> tuple[list[str], list[tuple[int, Row]]] | None:
+def read_table(file: InputFile, report: SeedReport) -> Table | None:
     """(columns, [(line, row)]) or None (the problem reported)."""
     where = str(file.path)
     try:
@@ -35,7 +36,8 @@ def read_table(file: InputFile, report: SeedReport) -> tuple[list[str], list[tup
     is_csv = file.path.suffix.lower() in (".csv", ".tsv")
     columns, rows = (_csv(text, file, report) if is_csv else _records(text, where, report))
     if not columns or not rows:
-        report.problem(where, "empty", "a header but no rows" if columns else "no header and no rows")
+        report.problem(where, "empty",
+                       "a header but no rows" if columns else "no header and no rows")
         return None
     return columns, rows
 
@@ -49,7 +51,7 @@ def _dialect(text: str, tsv: bool) -> Any:
         return csv.excel
 
 
-def _csv(text: str, file: InputFile, report: SeedReport) -> tuple[list[str], list[tuple[int, Row]]]:
+def _csv(text: str, file: InputFile, report: SeedReport) -> Table:
     """The first row is the header; a row with another number of fields is reported."""
     where = str(file.path)
     reader = csv.reader(io.StringIO(text), _dialect(text, file.path.suffix.lower() == ".tsv"))
@@ -71,7 +73,7 @@ def _csv(text: str, file: InputFile, report: SeedReport) -> tuple[list[str], lis
     return columns, rows
 
 
-def _records(text: str, where: str, report: SeedReport) -> tuple[list[str], list[tuple[int, Row]]]:
+def _records(text: str, where: str, report: SeedReport) -> Table:
     """Columns are the keys in order of first appearance; a missing key is an empty cell."""
     records: list[tuple[int, dict[str, Any]]] = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -118,9 +120,10 @@ def table_chunks(columns: list[str], rows: list[tuple[int, Row]], config: SeedsC
     start = 0
     while start < len(rows):
         end = min(start + size, len(rows))
-        while end - start > 1 and count(markdown(shown, [r[:keep] for _, r in rows[start:end]])) > budget:
-            end -= 1
         chunk = [r[:keep] for _, r in rows[start:end]]
+        while len(chunk) > 1 and count(markdown(shown, chunk)) > budget:
+            chunk.pop()
+        end = start + len(chunk)
         yield markdown(shown, chunk), {"table": {
             "columns": shown, "rows": chunk, "omitted_columns": omitted,
             "first_line": rows[start][0], "rows_total": len(rows)}}
