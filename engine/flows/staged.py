@@ -16,9 +16,9 @@ from gristmill.validation.stage import StageValidation
 
 
 def first_item(seed: Seed, index: int) -> Item:
-    """A seed's item: its text (`{{ seed }}` in templates), kind and language."""
-    return Item(seed.id, seed.id, {"seed": seed.text, "kind": seed.kind,
-                                   "language": seed.language}, [(seed.id, "seed")])
+    """A seed's item: its text (`{{ seed }}` in templates), kind, language and structured
+    forms (`Seed.template_values`)."""
+    return Item(seed.id, seed.id, seed.template_values(), [(seed.id, "seed")])
 
 
 def new_stats(config: PipelineConfig, limit: int | None) -> RunStats:
