@@ -115,3 +115,21 @@ async def test_actions_naming_missing_elements_are_rejected(mock_server, tmp_pat
     assert summary["records"] == 0 and len(rejects) == 4
     assert all(r["validator"] == "element_ids" and "not on the page" in r["reason"]
                for r in rejects)
+
+
+@pytest.mark.integration
+def test_the_web_tasks_config_acts_on_each_pages_own_elements(mock_server, tmp_path):
+    import re
+    import subprocess
+    import sys
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    done = subprocess.run([sys.executable, "-m", "gristmill", "run", str(configs / "web-tasks.yaml"),
+                           "--backend-url", mock_server.base_url, "--run-dir", str(tmp_path / "r"),
+                           "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    records = [orjson.loads(line) for line in (tmp_path / "r/output.jsonl").read_bytes().splitlines()]
+    assert len(records) == len(list((configs / "seeds/web").glob("*.html")))
+    for record in records:
+        on_page = set(re.findall(r"^\[(e\d+)\]", record["messages"][0]["content"], re.M))
+        actions = orjson.loads(record["messages"][2]["content"])["actions"]
+        assert actions and {a["element"] for a in actions} <= on_page
