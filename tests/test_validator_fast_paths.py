@@ -14,7 +14,7 @@ from gristmill.validation import (DEFAULT_STREAM, Context, build_stream, run_str
 from gristmill.validation import final
 from gristmill.validation import language
 from gristmill.validation.base import CODE_SPANS
-from gristmill.validation.final import PLACEHOLDER_PATTERNS, LeftmostSearch
+from gristmill.validation.leftovers import PLACEHOLDER_PATTERNS, LeftmostSearch
 from gristmill.validation.repetition import counted_words
 from tests.validator_support import DE, EN, LOOP, PROPERTY, cuts_for, one, verdict
 
