@@ -22,10 +22,10 @@ from gristmill.errors import ConfigError
 
 from gristmill.validation.base import FinalValidator, StreamValidator
 from gristmill.validation.decontam import Decontamination
-from gristmill.validation.final import (Custom, Length, Placeholders, RestatesQuestion, Schema,
-                                        Truncated)
+from gristmill.validation.final import Custom, Length, Schema, Truncated
 from gristmill.validation.json_prefix import JsonPrefix
 from gristmill.validation.language import Language
+from gristmill.validation.leftovers import Placeholders, RestatesQuestion
 from gristmill.validation.repetition import Repetition
 from gristmill.validation.shapes import Choice, ElementIds
 from gristmill.validation.stream import Forbidden, MaxLength, Refusal
