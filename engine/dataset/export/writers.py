@@ -33,7 +33,7 @@ class Part(Protocol):
 
 class JsonlPart:
     def __init__(self, path: Path, convert: Callable[[Record], Record]) -> None:
-        self.fh = path.open("wb", buffering=1 << 20)
+        self.fh = path.open("wb", buffering=1 << 18)
         self.convert = convert
 
     def write(self, rec: Record) -> None:
