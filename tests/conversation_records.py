@@ -4,10 +4,11 @@ calling turns), as a run's output.jsonl holds them."""
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
-HTML = '<img src=x onerror="window.__pwned = 3">'
+HTML = '<img src=x onerror=window.__pwned=3>'  # unquoted: JSON keeps it as it is
 
 FIND = {"type": "function", "function": {
     "name": "find_restaurant", "description": "Find a restaurant with a free table.",
@@ -63,7 +64,7 @@ def tool_use(rid: str = "tools-1") -> dict[str, Any]:
         {"role": "tool", "tool_call_id": "call_2", "content": json.dumps({"taxi": "T-17"})},
         {"role": "tool", "tool_call_id": "call_3", "content": json.dumps({"taxi": "T-42"})},
         {"role": "assistant", "content": "Taxis T-17 (7:40pm) and T-42 (10:30pm) are booked."}])
-    record["tools"] = [FIND, TAXI]
+    record["tools"] = copy.deepcopy([FIND, TAXI])  # callers may change theirs
     return record
 
 

@@ -17,7 +17,7 @@ from gristmill.flywheel.prompt import (CONVERSATION_NOTE, parse_verdict, record_
 from gristmill.flywheel.session import JudgeSession
 
 from .conftest import pipeline_config
-from .conversation_records import call, dialogue, plain, tool_use
+from .conversation_records import HTML, call, dialogue, plain, tool_use
 
 CRITERIA = [CriterionConfig(name="faithful", question="Is it supported?")]
 
@@ -73,7 +73,7 @@ def test_a_dialogue_is_rendered_whole_up_to_its_last_user_turn():
         "[user]\nWhich river runs through Lyon?\n\n"
         "[assistant]\nTwo: the Rhône and the Saône.\n\n"
         "[user]\nWhich one is longer?\n\n"
-        '[assistant]\nThe Rhône. <img src=x onerror="window.__pwned = 3">\n\n'
+        f"[assistant]\nThe Rhône. {HTML}\n\n"
         "[user]\nThanks, and where do they meet?")
     assert answer == "At the Confluence, south of the Presqu'île."
 
