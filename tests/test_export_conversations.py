@@ -97,12 +97,12 @@ def test_sharegpt_function_call_and_observation_turns(run: Path):
     lines = {line["id"]: line for line in read_jsonl(export_run(run, "sharegpt"))}
     turns = lines["tools-1"]["conversations"]
     assert [t["from"] for t in turns] == ["system", "human", "function_call", "observation",
-                                          "gpt", "human", "function_call", "observation",
-                                          "observation", "gpt"]
+                                          "gpt", "human", "function_call", "observation", "gpt"]
     assert json.loads(turns[2]["value"]) == {"name": "find_restaurant", "arguments": {"party": 2}}
+    assert turns[3]["value"] == '{"name": "Luigi\'s"}'  # one result: its text as it is
     parallel = json.loads(turns[6]["value"])  # two calls in one turn: a list
     assert [c["arguments"]["to"] for c in parallel] == ["Luigi's", "home"]
-    assert json.loads(turns[3]["value"]) == {"name": "Luigi's"}
+    assert json.loads(turns[7]["value"]) == [{"taxi": "T-17"}, {"taxi": "T-42"}]  # their results
     assert json.loads(lines["tools-1"]["tools"]) == [t["function"] for t in tool_use()["tools"]]
     assert [t["from"] for t in lines["dialogue-1"]["conversations"]] == \
         ["system"] + ["human", "gpt"] * 3

@@ -81,8 +81,3 @@ def is_conversation(record: dict[str, Any]) -> bool:
         assistants += message.get("role") == "assistant"
     return assistants > 1
 
-
-def user_texts(record: dict[str, Any]) -> str:
-    """Every user turn's text, in order (one turn: exactly its text)."""
-    return "\n\n".join(text_of(m.get("content")) for m in messages_of(record)
-                       if m.get("role") == "user")

@@ -11,7 +11,7 @@ import orjson
 from gristmill.dataset.conversation import ToolCall, messages_of, tool_calls_of, tools_of
 
 SCALARS = ("id", "seed_id", "skill", "agent", "type", "model")
-SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt", "tool": "observation"}
+SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
 TOOL_MARKERS = (b'"tool_calls"', b'"tool_call_id"', b'"tools"')
 
 
@@ -61,32 +61,51 @@ def to_openai(rec: dict[str, Any]) -> dict[str, Any]:
     return line  # the fine-tuning API rejects any other key
 
 
-def _arguments(call: ToolCall) -> Any:
+def _json_or_text(text: str | None) -> Any:
     try:
-        return orjson.loads(call.arguments)
+        return orjson.loads(text or "")
     except orjson.JSONDecodeError:
-        return call.arguments  # kept as the model wrote it
+        return text
+
+
+def _one_or_list(values: list[Any]) -> str:
+    return orjson.dumps(values[0] if len(values) == 1 else values).decode()
 
 
 def to_sharegpt(rec: dict[str, Any]) -> dict[str, Any]:
-    """Turns from human, gpt, system; an assistant's tool calls are a `function_call` turn
-    ({"name", "arguments"} as JSON, a list of them for parallel calls), each tool result an
-    `observation` turn; `tools` is the JSON text of the function list."""
-    turns = []
+    """Turns from human, gpt, system; an assistant's tool calls are one `function_call` turn
+    ({"name", "arguments"} as JSON, a list of them for parallel calls), the results that
+    follow one `observation` turn (a JSON list of them for several), so turns alternate as
+    LLaMA-Factory's sharegpt format requires; `tools` is the JSON text of the function list."""
+    turns: list[dict[str, Any]] = []
+    results: list[str | None] = []  # consecutive tool results, not yet a turn
     for message in messages_of(rec):
         role, content = _str(message.get("role")), message.get("content")
+        if role == "tool":
+            results.append(_str(content))
+            continue
+        _observation(turns, results)
         calls = tool_calls_of(message)
         if not calls or content not in (None, ""):  # text beside tool calls is kept too
             turns.append({"from": SHAREGPT_FROM.get(role or "", role), "value": _str(content)})
         if calls:
-            value = [{"name": c.name, "arguments": _arguments(c)} for c in calls]
-            turns.append({"from": "function_call",
-                          "value": orjson.dumps(value[0] if len(value) == 1 else value).decode()})
+            turns.append({"from": "function_call", "value": _one_or_list(
+                [{"name": c.name, "arguments": _json_or_text(c.arguments)} for c in calls])})
+    _observation(turns, results)
     line: dict[str, Any] = {"id": _str(rec.get("id")), "conversations": turns}
     line.update({k: _str(rec[k]) for k in ("skill", "type") if rec.get(k) is not None})
     if tools := tools_of(rec):
         line["tools"] = orjson.dumps(tools).decode()
     return line
+
+
+def _observation(turns: list[dict[str, Any]], results: list[str | None]) -> None:
+    if len(results) == 1:
+        turns.append({"from": "observation", "value": results[0]})
+    elif results:
+        turns.append({"from": "observation",
+                      "value": _one_or_list([_json_or_text(r) for r in results])})
+    results.clear()
 
 
 # --- Parquet rows ---
