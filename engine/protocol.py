@@ -20,16 +20,18 @@ SentCallback = Callable[[], None]
 
 @dataclass(slots=True)
 class Request:
-    """A model call. `messages` for chat, `prompt` for text completions."""
+    """A model call. `messages` for chat, `prompt` for text completions; `tools` (OpenAI's
+    function tools) lets a chat answer call them."""
 
     model: str
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | list[str] | None = None  # a list: one batch of prompts (completions only)
     params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, ...
     response_format: dict[str, Any] | None = None
     stream: bool = False
     attempt: int = 0  # a regeneration after a rejected answer is a new request (never sent)
     sample: int = 0  # which of a fan-out's samples of the same prompt this is (never sent)
+    tools: list[dict[str, Any]] | None = None
 
     @property
     def is_chat(self) -> bool:
@@ -44,6 +46,8 @@ def request_key(backend: str, request: Request) -> bytes:
                 "prompt": request.prompt, "params": request.params,
                 "response_format": request.response_format, "attempt": request.attempt,
                 "sample": request.sample}
+    if request.tools is not None:  # absent otherwise: keys of tool-less requests never moved
+        identity["tools"] = request.tools
     return hashlib.blake2b(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS),
                            digest_size=16).digest()
 
@@ -66,15 +70,18 @@ class Completion:
     usage: Usage
     model: str = ""
     cached: bool = False  # replayed from the response cache, not generated now
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's shape: id, type, function
 
 
 @dataclass(slots=True)
 class Delta:
-    """New text since the previous delta (several SSE events may be merged into one)."""
+    """New text since the previous delta (several SSE events may be merged into one), and
+    the tool-call fragments that came with it (`gristmill.tool_calls.ToolCallParts`)."""
 
     text: str
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -25,7 +25,7 @@ from gristmill.backends.mock.process import MockServerProcess
 from tests.virtual_clock import new_virtual_loop
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.vllm_fixtures"]
+pytest_plugins = ["tests.vllm_fixtures", "tests.batch_support", "tests.cluster_support"]
 SUBPROCESS_FIXTURES = {"mock_server", "mock_server_factory"}
 
 

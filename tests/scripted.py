@@ -55,6 +55,7 @@ class Step:
     gap: float = 0.0
     finish_reason: str = "stop"
     hang: bool = False
+    tool_calls: list[dict[str, Any]] | None = None  # answered whole (complete) only
 
     def answer(self, prompt: str) -> str:
         return answer_for(prompt) if self.text is None else self.text
@@ -164,7 +165,7 @@ class ScriptedBackend:
             text = step.answer(prompt)
             return Completion(text, step.finish_reason,
                               Usage(estimate_tokens(prompt), estimate_tokens(text)),
-                              request.model)
+                              request.model, tool_calls=step.tool_calls)
         return await self._run(request, sent, body)
 
     async def complete_body(self, request: Request,

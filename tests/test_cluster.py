@@ -1,8 +1,9 @@
-"""A run over Ray's own mini-cluster (`ray.cluster_utils.Cluster`: three nodes on this machine)
-against the mock server (a separate process): the records of one process, byte for byte after
-the canonical sort; a worker killed (kill -9 of its process) and a node removed mid-run rerun
-their shards with no record lost or doubled and few answers paid twice; the driver stopped by
-Ctrl-C or kill -9, then resumed, ends with the same records."""
+"""A run over Ray's own mini-cluster against the mock server (a separate process): the records
+of one process, byte for byte after the canonical sort; a worker killed (kill -9 of its
+process) and a node removed mid-run rerun their shards with no record lost or doubled and few
+answers paid twice; the driver stopped by Ctrl-C or kill -9, then resumed, ends with the same
+records; --limit, --target-records and --metrics-port across shards. (Fleets of vLLM servers
+on the cluster's GPUs: test_cluster_fleets.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,60 +20,14 @@ import psutil
 import pytest
 import yaml
 
-from gristmill.backends.mock.process import MockServerProcess
 from gristmill.cluster.driver import ClusterRun
 from gristmill.config.load import validate_config
 from gristmill.runs.options import RunOptions
 from gristmill.runs.runner import run
-from tests.conftest import pipeline_config, processes_running
+from tests.cluster_support import GRISTMILL, MB, SEEDS, canonical, config_data, lines
+from tests.conftest import processes_running
 
 pytestmark = pytest.mark.timeout(300)
-SEEDS = 60
-MB = 1024 * 1024
-GRISTMILL = [sys.executable, "-m", "gristmill"]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    small = {"num_cpus": 1, "object_store_memory": 80 * MB}
-    mini = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
-    for _ in range(2):
-        mini.add_node(**small)
-    mini.wait_for_nodes()
-    yield mini
-    ray.shutdown()
-    mini.shutdown()
-
-
-@pytest.fixture(scope="module")
-def server():
-    with MockServerProcess("--latency-ms", "20") as mock:
-        yield mock
-
-
-def config_data(base_url: str, tmp_path: Path, **backend: Any) -> dict[str, Any]:
-    return pipeline_config(base_url, tmp_path, seeds=SEEDS, **backend)
-
-
-def lines(path: Path) -> list[bytes]:
-    return path.read_bytes().splitlines(keepends=True) if path.exists() else []
-
-
-def canonical(run_dir: Path, sink: str = "output") -> list[bytes]:
-    return sorted(lines(run_dir / f"{sink}.jsonl"), key=lambda line: orjson.loads(line)["id"])
-
-
-@pytest.fixture(scope="module")
-def one_process(server, tmp_path_factory) -> Path:
-    """The same config in one process: what every cluster run must write."""
-    tmp = tmp_path_factory.mktemp("one")
-    asyncio.run(run(validate_config(config_data(server.base_url, tmp)),
-                    RunOptions(run_dir=tmp / "run", progress=False)))
-    assert len(lines(tmp / "run" / "output.jsonl")) == 2 * SEEDS
-    return tmp / "run"
 
 
 async def test_a_cluster_run_writes_the_records_of_one_process(cluster, server, one_process,
@@ -168,96 +122,6 @@ async def test_a_removed_node_reruns_its_shards(cluster, server, one_process, tm
     assert summary["stop_reason"] == "complete" and summary["cluster"]["worker_restarts"] >= 1
     assert canonical(run_dir) == canonical(one_process)
 
-
-def mock_servers() -> list[psutil.Process]:
-    return processes_running("gristmill.backends.mock.vllm_serve")
-
-
-async def test_a_fleet_is_placed_on_the_clusters_gpus_and_serves_every_shard(
-        cluster, one_process, tmp_path, monkeypatch):
-    """Two nodes with a GPU each (Ray's resource; the mock stands in for `vllm serve` through
-    the fleet's test hook): a server on each, every shard sends to both, and none is left."""
-    gpu_nodes = [cluster.add_node(num_cpus=1, num_gpus=1, object_store_memory=80 * MB)
-                 for _ in range(2)]
-    cluster.wait_for_nodes()
-    monkeypatch.setenv("GRISTMILL_VLLM_COMMAND",
-                       f"{sys.executable} -m gristmill.backends.mock.vllm_serve")
-    data = config_data("http://127.0.0.1:9/v1", tmp_path)
-    data["backends"]["default"] = {"kind": "vllm", "model": "mock",
-                                   "fleet": {"gpus_per_server": 1}}
-    driver = ClusterRun(validate_config(data), RunOptions(run_dir=tmp_path / "run",
-                                                          progress=False),
-                        address=cluster.address, shards=3, workers=2, say=lambda _: None)
-    try:
-        summary = await driver.execute()
-    finally:
-        for node in gpu_nodes:
-            cluster.remove_node(node)
-    urls = summary["cluster"]["fleets"]["default"]
-    assert len(urls) == 2 and len(set(urls)) == 2
-    assert canonical(tmp_path / "run") == canonical(one_process)
-    assert sorted(p.name for p in (tmp_path / "run" / "logs").glob("vllm-*.log")) == [
-        "vllm-default-0-0.log", "vllm-default-1-0.log"]
-    deadline = time.monotonic() + 10
-    while mock_servers() and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert mock_servers() == []
-
-
-async def test_a_servers_host_restarts_it_and_its_stop_leaves_nothing(cluster, tmp_path,
-                                                                      monkeypatch):
-    """The actor that hosts one server of a cluster fleet: a server killed with kill -9 is
-    started again on the same address; stopping the host stops the server for good (its
-    supervision does not start it once more)."""
-    import aiohttp
-    import ray
-
-    from gristmill.backends.vllm.server import ServerSpec
-    from gristmill.cluster.fleets import ServerHost
-
-    if not ray.is_initialized():  # alone, no earlier test has joined the mini-cluster
-        ray.init(address=cluster.address, log_to_driver=False)
-    monkeypatch.setenv("GRISTMILL_VLLM_COMMAND",
-                       f"{sys.executable} -m gristmill.backends.mock.vllm_serve")
-    host = ray.remote(num_cpus=0)(ServerHost).options(runtime_env={"env_vars": {
-        "GRISTMILL_VLLM_COMMAND": os.environ["GRISTMILL_VLLM_COMMAND"]}}).remote()
-    url = await host.start.remote("default-0", ServerSpec(model="mock"), str(tmp_path), 60.0, 3)
-    supervising = host.supervise.remote()
-    first, = mock_servers()
-    first.kill()
-    async with aiohttp.ClientSession() as session:
-        deadline = time.monotonic() + 60
-        while True:
-            again = [p for p in mock_servers() if p.pid != first.pid]
-            if again:
-                try:
-                    async with session.get(url.removesuffix("/v1") + "/health") as answer:
-                        if answer.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-            assert time.monotonic() < deadline, "the server was not started again"
-            await asyncio.sleep(0.2)
-    await host.stop.remote()
-    await supervising  # ends without an error once stopped on purpose
-    await asyncio.sleep(1.0)  # what a supervision that restarted it would take to start it
-    assert mock_servers() == []
-    ray.kill(host)
-
-
-def test_a_fleet_without_gpus_or_servers_is_a_config_error(tmp_path):
-    from gristmill.cluster.fleets import servers_wanted
-    from gristmill.errors import ConfigError
-
-    data = config_data("http://127.0.0.1:9/v1", tmp_path)
-    data["backends"]["default"] = {"kind": "vllm", "model": "m", "fleet": {"gpus_per_server": 2}}
-    config = validate_config(data)
-    with pytest.raises(ConfigError, match="fewer than gpus_per_server=2; set fleet.servers"):
-        servers_wanted(config, "default", 1)
-    assert servers_wanted(config, "default", 8) == 4
-    data["backends"]["default"]["fleet"]["gpus"] = [0, 1]
-    with pytest.raises(ConfigError, match="fleet.gpus names one machine's GPUs"):
-        servers_wanted(validate_config(data), "default", 8)
 
 
 async def test_the_drivers_metrics_add_up_every_shard(cluster, server, tmp_path):

@@ -62,7 +62,7 @@ def test_usage_reads_cached_tokens_plain_and_streamed():
     assert usage_of(data) == Usage(50, 7, 32)
     assert usage_of({"prompt_tokens": 5, "completion_tokens": 1,
                      "prompt_tokens_details": None}) == Usage(5, 1, 0)  # vLLM sends null
-    _, streamed = read_chunk({"choices": [], "usage": data}, True, [])
+    _, streamed = read_chunk({"choices": [], "usage": data}, True, [], [])
     assert streamed == Usage(50, 7, 32)
 
 

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from gristmill.validation import (DEFAULT_STREAM, Context, build_stream, run_stream_on_text,
                                   start_checks)
-from gristmill.validation import final
 from gristmill.validation import language
+from gristmill.validation import leftovers
 from gristmill.validation.base import CODE_SPANS
-from gristmill.validation.final import PLACEHOLDER_PATTERNS, LeftmostSearch
+from gristmill.validation.leftovers import PLACEHOLDER_PATTERNS, LeftmostSearch
 from gristmill.validation.repetition import counted_words
 from tests.validator_support import DE, EN, LOOP, PROPERTY, cuts_for, one, verdict
 
@@ -37,7 +37,7 @@ def test_placeholder_search_matches_the_alternation(text):
 @PROPERTY
 @given(text=_TRICKY_TEXT)
 def test_word_and_script_fast_paths_match_the_regexes(text):
-    assert final._words(text) == re.findall(r"\w+", text.casefold())
+    assert leftovers._words(text) == re.findall(r"\w+", text.casefold())
     letters = [c for c in text if c.isalpha()]
     for scripts in (language.SCRIPTS["en"], language.SCRIPTS["ru"]):
         inside = sum(1 for c in letters if language.script_of(c) in scripts)

@@ -50,18 +50,18 @@ def test_a_bad_sse_event_is_a_malformed_answer():
 ])
 def test_a_chunk_without_its_fields_is_a_malformed_answer(chunk, chat):
     with pytest.raises(MalformedAnswer):
-        read_chunk(chunk, chat, [])
+        read_chunk(chunk, chat, [], [])
 
 
 def test_well_formed_chunks_are_read():
     parts: list[str] = []
-    assert read_chunk({"choices": [{"delta": {"content": "a"}}]}, True, parts) == (None, None)
+    assert read_chunk({"choices": [{"delta": {"content": "a"}}]}, True, parts, []) == (None, None)
     assert read_chunk({"choices": [{"delta": {}, "finish_reason": "stop"}]}, True,
-                      parts) == ("stop", None)
-    _, usage = read_chunk({"usage": {"prompt_tokens": 2, "completion_tokens": 1}}, True, parts)
+                      parts, []) == ("stop", None)
+    _, usage = read_chunk({"usage": {"prompt_tokens": 2, "completion_tokens": 1}}, True, parts, [])
     assert parts == ["a"] and usage.total_tokens == 3
     with pytest.raises(ServerError, match="boom"):  # a failure the server reported
-        read_chunk({"error": {"message": "boom"}}, True, parts)
+        read_chunk({"error": {"message": "boom"}}, True, parts, [])
 
 
 @pytest.mark.parametrize("raw, chat", [

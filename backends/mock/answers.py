@@ -19,6 +19,7 @@ import orjson
 
 from gristmill.backends.mock.json_answers import json_for_schema
 from gristmill.backends.mock.prose import prose_tokens, sentence
+from gristmill.backends.mock.tools import ToolsError, tool_calls_for, wants_call
 from gristmill.scheduling.tokens import count_messages, estimate_tokens
 
 SEED_EXCLUDED = ("stream", "stream_options")
@@ -31,7 +32,8 @@ class BadRequest(ValueError):
 @dataclass(slots=True)
 class Choice:
     tokens: list[str]  # concatenated they are the text; one SSE event each when streaming
-    finish_reason: str  # "stop", or "length" when max_tokens cut the answer
+    finish_reason: str  # "stop", or "length" when max_tokens cut the answer; "tool_calls"
+    tool_calls: list[dict[str, Any]] | None = None  # a chat answer that calls tools
 
     @property
     def text(self) -> str:
@@ -63,8 +65,18 @@ def build_answer(body: Any, chat: bool, length: tuple[int, int]) -> Answer:
     cap = max_tokens_of(body)
     if chat:
         messages = _messages(body)
-        choice = _answer_choice(body, length, cap)
-        return Answer([choice], count_messages(messages), len(choice.tokens))
+        try:
+            call = wants_call(body, messages)
+        except ToolsError as error:
+            raise BadRequest(str(error)) from None
+        if call:
+            calls = tool_calls_for(body, body_seed(body))
+            choice = Choice([], "tool_calls", calls)
+            completion_tokens = estimate_tokens(orjson.dumps(calls).decode())
+        else:
+            choice = _answer_choice(body, length, cap)
+            completion_tokens = len(choice.tokens)
+        return Answer([choice], count_messages(messages), completion_tokens)
     prompts = _prompts(body)
     if len(prompts) == 1 and isinstance(body["prompt"], str):
         choices = [_answer_choice(body, length, cap)]
@@ -83,7 +95,7 @@ def max_tokens_of(body: dict[str, Any]) -> int | None:
     return cap
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' is required and must be a non-empty list")

@@ -4,6 +4,7 @@ subset of) JSON Schema."""
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from gristmill.backends.mock.prose import sentence
@@ -102,6 +103,10 @@ def _string(s: dict, rng: random.Random, root: dict, depth: int) -> str:
         return _FORMATS[fmt](rng)
     lo, hi = s.get("minLength", 0), s.get("maxLength")
     text = sentence(rng)
+    if isinstance(s.get("pattern"), str):  # identifiers, the common case: snake_case words
+        name = "_".join(re.findall(r"[a-z]+", text.lower())[:3])
+        if re.fullmatch(s["pattern"], name):
+            return name
     while len(text) < lo:
         text += " " + sentence(rng)
     if hi is not None and len(text) > hi:

@@ -4,16 +4,15 @@
 Answers come from `mock_answers` (pure, deterministic), faults, rate limits and options from
 `mock_faults` (pure, seeded), `--gpu` batching and `/metrics` from `mock_gpu`, the Files and
 Batch API from `batch_http` (its edge) and `batches` (its tasks); this module is
-only the HTTP edge: low-level aiohttp server, orjson, no per-request logging; the bodies and
-SSE events come from `mock_wire`.
+only the HTTP edge: low-level aiohttp server, orjson, no per-request logging. It decides what
+to answer; `delivery` sends it (latency, pacing, cuts, broken wire formats), with the bodies
+and SSE events of `wire`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import random
 import signal
 import sys
 from typing import Any, Callable
@@ -26,30 +25,28 @@ from gristmill.backends.mock.answers import Answer, BadRequest
 from gristmill.backends.mock.bad import BadDrawer, bad_answer
 from gristmill.backends.mock.batch_http import PREFIXES as BATCH_PREFIXES, BatchApi
 from gristmill.backends.mock.batches import Batches, add_batch_arguments, check_batch_args
+from gristmill.backends.mock.delivery import JSON, Sender, abort
 from gristmill.backends.mock.fast import Shutdown, check_fast_args, fast_edge
 from gristmill.backends.mock.files import FileStore
 from gristmill.backends.mock.faults import (FaultDrawer, RateLimiter, Stats, WireDrawer,
                                             add_arguments, check_args, retry_after_value)
-from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler, Seq,
+from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler,
                                          add_gpu_arguments, check_gpu_args, metric_values,
-                                         render_metrics, wait_tokens)
+                                         render_metrics)
 from gristmill.backends.mock.judge import add_judge_arguments, answer_for
-from gristmill.backends.mock.wire import (HTML_PAGE, broken_body, broken_stream, completion_body,
-                                          error_body, finish_reason,
-                                          request_summary, stats_body, stream_events,
+from gristmill.backends.mock.wire import (error_body, request_summary, stats_body,
                                           with_cached_prompt)
 from gristmill.errors import ConfigError
 
 BACKLOG = 4096
 MAX_BODY = 64 * 1024 * 1024  # long-document prompts; aiohttp's default cap is 1 MiB
 SHUTDOWN_GRACE_S = 0.5  # hung and paced requests are cut after this on SIGTERM
-JSON = "application/json"
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 class MockApp:
     """Request handling. Hooks for later modes (bad answers, judge, simulated GPU batching)
-    belong in `_answer` (what to say) and `_deliver` (when/how to send), not in the edge."""
+    belong in `_answer` (what to say) and `_deliver` (when/how to send, with `delivery`),
+    not in the edge."""
 
     def __init__(self, config: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
         self._arrival = 0  # --vary: answers differ per arrival
@@ -64,9 +61,9 @@ class MockApp:
         self.files = FileStore(config.files_dir)  # removed by the shutdown of aiohttp_edge
         self.batches = Batches(config, self.files, self.compose, self.account)
         self.batch_api = BatchApi(self.files, self.batches)
+        self.sender = Sender(config, self.stats, loop)
         self.reset()
         self.retry_after = retry_after_value(config.retry_after)
-        self.id_prefix, self.next_id = os.urandom(4).hex(), 0
 
     def reset(self) -> None:
         """A fresh run: zeroed stats, empty limit windows, fault and latency draws from the
@@ -82,7 +79,7 @@ class MockApp:
         self.bad = BadDrawer(self.config.bad_rate, self.config.bad_kinds, self.config.seed)
         self.wire = WireDrawer(self.config.bad_wire_rate, self.config.bad_wire_kinds,
                                self.config.seed)
-        self.latency_rng = random.Random(self.config.seed + 1)  # apart from the fault draws
+        self.sender.reset()
 
     # -- routing --------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -226,7 +223,7 @@ class MockApp:
             return self._error(500, "The server had an error (injected)", "server_error",
                                "internal_error", headers)
         if fault == "reset":
-            _abort(request)
+            abort(request)
             return web.Response()  # never sent: aiohttp sees the closed transport
         if fault == "hang":
             await self.loop.create_future()  # until aiohttp cancels us on disconnect
@@ -236,128 +233,14 @@ class MockApp:
                        headers: dict[str, str] | None, cut: bool,
                        broken: str | None) -> web.StreamResponse:
         if self.gpu is None:
-            return await self._send(request, body, chat, answer, headers, cut, broken, None)
+            return await self.sender.send(request, body, chat, answer, headers, cut, broken,
+                                          None)
         seq = self.gpu.submit(answer.prompt_tokens, answer.completion_tokens)
         try:
-            return await self._send(request, body, chat, answer, headers, cut, broken, seq)
+            return await self.sender.send(request, body, chat, answer, headers, cut, broken,
+                                          seq)
         finally:
             self.gpu.cancel(seq)  # a no-op once done; frees the slot of a client that left
-
-    async def _send(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
-                    headers: dict[str, str] | None, cut: bool, broken: str | None,
-                    seq: Seq | None) -> web.StreamResponse:
-        """Timing from the options, or from the simulated GPU when `seq` is given; `broken`
-        is the kind of broken wire format to send, if any."""
-        st, cfg = self.stats, self.config
-        if seq is None and not cfg.latency_ms.is_zero:
-            await asyncio.sleep(cfg.latency_ms.sample(self.latency_rng))
-        st.prompt_tokens += answer.prompt_tokens
-        st.completion_tokens += answer.completion_tokens
-        st.status(200)
-        self.next_id += 1
-        rid = f"cmpl-{self.id_prefix}{self.next_id:08x}"
-        if broken == "html":  # what a proxy or a starting server may send in its place
-            return web.Response(body=HTML_PAGE, content_type="text/html", headers=headers)
-        if body.get("stream"):
-            return await self._stream(request, body, chat, answer, rid, headers, cut, broken,
-                                      seq)
-        if seq is not None:
-            await wait_tokens(seq, seq.target)  # that is, until it is done
-        elif cfg.tokens_per_s > 0:
-            await asyncio.sleep(answer.completion_tokens / cfg.tokens_per_s)
-        answer_body = completion_body(chat, answer, rid, body["model"])
-        if broken is not None:
-            st.tokens_sent += answer.completion_tokens
-            return web.Response(body=broken_body(broken, chat, answer_body), content_type=JSON,
-                                headers=headers)
-        payload = orjson.dumps(answer_body)
-        if cut:
-            return await self._cut_body(request, payload, answer, headers)
-        st.tokens_sent += answer.completion_tokens
-        st.finish(finish_reason(answer))
-        return web.Response(body=payload, content_type=JSON, headers=headers)
-
-    async def _cut_body(self, request: web.BaseRequest, payload: bytes, answer: Answer,
-                        headers: dict[str, str] | None) -> web.StreamResponse:
-        """Headers promise the whole body; half of it arrives, then the connection drops."""
-        resp = web.StreamResponse(headers=headers)
-        resp.content_type, resp.content_length = JSON, len(payload)
-        try:
-            await resp.prepare(request)
-            await resp.write(payload[: len(payload) // 2])
-            self.stats.tokens_sent += answer.completion_tokens // 2
-        except ConnectionResetError:
-            self.stats.disconnects += 1
-        _abort(request)
-        return resp
-
-    async def _stream(self, request: web.BaseRequest, body: dict, chat: bool, answer: Answer,
-                      rid: str, headers: dict[str, str] | None, cut: bool, broken: str | None,
-                      seq: Seq | None) -> web.StreamResponse:
-        instant = self.config.tokens_per_s <= 0 and not cut and seq is None
-        options = body.get("stream_options")
-        usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        events, tail = stream_events(chat, answer, rid, body["model"], usage,
-                                     not instant or broken is not None)
-        if broken is not None:  # from per-token events, so one event can be singled out
-            events, tail = broken_stream(broken, chat, events, tail)
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **headers} if headers else SSE_HEADERS)
-        try:
-            await resp.prepare(request)
-            if instant:  # the common benchmark case: one write, no per-event objects
-                await resp.write(b"".join(events) + tail)
-                self.stats.tokens_sent += answer.completion_tokens
-            elif cut:
-                await self._write_events(resp, events[: len(events) // 2], b"", seq)
-                _abort(request)
-                return resp
-            else:
-                await self._write_events(resp, events, tail, seq)
-        except ConnectionResetError:  # a write found the socket closed; aiohttp stays quiet
-            self.stats.disconnects += 1
-            return resp
-        if broken is None:
-            self.stats.finish(finish_reason(answer))
-        return resp
-
-    async def _write_events(self, resp: web.StreamResponse, events: list[bytes], tail: bytes,
-                            seq: Seq | None) -> None:
-        """One token per event; events due at the same time go out in one write."""
-        if seq is not None:
-            return await self._write_steps(resp, events, tail, seq)
-        st, rate, count = self.stats, self.config.tokens_per_s, len(events)
-        if rate <= 0 or not events:
-            await resp.write(b"".join(events) + tail)
-            st.tokens_sent += count
-            return
-        loop, sent = self.loop, 0
-        start = loop.time()
-        while sent < count:
-            await asyncio.sleep(start + (sent + 1) / rate - loop.time())
-            due = min(count, max(sent + 1, int((loop.time() - start) * rate)))
-            chunk = b"".join(events[sent:due])
-            await resp.write(chunk + tail if due == count else chunk)
-            st.tokens_sent += due - sent
-            sent = due
-
-    async def _write_steps(self, resp: web.StreamResponse, events: list[bytes], tail: bytes,
-                           seq: Seq) -> None:
-        """GPU mode: the tokens of a step go out in one write as that step ends."""
-        st, count, sent = self.stats, len(events), 0
-        while True:
-            await wait_tokens(seq, sent)
-            due = min(seq.emitted, count)
-            chunk = b"".join(events[sent:due])
-            await resp.write(chunk + tail if due == count else chunk)
-            st.tokens_sent += due - sent
-            sent = due
-            if due == count:
-                return
-
-
-def _abort(request: web.BaseRequest) -> None:
-    if request.transport is not None:  # None once the client has gone already
-        request.transport.abort()
 
 
 # -- process ------------------------------------------------------------------------------

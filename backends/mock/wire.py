@@ -50,8 +50,11 @@ def finish_reason(answer: Answer) -> str:
 def completion_body(chat: bool, answer: Answer, rid: str, model: str) -> dict[str, Any]:
     if chat:
         c = answer.choices[0]
-        choices = [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                    "finish_reason": c.finish_reason, "logprobs": None}]
+        message: dict[str, Any] = {"role": "assistant", "content": c.text}
+        if c.tool_calls:
+            message = {"role": "assistant", "content": None, "tool_calls": c.tool_calls}
+        choices = [{"index": 0, "message": message, "finish_reason": c.finish_reason,
+                    "logprobs": None}]
     else:
         choices = [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
                    for i, c in enumerate(answer.choices)]
@@ -97,6 +100,8 @@ def stream_events(chat: bool, answer: Answer, rid: str, model: str, include_usag
             first = prefix = head + index + b',"text":'
             suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
         tokens = choice.tokens
+        if chat and choice.tool_calls:
+            events.extend(_call_events(head + index, choice.tool_calls))
         if tokens and not per_token:  # str join: holding hundreds of orjson results is slow
             quoted = (suffix + prefix).decode().join(map(encode_basestring, tokens)).encode()
             events.append(first + quoted + suffix)
@@ -110,6 +115,23 @@ def stream_events(chat: bool, answer: Answer, rid: str, model: str, include_usag
                       + dumps(_usage(answer)) + b"}\n\n")
     finals.append(DONE)
     return events, b"".join(finals)
+
+
+def _call_events(head: bytes, calls: list[dict[str, Any]]) -> list[bytes]:
+    """A call as OpenAI streams it: its id and name first, then its arguments in pieces."""
+    events = []
+    for index, call in enumerate(calls):
+        first = {"index": index, "id": call["id"], "type": "function",
+                 "function": {"name": call["function"]["name"], "arguments": ""}}
+        pieces = [first] + [{"index": index, "function": {"arguments": piece}}
+                            for piece in _pieces(call["function"]["arguments"], 16)]
+        events.extend(head + b',"delta":' + orjson.dumps({"tool_calls": [p]})
+                      + b',"finish_reason":null}]}\n\n' for p in pieces)
+    return events
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)]
 
 
 # -- a broken wire format (`--bad-wire-rate`) ----------------------------------------------

@@ -1,6 +1,7 @@
 """`mode: batch`: requests gathered into files for the provider's Batch API, at its discount.
 
-A request joins the open file (its line written to disk at once) and raises `Parked`: no
+A request joins the open file of its model (`open_files`: its line written to disk at once)
+and raises `Parked`: no
 worker waits for it, the pipeline sets its item aside. A file is sealed when it is full
 (requests or bytes), `seal_after_s` after its first request, once nothing has joined it for
 `idle_seal_s`, or at once when the pipeline has nothing else to do (`flush`). At most
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
@@ -37,7 +37,8 @@ from gristmill.backends.openai_batch.api import BatchApi, lines
 from gristmill.backends.openai_batch.crash import crash_point
 from gristmill.backends.openai_batch.hosted import HostedBatches
 from gristmill.backends.openai_batch.ledger import FileEntry, Ledger
-from gristmill.backends.openai_http.backend import OpenAIHTTPBackend, build_body
+from gristmill.backends.openai_batch.open_files import OpenFile, OpenFiles, line_of
+from gristmill.backends.openai_http.backend import OpenAIHTTPBackend
 from gristmill.backends.openai_http.refusals import Where, refusal
 from gristmill.backends.openai_http.wire import first_answer, model_of, usage_of
 
@@ -63,38 +64,6 @@ class GaveUp(BackendError):
     """A line failed in every file it was put in: its item is a reject with the reason."""
 
 
-def line_of(key: bytes, url: str, request: Request) -> bytes:
-    body = build_body(replace(request, stream=False) if request.stream else request)
-    return b'{"custom_id":"%s","method":"POST","url":"%s","body":%s}\n' % (
-        key.hex().encode(), url.encode(), body)
-
-
-class OpenFile:
-    """The file one model's requests are joining now, written as they join."""
-
-    __slots__ = ("entry", "keys", "out", "size", "opened", "last", "timer")
-
-    def __init__(self, entry: FileEntry, path: Path, now: float) -> None:
-        self.entry = entry
-        self.keys: list[bytes] = []
-        self.out = path.open("wb")
-        self.size = 0
-        self.opened = self.last = now
-        self.timer: asyncio.TimerHandle | None = None
-
-    def add(self, key: bytes, line: bytes, now: float) -> None:
-        self.keys.append(key)
-        self.out.write(line)
-        self.size += len(line)
-        self.last = now
-
-    def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.out.close()
-
-
 class OpenAIBatchBackend:
     def __init__(self, name: str, config: BackendConfig, work_dir: Path,
                  runner: "Callable[[OpenAIBatchBackend, Ledger], Runner] | None" = None) -> None:
@@ -113,7 +82,7 @@ class OpenAIBatchBackend:
         self.ledger: Ledger | None = None
         self.runner: Runner | None = None  # made when the run starts: it needs the ledger
         self._token = ""  # this run's mark in file names and batch metadata
-        self._open: dict[str, OpenFile] = {}  # by model: a file holds one model's requests
+        self._open = OpenFiles(config.batch_files, work_dir, name, self._seal)
         self._waiting: set[bytes] = set()  # keys in open or submitted files, no result yet
         self._room = asyncio.Event()  # set while fewer than max_pending are waiting
         self._room.set()
@@ -127,8 +96,6 @@ class OpenAIBatchBackend:
         self._drives: dict[int, asyncio.Task[None]] = {}
         self._ready = asyncio.Event()
         self._barrier: Callable[[], Awaitable[None]] | None = None
-        self._next_seq = 1
-        self._closing = False
         self.files_done = 0
 
     def _set_barrier(self, barrier: Callable[[], Awaitable[None]]) -> None:
@@ -143,13 +110,13 @@ class OpenAIBatchBackend:
         """Resume the ledger's open files, then drive each sealed file; until cancelled."""
         self.ledger = Ledger(self.dir / "ledger.sqlite")
         self._token = self.ledger.token()
-        self._next_seq = self.ledger.next_seq()
+        self._open.start(self._token, self.ledger.next_seq())
         self.runner = self._make_runner(self, self.ledger)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 resumed = self.ledger.open_files()
-                self._remove_strays({entry.name for entry, _ in resumed})
+                self._open.remove_strays({entry.name for entry, _ in resumed})
                 for entry, keys in resumed:
                     self._claim(entry, keys)
                     self._waiting.update(keys)
@@ -160,17 +127,9 @@ class OpenAIBatchBackend:
                 try:
                     await asyncio.get_running_loop().create_future()  # until cancelled
                 finally:  # the run has ended: nothing is sealed from now on
-                    self._closing = True
-                    for opened in self._open.values():
-                        opened.close()
+                    self._open.close()
         finally:
             self._group = None
-
-    def _remove_strays(self, open_names: set[str]) -> None:
-        """Files a crash left before they were sealed: no intent refers to them."""
-        for path in self.dir.glob(f"gristmill-{self._token}-{self.name}-*.jsonl"):
-            if path.name not in open_names:
-                path.unlink()
 
     def hosted(self, ledger: Ledger) -> Runner:
         """The provider's Files and Batch API at the backend's base URL."""
@@ -212,7 +171,8 @@ class OpenAIBatchBackend:
                      sent: SentCallback | None = None) -> AsyncIterator[Delta]:
         """A batch answers whole: one delta."""
         completion = await self.complete(request, sent)
-        yield Delta(completion.text, completion.finish_reason, completion.usage)
+        yield Delta(completion.text, completion.finish_reason, completion.usage,
+                    completion.tool_calls)
 
     def _take(self, key: bytes) -> Completion:
         """A result handed to its request: an answer leaves (the client caches it); an error
@@ -234,47 +194,15 @@ class OpenAIBatchBackend:
 
     def _join(self, key: bytes, line: bytes, model: str) -> None:
         """Add a line to the open file of its model (a batch file holds one model)."""
-        limits, loop = self.config.batch_files, asyncio.get_running_loop()
-        now = loop.time()
-        opened = self._open.get(model)
-        if opened is not None and opened.size + len(line) > limits.max_bytes:
-            self._seal(model)
-            opened = None
-        if opened is None:
-            seq, self._next_seq = self._next_seq, self._next_seq + 1
-            entry = FileEntry(seq, f"gristmill-{self._token}-{self.name}-{seq:06d}.jsonl", 0)
-            opened = self._open[model] = OpenFile(entry, self.dir / entry.name, now)
-            opened.timer = loop.call_at(now + min(limits.idle_seal_s, limits.seal_after_s),
-                                        self._on_timer, model)
-        opened.add(key, line, now)
+        self._open.join(key, line, model)
         self._waiting.add(key)
-        if len(opened.keys) >= limits.max_requests:
-            self._seal(model)
 
     def flush(self) -> None:
         """Seal every open file now: nothing more is coming until answers do."""
-        for model in list(self._open):
-            self._seal(model)
+        self._open.flush()
 
-    def _on_timer(self, model: str) -> None:
-        """Seal once the file is old enough or idle long enough; otherwise look again then
-        (one timer per open file, not one per request)."""
-        opened, limits = self._open.get(model), self.config.batch_files
-        if opened is None:
-            return
-        due = min(opened.opened + limits.seal_after_s, opened.last + limits.idle_seal_s)
-        loop = asyncio.get_running_loop()
-        if loop.time() >= due - 1e-6:
-            self._seal(model)
-        else:
-            opened.timer = loop.call_at(due, self._on_timer, model)
-
-    def _seal(self, model: str) -> None:
-        if self._closing:  # the run has ended: nothing more is sent
-            return
-        opened = self._open.pop(model)
-        opened.close()
-        opened.entry.requests = len(opened.keys)
+    def _seal(self, opened: OpenFile) -> None:
+        """A sealed file's keys belong to it until its results are taken; a task runs it."""
         self._claim(opened.entry, opened.keys)
         self._start(opened.entry, opened)
 
@@ -348,9 +276,9 @@ class OpenAIBatchBackend:
         status, body = response.get("status_code"), response.get("body")
         if status == 200 and isinstance(body, dict):
             try:
-                text, finish = first_answer(body, chat)
+                text, finish, calls = first_answer(body, chat)
                 return Completion(text, finish, usage_of(body.get("usage")),
-                                  model_of(body, self.config.model))
+                                  model_of(body, self.config.model), tool_calls=calls)
             except BackendError as error:
                 return error
         if isinstance(status, int) and status != 200:
@@ -401,10 +329,7 @@ class OpenAIBatchBackend:
             self._answered([key])
 
     async def aclose(self) -> None:
-        for opened in self._open.values():  # never sealed: no intent refers to them
-            opened.close()
-            (self.dir / opened.entry.name).unlink(missing_ok=True)
-        self._open.clear()
+        self._open.discard()
         if self.runner is not None:
             await self.runner.aclose()
         if self.ledger is not None:

@@ -41,6 +41,8 @@ def build_body(request: Request) -> bytes:
     else:
         body["prompt"] = request.prompt
     body.update(request.params)
+    if request.tools is not None:
+        body["tools"] = request.tools
     if request.response_format is not None:
         body["response_format"] = request.response_format
     if request.stream:
@@ -244,9 +246,9 @@ class OpenAIHTTPBackend:
 
     async def complete(self, request: Request, sent: SentCallback | None = None) -> Completion:
         data = await self.complete_body(request, sent)
-        text, finish = first_answer(data, request.messages is not None)
+        text, finish, calls = first_answer(data, request.messages is not None)
         return Completion(text, finish, usage_of(data.get("usage")),
-                          model_of(data, request.model))
+                          model_of(data, request.model), tool_calls=calls)
 
     async def stream(self, request: Request,
                      sent: SentCallback | None = None) -> AsyncIterator[Delta]:
@@ -265,16 +267,16 @@ class OpenAIHTTPBackend:
                 if not started:
                     cm.reschedule(deadline)
                     started = True
-                parts, finish, usage, done = [], None, None, False
+                parts, calls, finish, usage, done = [], [], None, None, False
                 for event in decoder.feed(chunk):
                     if event is DONE:
                         done = True
                         break
-                    got_finish, got_usage = read_chunk(event, chat, parts)
+                    got_finish, got_usage = read_chunk(event, chat, parts, calls)
                     finish = got_finish or finish
                     usage = got_usage or usage
-                if parts or finish or usage:
-                    yield Delta("".join(parts), finish, usage)
+                if parts or calls or finish or usage:
+                    yield Delta("".join(parts), finish, usage, calls or None)
                 if done:
                     return
                 finished = finished or finish is not None

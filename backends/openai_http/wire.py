@@ -13,6 +13,7 @@ import orjson
 
 from gristmill.errors import MalformedAnswer, ServerError
 from gristmill.protocol import Usage
+from gristmill.tool_calls import fragment, tool_calls_of
 
 
 def malformed(what: str, sample: Any = None) -> MalformedAnswer:
@@ -68,10 +69,7 @@ def text_of(choice: Any, chat: bool) -> str:
     if not isinstance(choice, dict):
         raise malformed("a choice is not an object", choice)
     if chat:
-        message = choice.get("message")
-        if not isinstance(message, dict):
-            raise malformed("a choice has no message object", choice)
-        text = message.get("content")
+        text = _message(choice).get("content")
         if text is None:
             return ""
     else:
@@ -81,18 +79,34 @@ def text_of(choice: Any, chat: bool) -> str:
     return text
 
 
-def first_answer(data: dict[str, Any], chat: bool) -> tuple[str, str | None]:
-    """(text, finish_reason) of the first choice of a body from `body_of`."""
+def _message(choice: dict[str, Any]) -> dict[str, Any]:
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise malformed("a choice has no message object", choice)
+    return message
+
+
+def first_answer(data: dict[str, Any], chat: bool
+                 ) -> tuple[str, str | None, list[dict[str, Any]] | None]:
+    """(text, finish_reason, tool calls) of the first choice of a body from `body_of`."""
     choices = data["choices"]
     if not choices:
         raise malformed("the choices list is empty", data)
     text = text_of(choices[0], chat)
-    return text, finish_of(choices[0])
+    calls = None
+    if chat:
+        try:
+            calls = tool_calls_of(_message(choices[0]).get("tool_calls"))
+        except ValueError as error:
+            raise malformed(str(error), choices[0]) from None
+    return text, finish_of(choices[0]), calls
 
 
-def read_chunk(event: Any, chat: bool, parts: list[str]) -> tuple[str | None, Usage | None]:
-    """Add the text of one streamed chunk to `parts`; its (finish_reason, usage), None when
-    it has none. A usage-only chunk may leave `choices` out."""
+def read_chunk(event: Any, chat: bool, parts: list[str],
+               calls: list[dict[str, Any]]) -> tuple[str | None, Usage | None]:
+    """Add the text of one streamed chunk to `parts` and its tool-call fragments to `calls`;
+    its (finish_reason, usage), None when it has none. A usage-only chunk may leave `choices`
+    out."""
     if not isinstance(event, dict):
         raise malformed("an SSE event is not a JSON object", event)
     choices, usage = event.get("choices"), event.get("usage")
@@ -111,6 +125,8 @@ def read_chunk(event: Any, chat: bool, parts: list[str]) -> tuple[str | None, Us
             if not isinstance(delta, dict):
                 raise malformed("a chunk's delta is missing or null", event)
             piece = delta.get("content")
+            if delta.get("tool_calls"):
+                calls.extend(_fragments(delta["tool_calls"], event))
         else:
             piece = choice.get("text")
             if piece is None:
@@ -121,3 +137,12 @@ def read_chunk(event: Any, chat: bool, parts: list[str]) -> tuple[str | None, Us
             parts.append(piece)
         finish = finish_of(choice) or finish
     return finish, usage_of(usage) if usage else None
+
+
+def _fragments(raw: Any, event: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise malformed("a chunk's tool_calls is not a list", event)
+    try:
+        return [fragment(piece, position) for position, piece in enumerate(raw)]
+    except ValueError as error:
+        raise malformed(str(error), event) from None

@@ -100,6 +100,13 @@ class BackendConfig(EngineSettings):
                                         "prompts in one request (see backends.micro_batch); off "
                                         "by default.")
     api: Literal["chat", "completions"] = Field("chat", answers=True, description="Endpoint family.")
+    tool_format: Literal["native", "prompted"] | None = Field(None, answers=True, description=""
+        "How a dialogue's tools reach the model. 'native': the API's `tools` field, answers "
+        "with `tool_calls` (a `vllm serve` needs --enable-auto-tool-choice and a "
+        "--tool-call-parser). 'prompted': the tools described in the system message and the "
+        "calls asked for as JSON under a JSON-schema response_format (any model that follows "
+        "a schema). Default: native for kind openai, prompted for vllm and vllm-inproc. "
+        "Records are in OpenAI's tools format either way.")
     api_key_env: str | None = Field("auto", answers=False, description="The environment variable "
                                     "holding the API key (the key itself never goes in a config). "
                                     "'auto': $GRISTMILL_API_KEY, else $OPENAI_API_KEY, the latter "
@@ -156,6 +163,11 @@ class BackendConfig(EngineSettings):
             data = {"scrape_metrics": True, "fleet": {}, **data}
         return data
 
+    @property
+    def tools_native(self) -> bool:
+        return (self.tool_format or ("native" if self.kind == "openai" else "prompted")) \
+            == "native"
+
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
@@ -197,6 +209,15 @@ class BackendConfig(EngineSettings):
         if self.mode == "batch" and self.micro_batch is not None:
             raise ValueError("micro_batch: mode: batch already gathers requests into files; "
                              "remove micro_batch (or use mode: online)")
+        if self.tool_format == "native" and self.kind == "vllm-inproc":
+            raise ValueError("tool_format: the in-process engine has no tool-call parser; use "
+                             "tool_format: prompted (or a vllm serve fleet with "
+                             "--enable-auto-tool-choice)")
+        if self.tool_format == "native" and self.kind == "vllm" and self.fleet is not None \
+                and "--enable-auto-tool-choice" not in self.fleet.extra_args:
+            raise ValueError("tool_format: native calls from vllm serve need fleet.extra_args: "
+                             "[--enable-auto-tool-choice, --tool-call-parser, <parser>], or "
+                             "use tool_format: prompted")
         if self.mode == "batch" and self.kind == "vllm-inproc":
             raise ValueError("mode: batch runs on a provider's Batch API (kind: openai) or "
                              "through `vllm run-batch` (kind: vllm); kind: vllm-inproc runs "

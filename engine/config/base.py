@@ -13,9 +13,11 @@ from pydantic_core import PydanticUndefined
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 # Template variables every item or record has, so no stage may be named after one: the seed's
-# (`seed`, `kind`, `language`, set by each flow's first item), a record's (`id`, `seed_id`),
+# (`seed`, `kind`, `language` and the structured forms `elements`, `element_ids`,
+# `page_title`, `table`, set by each flow's first item), a record's (`id`, `seed_id`),
 # a fan-out's `variant` and the judge's verdict (`judge`).
-RESERVED_NAMES = frozenset({"seed", "kind", "language", "id", "seed_id", "variant", "judge"})
+RESERVED_NAMES = frozenset({"seed", "kind", "language", "id", "seed_id", "variant", "judge",
+                            "elements", "element_ids", "page_title", "table"})
 
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:

@@ -11,6 +11,7 @@ from pydantic import (PrivateAttr, ValidationInfo, field_validator,
                       model_validator)
 
 from gristmill.config.cluster import ClusterConfig
+from gristmill.config.dialogue import DialogueConfig
 from gristmill.config.judge import (CriterionConfig, FewShotConfig, JudgeConfig,  # noqa: F401
                                     JudgeExample)  # (re-exported)
 from gristmill.config.backend import BackendConfig, MicroBatchConfig, Retry, Timeouts  # noqa: F401
@@ -22,8 +23,9 @@ from gristmill.errors import ConfigError
 
 
 class OutputConfig(Strict):
-    type: Literal["text", "list"] = Field("text", answers=True, description="'text': the answer is one item. "
-                                          "'list': a JSON list of strings, each becomes an item.")
+    type: Literal["text", "list", "json"] = Field("text", answers=True, description="'text': the answer "
+        "is one item. 'list': a JSON list of strings, each becomes an item. 'json': a JSON "
+        "value (checked against `format`), one item holding it.")
     min_items: int = Field(1, answers=True, ge=1, description="'list': fewest strings the answer must "
                            "hold (minItems of the schema).")
     max_items: int = Field(5, answers=True, ge=1, description="'list': most strings the answer may hold "
@@ -31,11 +33,20 @@ class OutputConfig(Strict):
     max_chars: int | None = Field(None, answers=True, ge=1, description="maxLength of each string in the schema.")
     json_schema: bool = Field(True, answers=True, description="Send a JSON-schema response_format; turn off for "
                               "endpoints without it (a tolerant parser reads the answer).")
+    format: dict[str, Any] | str | None = Field(None, answers=True, description="'json': the "
+        "answer's JSON schema, sent as the response_format and checked by the `schema` "
+        "validator: a mapping, or a Jinja2 template rendering one per item (e.g. an enum of "
+        "this page's element ids: '{\"enum\": {{ element_ids | tojson }}}').")
 
     @model_validator(mode="after")
     def _bounds(self) -> "OutputConfig":
         if self.max_items < self.min_items:
             raise ValueError(f"max_items ({self.max_items}) must be >= min_items ({self.min_items})")
+        if self.type == "json" and self.format is None:
+            raise ValueError("format: a type: json output needs its JSON schema, e.g. format: "
+                             "{type: object, properties: {answer: {type: string}}}")
+        if self.format is not None and self.type != "json":
+            raise ValueError("format: only a type: json output has a schema; add type: json")
         return self
 
 
@@ -86,6 +97,17 @@ class StageConfig(Strict):
                                    "default: 2 x workers.")
     validators: ValidatorsConfig = Field(answers=True, default_factory=ValidatorsConfig, description="The "
                                          "checks on this stage's answers.")
+    dialogue: DialogueConfig | None = Field(None, answers=True, description="Make the answer a "
+        "conversation of several turns (a simulated user, optional tools with a simulated "
+        "API); the stage's output is {messages, tools}, and a last stage's record keeps the "
+        "whole conversation (docs/dialogues.md).")
+
+    @model_validator(mode="after")
+    def _dialogue_fits(self) -> "StageConfig":
+        if self.dialogue is not None and self.output.type != "text":
+            raise ValueError("dialogue: the answer of a dialogue is its conversation; remove "
+                             "output (or the dialogue)")
+        return self
 
 
 class KindSettings(Strict):
@@ -296,6 +318,11 @@ class PipelineConfig(Strict):
                                      f"defined; defined backends: {sorted(self.backends)}")
         if self.judge is not None:
             self._check_judge(self.judge)
+        for index, stage in enumerate(self.stages):
+            backend = self.backends.get(stage.backend)
+            if stage.dialogue is not None and backend is not None and backend.api != "chat":
+                raise ValueError(f"stages.{index}.dialogue: a conversation needs a chat "
+                                 f"backend; backend {stage.backend!r} has api: {backend.api}")
         for name, backend in self.backends.items():
             if backend.kind == "vllm" and {"online", "batch"} <= self._modes_of(name):
                 raise ValueError(f"backends.{name}: a kind: vllm backend runs `vllm serve` "

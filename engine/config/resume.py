@@ -10,6 +10,7 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from gristmill.config.base import changes_answers
 
@@ -46,14 +47,19 @@ def _values(annotation: Any, value: Any, path: str) -> dict[str, Any]:
 
 def answer_values(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Every answer-changing value of `data` (a dumped `model`) by dotted path; keys the model
-    does not know are kept too (compared, never ignored)."""
+    does not know are kept too (compared, never ignored). A field missing from `data` (a run
+    started before the field existed) counts as its default: a new field's default keeps
+    the earlier behaviour."""
     out: dict[str, Any] = {}
     known = set()
     for name, field in model.model_fields.items():
         key = field.alias or name
         known.add(key)
-        if key in data and changes_answers(field):
-            out.update(_values(field.annotation, data[key], f"{prefix}.{key}" if prefix else key))
+        if not changes_answers(field) or (key not in data and field.is_required()):
+            continue
+        value = data[key] if key in data else \
+            to_jsonable_python(field.get_default(call_default_factory=True))
+        out.update(_values(field.annotation, value, f"{prefix}.{key}" if prefix else key))
     for key in data.keys() - known:
         out[f"{prefix}.{key}" if prefix else key] = data[key]
     return out

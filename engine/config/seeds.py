@@ -103,6 +103,19 @@ class CodeConfig(Strict):
         return self.languages == "all" or language in self.languages
 
 
+SeedKind = Literal["prose", "code", "html", "table"]
+DEFAULT_KINDS: list[SeedKind] = ["code", "prose"]  # what was read before `kinds` existed
+PROSE_FORMATS = frozenset({"text", "jsonl", "parquet", "hf"})
+
+
+class TableConfig(Strict):
+    rows_per_chunk: int = Field(20, answers=True, ge=1, description="Most rows in one table "
+                                "seed; a longer table is split into chunks of rows (each with "
+                                "the header), also kept within chunk.max_tokens.")
+    max_columns: int = Field(12, answers=True, ge=1, description="Columns shown; the rest are "
+                             "left out of the seed and named in its structured form.")
+
+
 class SeedsConfig(Strict):
     path: RelPath | Annotated[list[RelPath], MinLen(1)] = Field(answers=True,
         description="A file or folder, or a list of them. Ids use each file's path relative "
@@ -123,6 +136,28 @@ class SeedsConfig(Strict):
     code: CodeConfig = Field(answers=True, default_factory=CodeConfig, description="Which source files "
                              "of code trees are read.")
     hf_split: str = Field("train", answers=True, description="Split to read from a Hugging Face dataset.")
+    kinds: Annotated[list[SeedKind], MinLen(1)] = Field(
+        answers=True, default_factory=lambda: list(DEFAULT_KINDS),
+        description="Seed kinds read from folders: prose (text files and records), code, "
+        "html (.html/.htm pages: main text and element view) and table (.csv, .tsv, "
+        "*.table.jsonl). html and table are opt-in; files of an unlisted kind are counted "
+        "as 'ignored'. Needs `pip install -e '.[web]'` for html.")
+    table: TableConfig = Field(answers=True, default_factory=TableConfig, description="How "
+                               "table seeds are cut and shown.")
+
+    @field_validator("kinds")
+    @classmethod
+    def _sorted_kinds(cls, value: list[str]) -> list[str]:
+        return sorted(set(value))  # order and repeats do not matter: [prose, code] == [code, prose]
+
+    @model_validator(mode="after")
+    def _format_kind_listed(self) -> "SeedsConfig":
+        needed = ("prose" if self.format in PROSE_FORMATS
+                  else "code" if self.format == "code" else None)
+        if needed is not None and needed not in self.kinds:
+            raise ValueError(f"format {self.format!r} reads {needed} seeds, but kinds "
+                             f"{self.kinds} does not list {needed!r}; add it or use format: auto")
+        return self
 
     @property
     def paths(self) -> list[Path]:

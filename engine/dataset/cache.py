@@ -2,7 +2,8 @@
 
 The key is everything that changes the answer: the backend's configured name and the model
 asked for (not the replica that answered, so a restarted server or a fail-over still hits),
-the full messages (system included) or prompt, the sampling parameters, the response format,
+the full messages (system included, tool calls and results too) or prompt, the tools offered,
+the sampling parameters, the response format,
 and the attempt number (a regeneration after a rejected answer must not replay the bad one).
 Templates are part of the key through the text they rendered. API keys never are: they live in
 request headers, which are not part of the key or the value."""
@@ -21,15 +22,20 @@ answer_key = request_key  # the cache's name for it
 
 def encode(completion: Completion) -> bytes:
     usage = completion.usage
-    return orjson.dumps([completion.text, completion.finish_reason, usage.prompt_tokens,
-                         usage.completion_tokens, completion.model, usage.cached_prompt_tokens])
+    fields = [completion.text, completion.finish_reason, usage.prompt_tokens,
+              usage.completion_tokens, completion.model, usage.cached_prompt_tokens]
+    if completion.tool_calls is not None:  # only then: answers without calls keep 6 fields
+        fields.append(completion.tool_calls)
+    return orjson.dumps(fields)
 
 
 def decode(value: bytes) -> Completion:
-    # Stores written before cached prompt tokens were kept hold five fields: none cached.
-    text, finish, prompt_tokens, completion_tokens, model, *cached = orjson.loads(value)
+    # Stores written before cached prompt tokens were kept hold five fields: none cached;
+    # a seventh holds the answer's tool calls.
+    text, finish, prompt_tokens, completion_tokens, model, *rest = orjson.loads(value)
     return Completion(text, finish, Usage(prompt_tokens, completion_tokens,
-                                          cached[0] if cached else 0), model, cached=True)
+                                          rest[0] if rest else 0), model, cached=True,
+                      tool_calls=rest[1] if len(rest) > 1 else None)
 
 
 class AnswerCache:

@@ -32,6 +32,9 @@ def reject_record(item: Item, stage: str, variant: int, cause: dict[str, str], r
 
 
 def template_record(config: PipelineConfig) -> RecordMaker:
+    last = config.stages[-1]
+    if config.record is None and last.dialogue is not None:
+        return conversation_record(last.name)
     if config.record is None:  # the second-to-last stage asks, the last answers
         names = [s.name for s in config.stages]
         user = names[-2] if len(names) > 1 else "seed"
@@ -44,4 +47,13 @@ def template_record(config: PipelineConfig) -> RecordMaker:
         variables = {**item.values, "id": item.id, "seed_id": item.seed_id}
         return output_record(item, [{"role": role, "content": t.render(variables)}
                                     for role, t in messages])
+    return record
+
+
+def conversation_record(stage: str) -> RecordMaker:
+    """The record of a dialogue stage: its whole conversation, and the tools it offered."""
+    def record(item: Item) -> dict[str, Any]:
+        talk = item.values[stage]
+        return output_record(item, talk["messages"],
+                             **({"tools": talk["tools"]} if talk.get("tools") else {}))
     return record

@@ -217,8 +217,7 @@ def build_stages(config: PipelineConfig, flow: Flow, clients: dict[str, ModelCli
 def first_item(seed: Seed, index: int) -> Item:
     """A seed's item; its choice index (`seed_index`, flows/sampling.py) picks its skills,
     agents and instruction types."""
-    return Item(seed.id, seed.id, {"seed": seed.text, "kind": seed.kind,
-                                   "language": seed.language, "seed_index": index},
+    return Item(seed.id, seed.id, {**seed.template_values(), "seed_index": index},
                 [(seed.id, "seed")])
 
 

@@ -18,6 +18,10 @@ _BULLET = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.*\S)\s*$")
 
 
 def response_format(output: OutputConfig) -> dict[str, Any] | None:
+    """The response_format of a stage's requests; a `type: json` output with a templated
+    `format` has one per item (`json_format` of the rendered schema)."""
+    if output.type == "json" and output.json_schema and isinstance(output.format, dict):
+        return json_format(output.format)
     if output.type != "list" or not output.json_schema:
         return None
     item: dict[str, Any] = {"type": "string", "minLength": 1}
@@ -31,7 +35,30 @@ def response_format(output: OutputConfig) -> dict[str, Any] | None:
             "json_schema": {"name": "items", "strict": True, "schema": schema}}
 
 
-def parse_output(output: OutputConfig, text: str) -> list[str]:
+def json_format(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+
+
+def rendered_schema(text: str) -> dict[str, Any]:
+    """A `format` template's output for one item; ValueError when it is not a JSON schema."""
+    try:
+        schema = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ValueError(f"format rendered text that is not JSON: {text[:120]!r}") from None
+    if not isinstance(schema, dict):
+        raise ValueError(f"format rendered {type(schema).__name__}, not a JSON schema object")
+    return schema
+
+
+def parse_output(output: OutputConfig, text: str) -> list[Any]:
+    if output.type == "json":
+        for candidate in (text, _outermost_json(text)):
+            if candidate:
+                try:
+                    return [orjson.loads(candidate)]
+                except orjson.JSONDecodeError:
+                    continue
+        raise InvalidOutput("unparseable answer: expected JSON", text=text)
     if output.type == "text":
         if not text.strip():
             raise InvalidOutput("empty answer", text=text)

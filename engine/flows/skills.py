@@ -16,7 +16,8 @@ from gristmill.config.load import format_validation_error
 from gristmill.config.yaml_file import read_config_text, read_yaml
 from gristmill.errors import ConfigError
 
-COMMON = {"seed", "kind", "language", "skill", "agent"}
+COMMON = {"seed", "kind", "language", "skill", "agent", "elements", "element_ids", "page_title",
+          "table"}
 VARIABLES = {  # what each kind of template may use
     "transform": COMMON,
     "generate": COMMON | {"text", "types", "n"},
@@ -76,7 +77,7 @@ class TaxonomyType(_Strict):
 class Skill(_Strict):
     name: str
     description: str = ""
-    accepts: list[Literal["prose", "code"]] = Field(min_length=1)
+    accepts: list[Literal["prose", "code", "html", "table"]] = Field(min_length=1)
     transform: Transform
     generate: Generate
     refine: Refine

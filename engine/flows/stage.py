@@ -16,9 +16,11 @@ from gristmill.config.pipeline import OutputConfig, Sampling, StageConfig
 from gristmill.errors import BackendError, InvalidOutput
 from gristmill.dataset.records import reject_record
 from gristmill.flows.items import Item
-from gristmill.flows.outputs import parse_output, response_format
+from gristmill.flows.outputs import json_format, parse_output, rendered_schema, response_format
 from gristmill.flows.stats import StageStats
 from gristmill.flows.templates import Template, compile_template
+from gristmill.flows.tools import call_problem
+from gristmill.validation import Rejection
 from gristmill.validation.stage import StageValidation, rejection_of
 
 RejectSink = Callable[[dict[str, Any]], None]
@@ -58,9 +60,13 @@ class ModelStage:
         return Request(self.model, prompt=prompt, params=self.params, response_format=fmt,
                        stream=self.stream)
 
-    async def ask(self, item: Item, variant: int, request: Request) -> Completion | None:
+    async def ask(self, item: Item, variant: int, request: Request,
+                  tools: list[dict[str, Any]] | None = None,
+                  read: Callable[[Completion], Completion] | None = None) -> Completion | None:
         """An answer the validators accept, or None after recording the item as a reject.
-        A rejected answer is regenerated: a new request with the next attempt number."""
+        A rejected answer is regenerated: a new request with the next attempt number.
+        `read` turns a raw answer into the one checked (a prompted tool call's JSON into
+        calls); an answer with calls is checked against `tools`, not by the text checks."""
         validation = self.validation
         tries = 1 + (validation.max_regenerations if validation else 0)
         for attempt in range(tries):
@@ -68,11 +74,18 @@ class ModelStage:
             context = watch = None
             if validation is not None:
                 context = validation.context(item.values, request)
-                if request.stream and validation.abort_early:
+                if read is not None:  # the checks see what `read` makes of the JSON asked for
+                    context.structured, context.schema = False, None
+                elif request.stream and validation.abort_early:
                     watch = validation.watch(context, request)
             client = self.client if attempt == 0 else self.client.regenerate_with or self.client
             try:
                 completion = await client.call(request, self.depth, watch)
+                self.stats.prompt_tokens += completion.usage.prompt_tokens
+                self.stats.completion_tokens += completion.usage.completion_tokens
+                self.stats.answers += 1
+                text = completion.text
+                completion = read(completion) if read is not None else completion
             except BackendError as error:
                 self.reject_item(item, variant, {"error": type(error).__name__}, str(error),
                                  error.attempts, "")
@@ -80,17 +93,18 @@ class ModelStage:
             except InvalidOutput as error:  # a streaming validator stopped the answer
                 rejection, text = rejection_of(error), error.text
             else:
-                self.stats.prompt_tokens += completion.usage.prompt_tokens
-                self.stats.completion_tokens += completion.usage.completion_tokens
-                self.stats.answers += 1
-                if validation is None:
+                if completion.tool_calls:
+                    problem = call_problem(completion.tool_calls, tools)
+                    rejection = None if problem is None else Rejection("tool_calls", problem)
+                elif validation is None:
                     return completion
-                rejection = validation.verdict(completion, context,
-                                               None if completion.cached else watch)
+                else:
+                    rejection = validation.verdict(
+                        completion, context, None if completion.cached or read else watch)
                 if rejection is None:
                     return completion
-                text = completion.text
-            validation.count(rejection.validator)
+            if validation is not None:
+                validation.count(rejection.validator)
             if attempt + 1 == tries:
                 self.reject_item(item, variant, {"validator": rejection.validator},
                                  rejection.reason, attempt + 1, text)
@@ -140,16 +154,28 @@ class TemplateStage(ModelStage):
         self._system: Template | None = compile_template(config.system) if config.system else None
         self._prompt = compile_template(config.prompt)
         self._format = response_format(config.output)
+        per_item = config.output.json_schema and isinstance(config.output.format, str)
+        self._format_template = compile_template(config.output.format) if per_item else None
 
     def build_request(self, item: Item, variant: int) -> Request:
+        """The stage's request for this item (ValueError when its per-item format renders
+        no JSON schema)."""
         variables = {**item.values, "variant": variant, "id": item.id, "seed_id": item.seed_id}
         system = self._system.render(variables) if self._system else None
-        request = self.request(system, self._prompt.render(variables), self._format)
+        fmt = self._format
+        if self._format_template is not None:
+            fmt = json_format(rendered_schema(self._format_template.render(variables)))
+        request = self.request(system, self._prompt.render(variables), fmt)
         request.sample = variant
         return request
 
     async def process(self, item: Item, variant: int) -> list[Item]:
-        completion = await self.ask(item, variant, self.build_request(item, variant))
+        try:
+            request = self.build_request(item, variant)
+        except ValueError as error:
+            self.reject_item(item, variant, {"validator": "format"}, str(error), 1, "")
+            return []
+        completion = await self.ask(item, variant, request)
         if completion is None:
             return []
         outputs = self.parse(item, variant, self.config.output, completion)

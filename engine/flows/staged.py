@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gristmill.config.pipeline import PipelineConfig
+from gristmill.flows.dialogue import DialogueStage
 from gristmill.flows.items import Item
 from gristmill.flows.stage import RejectSink, TemplateStage
 from gristmill.flows.stats import RunStats, StageStats
@@ -15,9 +16,9 @@ from gristmill.validation.stage import StageValidation
 
 
 def first_item(seed: Seed, index: int) -> Item:
-    """A seed's item: its text (`{{ seed }}` in templates), kind and language."""
-    return Item(seed.id, seed.id, {"seed": seed.text, "kind": seed.kind,
-                                   "language": seed.language}, [(seed.id, "seed")])
+    """A seed's item: its text (`{{ seed }}` in templates), kind, language and structured
+    forms (`Seed.template_values`)."""
+    return Item(seed.id, seed.id, seed.template_values(), [(seed.id, "seed")])
 
 
 def new_stats(config: PipelineConfig, limit: int | None) -> RunStats:
@@ -27,8 +28,12 @@ def new_stats(config: PipelineConfig, limit: int | None) -> RunStats:
 
 def build_stages(config: PipelineConfig, clients: dict[str, ModelClient], stats: RunStats,
                  reject: RejectSink, base_dir: Path | None) -> list[TemplateStage]:
-    return [
-        TemplateStage(s, depth, clients[config.client_name(s)], s.model or config.backends[s.backend].model,
-                      config.backends[s.backend].api, stats.stages[depth], reject,
-                      StageValidation(s.validators, s.name, stats.validation, base_dir))
-        for depth, s in enumerate(config.stages)]
+    stages = []
+    for depth, s in enumerate(config.stages):
+        backend = config.backends[s.backend]
+        lead = (s, depth, clients[config.client_name(s)], s.model or backend.model, backend.api,
+                stats.stages[depth], reject,
+                StageValidation(s.validators, s.name, stats.validation, base_dir))
+        stages.append(TemplateStage(*lead) if s.dialogue is None
+                      else DialogueStage(*lead, native_tools=backend.tools_native))
+    return stages

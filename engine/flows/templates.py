@@ -19,7 +19,8 @@ from gristmill.errors import ConfigError
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                           keep_trailing_newline=False)
-BASE_VARIABLES = frozenset({"seed", "variant", "id", "seed_id"})
+BASE_VARIABLES = frozenset({"seed", "variant", "id", "seed_id", "kind", "language", "elements",
+                            "element_ids", "page_title", "table"})
 _SIMPLE_VAR = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
 _ANY_TAG = re.compile(r"\{[{%#]|[}%#]\}")
 

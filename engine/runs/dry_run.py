@@ -57,7 +57,7 @@ def staged_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[st
     shown, steps, seeds, records = [], {}, 0, 0  # type: ignore[var-annotated]
     for index, seed in enumerate(_seeds(config, limit)):
         seeds += 1
-        values: dict[str, Any] = {"seed": seed.text, "id": seed.id, "seed_id": seed.id}
+        values: dict[str, Any] = {**seed.template_values(), "id": seed.id, "seed_id": seed.id}
         units = 1
         for stage in config.stages:
             units *= stage.fan_out
@@ -134,9 +134,7 @@ def flow_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[str,
         for skill, agent, generation in flow.assignments(
                 kind, choice_index(CHOICE_RULES[0], seed.id, index)):
             types = flow.types_for(skill, generation)
-            values = {"seed": seed.text, "kind": kind,
-                      "language": getattr(seed, "language", None), "skill": skill.name,
-                      "agent": agent.name}
+            values = {**seed.template_values(), "skill": skill.name, "agent": agent.name}
             calls = {"transform": 0 if agent.identity else 1, "generate": 1,
                      "suggest": len(types) * ai.refine_rounds,
                      "edit": len(types) * ai.refine_rounds, "answer": len(types)}

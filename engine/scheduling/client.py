@@ -20,6 +20,7 @@ from gristmill.dataset.store import SpendRow
 from gristmill.errors import (BackendError, ErrorRateExceeded, MalformedAnswer, NotSent, Parked,
                               RateLimited, Unreachable)
 from gristmill.protocol import Backend, Completion, Request, SentCallback, Usage
+from gristmill.tool_calls import ToolCallParts
 from gristmill.scheduling.aimd import AIMD
 from gristmill.scheduling.budget import Budget
 from gristmill.scheduling.error_rate import ErrorRateGuard
@@ -201,6 +202,7 @@ class ModelClient:
     async def _stream(self, request: Request, watch: StreamObserver | None,
                       sent: SentCallback | None) -> Completion:
         parts: list[str] = []
+        calls = ToolCallParts()
         finish, usage = None, None
         fed, unfed = 0, 0  # parts given to the watch; characters since
         every = 0
@@ -219,9 +221,16 @@ class ModelClient:
                         if unfed >= every:  # coalesced here: one call per `every` characters
                             watch.feed("".join(parts[fed:]))
                             fed, unfed = len(parts), 0
+                if delta.tool_calls:
+                    calls.add(delta.tool_calls)
                 finish = delta.finish_reason or finish
                 usage = delta.usage or usage
-        return Completion("".join(parts), finish, usage or Usage(), request.model)
+        try:
+            tool_calls = calls.calls()
+        except ValueError as error:  # a call that never got its id or name
+            raise MalformedAnswer(f"malformed answer: {error}", status=200) from None
+        return Completion("".join(parts), finish, usage or Usage(), request.model,
+                          tool_calls=tool_calls)
 
     def _succeeded(self, completion: Completion, model: str, price: Price | None) -> SpendRow:
         """Count the answer's usage and cost; the row to persist."""

@@ -11,7 +11,7 @@ The mock server counts prompts with the same function, so tests compare like wit
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4
@@ -23,8 +23,16 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
-def count_messages(messages: Iterable[Mapping[str, str]], count: Counter = estimate_tokens) -> int:
-    return sum(count(m.get("content") or "") + MESSAGE_OVERHEAD for m in messages)
+def count_messages(messages: Iterable[Mapping[str, Any]], count: Counter = estimate_tokens) -> int:
+    return sum(count(m.get("content") or "") + MESSAGE_OVERHEAD
+               + (_calls_tokens(m["tool_calls"], count) if m.get("tool_calls") else 0)
+               for m in messages)
+
+
+def _calls_tokens(calls: Any, count: Counter) -> int:
+    """An assistant message's tool calls: their names and arguments are prompt text too."""
+    return sum(count(c["function"]["name"]) + count(c["function"]["arguments"])
+               for c in calls if isinstance(c, dict) and isinstance(c.get("function"), dict))
 
 
 @lru_cache(maxsize=8)

@@ -88,6 +88,7 @@ def lines(text: str) -> list[Part]:
 REFINE: dict[str, tuple[Splitter, ...]] = {
     "prose": (split_sentences, words),
     "code": (blank_line_blocks, lines, words),
+    "html": (split_sentences, words),  # a page's main text is prose
 }
 
 

@@ -11,16 +11,20 @@ import os
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 from gristmill.errors import ConfigError
 
-from gristmill.config.seeds import SeedsConfig, language_of
+from gristmill.config.seeds import DEFAULT_KINDS, SeedsConfig, language_of
 from gristmill.seeds.report import SeedReport
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".rst"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 PARQUET_SUFFIXES = frozenset({".parquet"})
+HTML_SUFFIXES = frozenset({".html", ".htm"})
+TABLE_SUFFIXES = frozenset({".csv", ".tsv"})
+# A JSONL file of records is prose (its `field`) unless its name says it is a table.
+TABLE_JSONL_ENDINGS = (".table.jsonl", ".table.ndjson")
 HF_FILE_SUFFIXES = frozenset({".jsonl", ".json", ".ndjson", ".parquet", ".txt", ".csv"})
 SNIFF_BYTES = 8192  # a NUL byte in this many leading bytes marks a binary file
 _UTF16_32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE,
@@ -31,7 +35,7 @@ _UTF16_32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE,
 class InputFile:
     path: Path
     key: str  # path relative to the configured folder (posix): the id's source identity
-    reader: str  # "text", "code", "jsonl", "parquet" or "hf"
+    reader: str  # "text", "code", "jsonl", "parquet", "hf", "html" or "table"
     language: str | None = None
 
 
@@ -67,17 +71,32 @@ def plan_inputs(config: SeedsConfig, report: SeedReport | None = None) -> Iterat
 
 
 def _single(path: Path, config: SeedsConfig) -> InputFile:
-    """An explicitly named file is always read: by its format, or by suffix, else as prose."""
+    """An explicitly named file is always read: by its format, or by suffix (html and table
+    only when listed in `kinds`, else as before they existed), else as prose."""
     fmt = config.format
-    if fmt == "auto":
-        fmt = "hf" if path.is_dir() else _reader_for(path, config) or "text"
+    if fmt == "auto" and path.is_dir():
+        fmt = "hf"
+    elif fmt == "auto":
+        fmt = (_reader_for(path, fmt, config.kinds)
+               or _reader_for(path, fmt, DEFAULT_KINDS, opt_in=False) or "text")
     language = language_of(path) if fmt == "code" else None
     return InputFile(path, path.name, fmt, language)
 
 
-def _reader_for(path: Path, config: SeedsConfig) -> str | None:
+def is_table_file(path: Path) -> bool:
+    return path.suffix.lower() in TABLE_SUFFIXES or path.name.lower().endswith(TABLE_JSONL_ENDINGS)
+
+
+def _reader_for(path: Path, fmt: str, kinds: Collection[str], opt_in: bool = True) -> str | None:
+    """The reader for `path`; None when it is not read. `opt_in`: html and table files are
+    recognised (read when their kind is listed), so they are never read as prose."""
     suffix = path.suffix.lower()
-    fmt = config.format
+    if fmt == "auto" and opt_in and suffix in HTML_SUFFIXES:
+        return "html" if "html" in kinds else None
+    if fmt == "auto" and opt_in and is_table_file(path):
+        return "table" if "table" in kinds else None
+    if "prose" not in kinds:
+        fmt = "code" if fmt == "auto" else fmt  # only code is left to find by suffix
     if fmt in ("auto", "text") and suffix in TEXT_SUFFIXES:
         return "text"
     if fmt in ("auto", "jsonl") and suffix in JSONL_SUFFIXES:
@@ -86,7 +105,7 @@ def _reader_for(path: Path, config: SeedsConfig) -> str | None:
         return "parquet"
     if fmt == "hf" and suffix in HF_FILE_SUFFIXES:
         return "hf"
-    if fmt in ("auto", "code") and language_of(path) is not None:
+    if fmt in ("auto", "code") and language_of(path) is not None and "code" in kinds:
         return "code"
     return None
 
@@ -105,7 +124,8 @@ def _walk(folder: Path, root: Path, config: SeedsConfig,
         if entry.is_dir(follow_symlinks=False):
             if any(fnmatch(entry.name, pattern) for pattern in config.code.skip_dirs):
                 continue
-            if config.format in ("auto", "hf") and is_saved_dataset(path):
+            if (config.format in ("auto", "hf") and "prose" in config.kinds
+                    and is_saved_dataset(path)):
                 yield InputFile(path, path.relative_to(root).as_posix(), "hf")
             else:
                 yield from _walk(path, root, config, report)
@@ -118,7 +138,7 @@ def _walk(folder: Path, root: Path, config: SeedsConfig,
 
 
 def _classify(path: Path, root: Path, config: SeedsConfig) -> InputFile | None:
-    reader = _reader_for(path, config)
+    reader = _reader_for(path, config.format, config.kinds)
     if reader is None:
         return None
     language = language_of(path) if reader == "code" else None

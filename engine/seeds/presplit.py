@@ -15,7 +15,7 @@ from gristmill.seeds.report import Seed
 def seed_line(seed: Seed, position: int) -> bytes:
     """A seed and its place in the whole input (a cluster's target counts in that order)."""
     return orjson.dumps([seed.id, seed.text, seed.source, seed.kind, seed.language,
-                         seed.title, position]) + b"\n"
+                         seed.title, position, seed.extra]) + b"\n"
 
 
 def positions(path: Path) -> Iterator[tuple[str, int]]:
@@ -47,4 +47,5 @@ class PresplitSource:
         with self.path.open("rb") as lines:
             for line in lines:
                 self.report.seeds += 1
-                yield Seed(*orjson.loads(line)[:6])
+                fields = orjson.loads(line)
+                yield Seed(*fields[:6], extra=fields[7] if len(fields) > 7 else None)

@@ -1,11 +1,12 @@
 """Readers: each turns one input file into documents, lazily. A document is one file
-(prose, code) or one record (JSONL line, Parquet/dataset row); problems are reported and
-the reader moves on, so one bad file or row never stops a run."""
+(prose, code, an HTML page), one record (JSONL line, Parquet/dataset row) or one chunk of a
+table's rows; problems are reported and the reader moves on, so one bad file or row never
+stops a run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import orjson
 
@@ -26,14 +27,21 @@ MINIFIED_MAX_LINE = 4000
 class Doc:
     source: str  # where a user finds it: path, path:line, path#row
     key: str  # the same, relative to the configured folder: the id's source identity
-    kind: Literal["prose", "code"]
+    kind: Literal["prose", "code", "html", "table"]
     language: str | None
     title: str | None
     parts: Iterable[Part]  # prose paragraphs or code blocks, as (separator, text)
     record: bool = False  # a row of a dataset: an empty one is routine, not a problem
+    extra: dict[str, Any] | None = None  # the structured form every chunk's seed carries
+    view: str = ""  # html: the element view, part of the seed's content besides its text
 
 
-def read_docs(file: InputFile, config: SeedsConfig, report: SeedReport) -> Iterator[Doc]:
+def read_docs(file: InputFile, config: SeedsConfig, report: SeedReport,
+              count: Callable[[str], int]) -> Iterator[Doc]:
+    if file.reader == "html":
+        return _page_docs(file, report)
+    if file.reader == "table":
+        return _table_docs(file, config, report, count)
     if file.reader == "text":
         return _text_docs(file, report)
     if file.reader == "code":
@@ -62,6 +70,26 @@ def _text_docs(file: InputFile, report: SeedReport) -> Iterator[Doc]:
         report.problem(str(file.path), exc.reason, exc.detail)
         return
     yield Doc(str(file.path), file.key, "prose", None, file.path.name, prose_parts(lines))
+
+
+def _page_docs(file: InputFile, report: SeedReport) -> Iterator[Doc]:
+    from gristmill.seeds.web import page_parts, read_page  # trafilatura only when asked for
+
+    for main, extra in read_page(file, report):
+        yield Doc(str(file.path), file.key, "html", None, extra["title"] or file.path.name,
+                  page_parts(main), extra=extra, view=extra["elements_text"])
+
+
+def _table_docs(file: InputFile, config: SeedsConfig, report: SeedReport,
+                count: Callable[[str], int]) -> Iterator[Doc]:
+    from gristmill.seeds.tables import read_table, table_chunks
+
+    if (table := read_table(file, report)) is None:
+        return
+    for text, extra in table_chunks(*table, config, count):
+        line = extra["table"]["first_line"]
+        yield Doc(f"{file.path}:{line}", f"{file.key}:{line}", "table", None, file.path.name,
+                  [("", text)], extra=extra)
 
 
 def _stream_lines(file: InputFile) -> Iterator[str]:

@@ -19,10 +19,24 @@ FILTERS = frozenset({"too_short", "duplicate", "too_large", "minified", "ignored
 class Seed:
     id: str
     text: str
-    source: str  # "path", "path:line" (JSONL) or "path#row" (Parquet, datasets)
-    kind: Literal["prose", "code"] = "prose"
+    # "path", "path:line" (JSONL; a table chunk's first row) or "path#row" (Parquet, datasets)
+    source: str
+    kind: Literal["prose", "code", "html", "table"] = "prose"
     language: str | None = None  # for code, e.g. "python"
     title: str | None = None  # the file name for file documents
+    # html: {"title", "elements", "elements_text"}; table: {"table": {"columns", "rows", ...}}
+    extra: dict[str, Any] | None = None
+
+    def template_values(self) -> dict[str, Any]:
+        """What every template sees of its seed (flows' first items, the dry run): `seed`,
+        `kind`, `language`, and the structured forms, empty for seeds without them, so one
+        template serves a mix of kinds: `elements` (the element view, one line each),
+        `element_ids`, `page_title`, `table` ({columns, rows, ...} or None)."""
+        extra = self.extra or {}
+        return {"seed": self.text, "kind": self.kind, "language": self.language,
+                "elements": extra.get("elements_text", ""),
+                "element_ids": [e["id"] for e in extra.get("elements", ())],
+                "page_title": extra.get("title", ""), "table": extra.get("table")}
 
 
 @dataclass

@@ -23,6 +23,10 @@ from gristmill.seeds.readers import Doc, read_docs
 from gristmill.seeds.report import Seed, SeedReport
 
 
+def _content(doc: Doc, text: str) -> str:
+    """What a seed is judged and named by (min_chars, dedup, id): its text, and for a page
+    its element view too, so two forms with the same prose are two seeds."""
+    return f"{text}\n\n{doc.view}" if doc.view else text
 
 
 class SeedSource:
@@ -53,30 +57,35 @@ class SeedSource:
         min_chars = self.config.min_chars
         for file in plan_inputs(self.config, report):
             report.files += 1
-            for doc in read_docs(file, self.config, report):
+            for doc in read_docs(file, self.config, report, self.count):
                 index = -1
                 for index, text in enumerate(self._chunks(doc, report)):
-                    if len(text) < min_chars:  # >=: a chunk of exactly min_chars is kept
+                    content = _content(doc, text)
+                    if len(content) < min_chars:  # >=: a chunk of exactly min_chars is kept
                         report.drop("too_short")
-                    elif seen is not None and not seen.add(text):
+                    elif seen is not None and not seen.add(content):
                         report.drop("duplicate")
                     else:
                         report.seeds += 1
-                        yield self._seed(doc, index, text)
+                        yield self._seed(doc, index, text, content)
                 if index < 0 and doc.record:
                     report.drop("empty")
                 elif index < 0:
                     report.problem(doc.source, "empty", "no text left after cleaning")
 
     @staticmethod
-    def _seed(doc: Doc, index: int, text: str) -> Seed:
+    def _seed(doc: Doc, index: int, text: str, content: str) -> Seed:
         # The chunk index is part of the identity: equal text at two places of one file
         # gets two ids (when dedup is off), and the root folder is not (moving it keeps ids).
-        return Seed(seed_id(f"{doc.key}#{index}", text), text, doc.source, doc.kind,
-                    doc.language, doc.title)
+        return Seed(seed_id(f"{doc.key}#{index}", content), text, doc.source, doc.kind,
+                    doc.language, doc.title, doc.extra)
 
     def _chunks(self, doc: Doc, report: SeedReport) -> Iterable[str]:
         parts, max_tokens = doc.parts, self.config.chunk.max_tokens
+        if doc.kind == "table":
+            return [text for _, text in parts]  # cut by rows already, never split further
+        if doc.view and type(parts) is list and not parts:
+            return ("",)  # a page of forms and links without prose: its elements are the seed
         if type(parts) is list and len(parts) == 1 and self.count(parts[0][1]) <= max_tokens:
             return (parts[0][1],)  # a short record: skip the packer
         return self._packed(doc, report)

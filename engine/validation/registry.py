@@ -22,11 +22,12 @@ from gristmill.errors import ConfigError
 
 from gristmill.validation.base import FinalValidator, StreamValidator
 from gristmill.validation.decontam import Decontamination
-from gristmill.validation.final import (Custom, Length, Placeholders, RestatesQuestion, Schema,
-                                        Truncated)
+from gristmill.validation.final import Custom, Length, Schema, Truncated
 from gristmill.validation.json_prefix import JsonPrefix
 from gristmill.validation.language import Language
+from gristmill.validation.leftovers import Placeholders, RestatesQuestion
 from gristmill.validation.repetition import Repetition
+from gristmill.validation.shapes import Choice, ElementIds
 from gristmill.validation.stream import Forbidden, MaxLength, Refusal
 
 Spec = Union[str, Mapping[str, Any]]
@@ -44,7 +45,8 @@ def register(cls: type) -> type:
 
 
 for _cls in (Refusal, MaxLength, Repetition, JsonPrefix, Forbidden, Language,
-             Schema, Length, Placeholders, RestatesQuestion, Truncated, Decontamination, Custom):
+             Schema, Length, Placeholders, RestatesQuestion, Truncated, Decontamination, Custom,
+             Choice, ElementIds):
     register(_cls)
 
 # On by default. json_prefix and schema act on structured requests only; language uses

@@ -55,8 +55,9 @@ class StageValidation:
         fmt = request.response_format
         schema = (fmt or {}).get("json_schema", {}).get("schema") if fmt else None
         if self.question == "prompt":
-            messages = request.messages or [{"content": request.prompt or ""}]
-            prompt = messages[-1]["content"]
+            messages = request.messages or [{"role": "user", "content": request.prompt or ""}]
+            prompt = next((m.get("content") for m in reversed(messages)
+                           if m.get("role") == "user"), "")
         else:
             prompt = values.get(self.question, "") if self.question else ""
         return Context(stage=self.stage, structured=fmt is not None, schema=schema,
