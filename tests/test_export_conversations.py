@@ -233,3 +233,28 @@ def test_split_export_streams(tmp_path: Path):
     finally:
         tracemalloc.stop()
     assert size > 25_000_000 and peak < size / 10, (size, peak)
+
+
+@pytest.mark.timeout(180)
+def test_a_real_tool_use_run_exports_valid_fine_tuning_lines(mock_server, tmp_path: Path):
+    """configs/tools.yaml on the mock server (native tool calls, several rounds), then every
+    export: the OpenAI lines pass the format check and HF datasets loads them."""
+    import datasets
+
+    run_dir = tmp_path / "tools-run"
+    done = subprocess.run([sys.executable, "-m", "gristmill", "run",
+                           str(ROOT / "configs" / "tools.yaml"), "--backend-url",
+                           mock_server.base_url, "--run-dir", str(run_dir), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr
+    records = read_jsonl(run_dir / "dataset.jsonl")
+    assert records and all(any(m.get("tool_calls") for m in r["messages"]) for r in records)
+    lines = read_jsonl(export_run(run_dir, "openai"))
+    assert [format_errors(line) for line in lines] == [[]] * len(records)
+    assert [line["messages"] for line in lines] == [r["messages"] for r in records]
+    loaded = datasets.load_dataset("json", data_files=str(run_dir / "export" / "openai.jsonl"),
+                                   split="train", cache_dir=str(tmp_path / "cache"))
+    assert loaded.num_rows == len(records)
+    hf = datasets.load_from_disk(str(export_run(run_dir, "hf", split_by="skill")))
+    assert list(hf) == ["none"] and hf["none"].num_rows == len(records)  # no skills here
+
