@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, help="records to read (default: RUN/dataset.jsonl, "
                    "else RUN/output.jsonl)")
     p.add_argument("--license", help="license id for the dataset card (hf)")
+    p.add_argument("--split-by", choices=("skill", "type", "agent", "model"),
+                   help="one split per value of this field: a folder of one file per split, "
+                        "or for hf a DatasetDict")
 
     cli_flywheel.add_parsers(sub)
 
@@ -223,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from gristmill.dataset.export import export_run
 
     path = export_run(args.run_dir, args.format, args.out, args.input, license_id=args.license,
-                      say=lambda message: print(message, file=sys.stderr))
+                      split_by=args.split_by, say=lambda message: print(message, file=sys.stderr))
     print(path)
     return 0
 

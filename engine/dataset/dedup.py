@@ -39,6 +39,7 @@ import numpy as np
 import orjson
 from datasketch import MinHash, MinHashLSH
 
+from gristmill.dataset.conversation import messages_of, text_of
 from gristmill.dataset.files import atomic_path
 
 BLOCK = 8192  # signature rows per numpy block
@@ -50,15 +51,14 @@ Key = Callable[[dict[str, Any]], str]
 def instruction_text(record: dict[str, Any]) -> str:
     """The record's `instruction` when it has one (the AgentInstruct flow's final instruction,
     without the passage a user message may embed: questions about one passage are not
-    duplicates of each other), else the content of the last 'user' message."""
+    duplicates of each other), else the text of the last 'user' message (of a dialogue too:
+    a flow that makes dialogues sets `instruction` to key them otherwise; a null content or a
+    tool-calling turn counts as empty text)."""
     instruction = record.get("instruction")
     if isinstance(instruction, str):
         return instruction
-    for message in reversed(record.get("messages") or ()):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            return content if isinstance(content, str) else ""
-    return ""
+    users = [m for m in messages_of(record) if m.get("role") == "user"]
+    return text_of(users[-1].get("content")) if users else ""
 
 
 def normal_words(text: str) -> list[str]:

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from gristmill.dataset.conversation import is_conversation
 from gristmill.protocol import Request
 
 from gristmill.scheduling.client import ModelClient
@@ -81,7 +82,8 @@ class JudgeStage(ModelStage):
         criteria = self.config.criteria_for(skill)
         instruction, answer = record_texts(record)
         examples = self.retriever.select(str(record.get("id")), instruction, answer)
-        prompt = render_prompt(criteria, examples, skill, instruction, answer)
+        prompt = render_prompt(criteria, examples, skill, instruction, answer,
+                               conversation=is_conversation(record))
         return self.request(self.system, prompt, verdict_format(criteria)), criteria
 
     async def process(self, item: Item, variant: int) -> list[Item]:

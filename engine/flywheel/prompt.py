@@ -30,7 +30,11 @@ and docs/judge.md). The user message is, in this order:
     </answer>
     </record>
 
-The record comes last. Texts are inserted verbatim. The response format is a JSON schema named
+The record comes last. Texts are inserted verbatim. A conversation (several turns, tool calls
+or tools) is shown whole: <instruction> holds the transcript up to its last user turn and
+<answer> what the assistant did after it, tool calls and results included, in the notation of
+`transcript.py`; the instructions then gain one sentence that explains it. A record of one
+instruction and one answer gets the same prompt it always did. The response format is a JSON schema named
 `judge_verdict`: {"criteria": {NAME: {"critique": str, "passed": bool}, ...}}, every criterion
 required, critique before verdict (the reasoning comes first)."""
 
@@ -41,7 +45,10 @@ from typing import Any
 import orjson
 
 from gristmill.config.pipeline import CriterionConfig
+from gristmill.dataset.conversation import (call_names, is_conversation, messages_of, text_of,
+                                            tools_of)
 from gristmill.errors import InvalidOutput
+from gristmill.flywheel import transcript
 from gristmill.flywheel.fewshot import Example
 
 SCHEMA_NAME = "judge_verdict"
@@ -52,11 +59,15 @@ INSTRUCTIONS = ("Judge the answer to the instruction in <record> against each cr
                 "<criteria>. For each criterion write a one-paragraph critique, then decide: "
                 "passed is true only if the answer clearly meets the criterion. The examples "
                 "are records the reviewers have already judged; judge alike.")
+CONVERSATION_NOTE = (" The record is a conversation: <instruction> is the transcript up to the "
+                     "last user turn (with the tools the assistant may call) and <answer> is "
+                     "everything the assistant did after it, tool calls and their results "
+                     "included; judge that, in the light of the earlier turns.")
 
 
 def render_prompt(criteria: list[CriterionConfig], examples: list[Example], skill: str,
-                  instruction: str, answer: str) -> str:
-    parts = [INSTRUCTIONS, "", "<criteria>"]
+                  instruction: str, answer: str, *, conversation: bool = False) -> str:
+    parts = [INSTRUCTIONS + (CONVERSATION_NOTE if conversation else ""), "", "<criteria>"]
     parts += [f'<criterion name="{c.name}">{c.question}</criterion>' for c in criteria]
     parts.append("</criteria>")
     if examples:
@@ -113,11 +124,26 @@ def parse_verdict(text: str, criteria: list[CriterionConfig], version: str) -> d
 
 
 def record_texts(record: dict[str, Any]) -> tuple[str, str]:
-    """(instruction, answer) of a record: every message before the last assistant message
-    (system context and user turns, so the passage is in view), and that message."""
-    messages = record.get("messages") or []
+    """(instruction, answer) of a record. One instruction and answer: every message before the
+    last assistant message (system context and user turns, so the passage is in view), and
+    that message. A conversation: its transcript up to the last user turn, and the rest."""
+    messages = messages_of(record)
+    if is_conversation(record):
+        return conversation_texts(record, messages)
     last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
     if last is None:
-        return "\n\n".join(str(m.get("content", "")) for m in messages), ""
-    context = "\n\n".join(str(m.get("content", "")) for m in messages[:last])
-    return context, str(messages[last].get("content", ""))
+        return "\n\n".join(text_of(m.get("content")) for m in messages), ""
+    context = "\n\n".join(text_of(m.get("content")) for m in messages[:last])
+    return context, text_of(messages[last].get("content"))
+
+
+def conversation_texts(record: dict[str, Any],
+                       messages: list[dict[str, Any]]) -> tuple[str, str]:
+    cut = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1) + 1
+    head, tail = messages[:cut], messages[cut:]
+    names = call_names(messages)
+    if len(tail) == 1 and tail[0].get("role") == "assistant" and not tail[0].get("tool_calls"):
+        answer = text_of(tail[0].get("content"))  # the usual end: one reply, shown bare
+    else:
+        answer = transcript.render(tail, names=names)
+    return transcript.render(head, tools_of(record), names), answer

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import os
 import secrets
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from gristmill.dataset.conversation import (call_names, is_conversation, messages_of, text_of,
+                                            tool_calls_of, tools_of)
 from gristmill.errors import ConfigError
 from gristmill.flywheel.labels import LabelStore
 from gristmill.flywheel.review_index import RecordIndex, RecordMeta
@@ -170,8 +173,8 @@ class ReviewApp:
     def detail(self, meta: RecordMeta) -> dict[str, Any]:
         """What the page shows of one record; every text goes out as JSON strings."""
         record = self.index.record(meta)
-        messages = [{"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
-                    for m in record.get("messages") or [] if isinstance(m, dict)]
+        messages = [{"role": str(m.get("role", "")), "content": text_of(m.get("content"))}
+                    for m in messages_of(record)]
         answer = _last(messages, "assistant")
         instruction = _last(messages, "user")
         context = [m for m in messages if m is not answer and m is not instruction]
@@ -185,6 +188,7 @@ class ReviewApp:
                 "usage": record.get("usage"),
                 "instruction": instruction["content"] if instruction else "",
                 "answer": answer["content"] if answer else "", "context": context,
+                **conversation_view(record),
                 "seed": self.index.seed_excerpt(seed_id), "lineage": record.get("lineage") or [],
                 "judge": record["judge"] if meta.judge is not None else None,
                 "in_dataset": meta.in_dataset,
@@ -192,6 +196,34 @@ class ReviewApp:
 
     def close(self) -> None:
         self.labels.close()
+
+
+def conversation_view(record: dict[str, Any]) -> dict[str, Any]:
+    """A conversation's every turn (null for one instruction and answer, which the page shows
+    as such), each tool call and the call a tool result answers, and the record's tools."""
+    if not is_conversation(record):
+        return {"conversation": None, "tools": []}
+    messages = messages_of(record)
+    names = call_names(messages)
+    turns = [{"role": str(m.get("role") or ""), "content": text_of(m.get("content")),
+              "tool_calls": [{"id": c.id, "name": c.name, "arguments": _pretty(c.arguments)}
+                             for c in tool_calls_of(m)],
+              "tool_call_id": str(m.get("tool_call_id") or ""),
+              "tool_name": names.get(str(m.get("tool_call_id") or ""), "")}
+             for m in messages]
+    tools = [{"name": str(f.get("name") or ""), "description": text_of(f.get("description")),
+              "parameters": _pretty(f.get("parameters", {}))} for f in tools_of(record)]
+    return {"conversation": turns, "tools": tools}
+
+
+def _pretty(value: Any) -> str:
+    """JSON (or a JSON string) indented for reading; other text as it is."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def _last(messages: list[dict[str, str]], role: str) -> dict[str, str] | None:

@@ -92,6 +92,42 @@ function showValidators(r) {
   }
 }
 
+function showSingle(r) {
+  $("instruction").textContent = r.instruction;
+  $("answer").textContent = r.answer;
+  const context = $("context");
+  context.replaceChildren();
+  for (const m of r.context) context.append(el("div", m.role, "role"), el("div", m.content, "text"));
+  $("context-box").hidden = !r.context.length;
+}
+
+// Every turn in order; an assistant's tool calls (name, arguments) inside its turn, and a tool
+// result headed by the call it answers.
+function showTurn(m) {
+  const turn = el("li", null, `turn ${m.role}`);
+  turn.dataset.role = m.role;
+  const head = m.role === "tool" ? `result of ${m.tool_name || "?"} (${m.tool_call_id})` : m.role;
+  turn.append(el("div", head, "role"));
+  if (m.content || !m.tool_calls.length) turn.append(el("div", m.content, "text"));
+  for (const call of m.tool_calls) {
+    const box = el("div", null, "call");
+    box.append(el("div", `calls ${call.name} (${call.id})`, "call-name"),
+               el("div", call.arguments, "text arguments"));
+    turn.append(box);
+  }
+  return turn;
+}
+
+function showConversation(turns, tools) {
+  $("conversation").replaceChildren(...turns.map(showTurn));
+  $("tools").replaceChildren(...tools.map((t) => {
+    const box = el("div", null, "tool");
+    box.append(el("b", t.name), el("div", t.description, "critique"),
+               el("div", t.parameters, "text arguments"));
+    return box;
+  }));
+}
+
 function showRecord(r) {
   state.record = r;
   $("record").hidden = !r;
@@ -105,12 +141,11 @@ function showRecord(r) {
   const meta = [`record ${r.id}`, r.skill && `skill ${r.skill}`, r.type && `type ${r.type}`,
                 r.agent && `agent ${r.agent}`, r.model && `model ${r.model}`].filter(Boolean);
   $("meta").textContent = meta.join(" · ");
-  $("instruction").textContent = r.instruction;
-  $("answer").textContent = r.answer;
-  const context = $("context");
-  context.replaceChildren();
-  for (const m of r.context) context.append(el("div", m.role, "role"), el("div", m.content, "text"));
-  $("context-box").hidden = !r.context.length;
+  $("single").hidden = !!r.conversation;
+  $("conversation-box").hidden = !r.conversation;
+  $("tools-box").hidden = !r.tools.length;
+  if (r.conversation) showConversation(r.conversation, r.tools);
+  else showSingle(r);
   $("seed-source").textContent = r.seed ? `(${r.seed.source}, ${r.seed.chars} chars)` : "(not kept)";
   $("seed").textContent = r.seed ? r.seed.excerpt + (r.seed.chars > r.seed.excerpt.length ? " …" : "") : "";
   showJudge(r.judge);
