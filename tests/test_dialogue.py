@@ -205,3 +205,18 @@ async def test_a_bad_offer_rejects_the_item():
     assert await stage.process(item(), 0) == []
     assert rejects[0]["validator"] == "tools" and "not JSON" in rejects[0]["reason"]
     assert backend.calls == []
+
+
+def test_a_dialogue_record_is_keyed_by_every_user_turn():
+    from gristmill.dataset.dedup import instruction_text
+    from gristmill.dataset.records import conversation_record
+
+    def talk(opening: str) -> Item:
+        messages = [{"role": "user", "content": opening}, {"role": "assistant", "content": "Ok."},
+                    {"role": "user", "content": "thanks!"}, {"role": "assistant", "content": "Bye."}]
+        return Item(opening, "s", {"chat": {"messages": messages, "tools": None}})
+    make = conversation_record("chat")
+    table, taxi = make(talk("Book a table")), make(talk("Find a taxi"))
+    assert instruction_text(table) == "Book a table\nthanks!"
+    assert instruction_text(table) != instruction_text(taxi)
+    assert "tools" not in table and table["messages"][-1]["content"] == "Bye."

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from gristmill.config.load import load_config
+from tests.openai_format import format_errors
 
 pytestmark = pytest.mark.integration
 GRISTMILL = [sys.executable, "-m", "gristmill"]
@@ -35,22 +36,10 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def assert_openai_conversation(record: dict[str, Any]) -> None:
-    """The fine-tuning format's rules for a conversation with tools."""
-    messages, offered = record["messages"], {t["function"]["name"] for t in record.get("tools", [])}
-    assert messages[-1]["role"] == "assistant" and messages[-1]["content"]
-    open_calls: set[str] = set()
-    for m in messages:
-        assert m["role"] in ("system", "user", "assistant", "tool")
-        if m.get("tool_calls"):
-            assert m["role"] == "assistant"
-            for c in m["tool_calls"]:
-                assert c["type"] == "function" and c["function"]["name"] in offered
-                assert isinstance(orjson.loads(c["function"]["arguments"]), dict)
-                open_calls.add(c["id"])
-        elif m["role"] == "tool":
-            assert m["tool_call_id"] in open_calls and isinstance(m["content"], str)
-        else:
-            assert isinstance(m["content"], str) and m["content"]
+    """The fine-tuning format's rules (tests/openai_format.py), on the record's conversation."""
+    line = {key: record[key] for key in ("messages", "tools") if key in record}
+    assert format_errors(line) == []
+    assert record["messages"][-1]["role"] == "assistant" and record["messages"][-1]["content"]
 
 
 @pytest.mark.parametrize("stream", [False, True])

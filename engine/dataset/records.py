@@ -51,9 +51,13 @@ def template_record(config: PipelineConfig) -> RecordMaker:
 
 
 def conversation_record(stage: str) -> RecordMaker:
-    """The record of a dialogue stage: its whole conversation, and the tools it offered."""
+    """The record of a dialogue stage: its whole conversation, the tools it offered, and as
+    its `instruction` (what deduplication compares) every user turn, so two dialogues that
+    end with the same "thanks!" are not taken for copies."""
     def record(item: Item) -> dict[str, Any]:
         talk = item.values[stage]
+        asked = "\n".join(m["content"] for m in talk["messages"] if m["role"] == "user")
         return output_record(item, talk["messages"],
-                             **({"tools": talk["tools"]} if talk.get("tools") else {}))
+                             **({"tools": talk["tools"]} if talk.get("tools") else {}),
+                             instruction=asked)
     return record
