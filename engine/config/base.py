@@ -14,8 +14,10 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 # Template variables every item or record has, so no stage may be named after one: the seed's
 # (`seed`, `kind`, `language`, set by each flow's first item), a record's (`id`, `seed_id`),
-# a fan-out's `variant` and the judge's verdict (`judge`).
-RESERVED_NAMES = frozenset({"seed", "kind", "language", "id", "seed_id", "variant", "judge"})
+# a fan-out's `variant`, the judge's verdict (`judge`) and what `retrieve` adds (`passages`,
+# `distractors`).
+RESERVED_NAMES = frozenset({"seed", "kind", "language", "id", "seed_id", "variant", "judge",
+                            "passages", "distractors"})
 
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:

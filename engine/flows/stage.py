@@ -7,7 +7,7 @@ an unusable answer becomes a reject with its reason, and the stage moves on."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from gristmill.protocol import Completion, Request
 
@@ -131,7 +131,8 @@ class TemplateStage(ModelStage):
 
     def __init__(self, config: StageConfig, depth: int, client: ModelClient, model: str,
                  api: str, stats: StageStats, reject: RejectSink,
-                 validation: StageValidation | None = None) -> None:
+                 validation: StageValidation | None = None,
+                 retrieve: Callable[[Item], Awaitable[Item]] | None = None) -> None:
         super().__init__(config.name, depth, client, model, api, stats, reject,
                          sampling=config.sampling, stream=config.stream,
                          workers=config.workers, queue_size=config.queue_size,
@@ -140,6 +141,7 @@ class TemplateStage(ModelStage):
         self._system: Template | None = compile_template(config.system) if config.system else None
         self._prompt = compile_template(config.prompt)
         self._format = response_format(config.output)
+        self.retrieve = retrieve  # `retrieve:` adds passages to the item (retrieval/stage.py)
 
     def build_request(self, item: Item, variant: int) -> Request:
         variables = {**item.values, "variant": variant, "id": item.id, "seed_id": item.seed_id}
@@ -149,6 +151,8 @@ class TemplateStage(ModelStage):
         return request
 
     async def process(self, item: Item, variant: int) -> list[Item]:
+        if self.retrieve is not None:
+            item = await self.retrieve(item)
         completion = await self.ask(item, variant, self.build_request(item, variant))
         if completion is None:
             return []

@@ -4,14 +4,19 @@ and its output record from the config's `record` templates."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gristmill.config.pipeline import PipelineConfig
+from gristmill.config.pipeline import PipelineConfig, StageConfig
 from gristmill.flows.items import Item
 from gristmill.flows.stage import RejectSink, TemplateStage
 from gristmill.flows.stats import RunStats, StageStats
 from gristmill.scheduling.client import ModelClient
 from gristmill.seeds.report import Seed
 from gristmill.validation.stage import StageValidation
+
+if TYPE_CHECKING:
+    from gristmill.retrieval.index import PassageIndex
+    from gristmill.retrieval.stage import Retrieval
 
 
 def first_item(seed: Seed, index: int) -> Item:
@@ -26,9 +31,22 @@ def new_stats(config: PipelineConfig, limit: int | None) -> RunStats:
 
 
 def build_stages(config: PipelineConfig, clients: dict[str, ModelClient], stats: RunStats,
-                 reject: RejectSink, base_dir: Path | None) -> list[TemplateStage]:
+                 reject: RejectSink, base_dir: Path | None,
+                 index: PassageIndex | None = None) -> list[TemplateStage]:
+    """The config's stages; `index` (the run's, when it has `retrieval`) serves those that
+    `retrieve`."""
     return [
         TemplateStage(s, depth, clients[config.client_name(s)], s.model or config.backends[s.backend].model,
                       config.backends[s.backend].api, stats.stages[depth], reject,
-                      StageValidation(s.validators, s.name, stats.validation, base_dir))
+                      StageValidation(s.validators, s.name, stats.validation, base_dir),
+                      _retrieval(s, index))
         for depth, s in enumerate(config.stages)]
+
+
+def _retrieval(stage: StageConfig, index: PassageIndex | None) -> Retrieval | None:
+    if stage.retrieve is None:
+        return None
+    from gristmill.retrieval.stage import Retrieval  # bm25s: only when used
+
+    assert index is not None, "a config with `retrieve` has `retrieval`: the run opens it"
+    return Retrieval(stage.name, stage.retrieve, index)
