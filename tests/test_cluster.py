@@ -199,6 +199,33 @@ async def test_a_target_keeps_the_dataset_of_one_process(cluster, server, tmp_pa
     assert summary["seeds"] < SEEDS  # it did not need every seed
 
 
+async def test_the_driver_builds_the_retrieval_index_once_and_shards_load_it(
+        cluster, server, tmp_path):
+    """`retrieve:` on a cluster: the driver indexes every seed into RUN/retrieval/ once;
+    each shard searches that index (none builds its own), so the records and the passages
+    they name are those of one process."""
+    data = config_data(server.base_url, tmp_path)
+    data["retrieval"] = {}
+    data["stages"][0]["retrieve"] = {"k": 2, "distractors": 1}
+    data["stages"][0]["prompt"] = ("{% for p in passages %}[{{ p.id }}] {% endfor %}"
+                                   "Ask two questions about: {{ seed }}")
+    config = validate_config(data)
+    await run(config, RunOptions(run_dir=tmp_path / "one", progress=False))
+    run_dir = tmp_path / "run"
+    driver = ClusterRun(config, RunOptions(run_dir=run_dir, progress=False),
+                        address=cluster.address, shards=3, workers=3, say=lambda _: None)
+    await driver.execute()
+    assert canonical(run_dir) == canonical(tmp_path / "one")
+    first = orjson.loads(canonical(run_dir)[0])
+    assert [e["stage"] for e in first["lineage"]].count("question.passage") == 2
+    digest = orjson.loads((run_dir / "manifest.json").read_bytes())["retrieval"]["digest"]
+    for k in range(3):
+        shard = run_dir / "shards" / f"{k:05d}"
+        assert not (shard / "retrieval").exists()
+        assert orjson.loads((shard / "manifest.json").read_bytes())["retrieval"]["digest"] \
+            == digest
+
+
 def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -37,7 +37,9 @@ from gristmill.errors import ConfigError, RunStopped
 from gristmill.runs.lifecycle import background
 from gristmill.runs.options import (RunOptions, kept_settings, metrics_served,
                                    with_kept_settings)
+from gristmill.runs.assembly import seed_source
 from gristmill.runs.outcome import Outcome, first_leaf
+from gristmill.runs.retrieval import RETRIEVAL_DIR, open_index
 from gristmill.runs.state import process_cpu_s
 from gristmill.runs.target import Target
 from gristmill.runs.rundir import RunDir, default_run_dir
@@ -74,6 +76,10 @@ class ClusterRun:
         if self.dir.resuming:
             self.dir.check_resume(config, options.force)
             options = self.options = with_kept_settings(options, self.dir.read_settings())
+        # the index over every seed, built here once; each shard loads it (memory-mapped)
+        index = open_index(config, self.dir.path, seed_source(config),
+                           resuming=self.dir.resuming, force=options.force)
+        self.retrieval = None if index is None else index.info
         before = recorded(self.dir.path) or {}
         self.token = before.get("token") or secrets.token_hex(6)
         self.shards = before.get("shards") or shards or config.cluster.shards
@@ -131,7 +137,8 @@ class ClusterRun:
              "token": self.token}))
         self.dir.write_settings(kept_settings(self.options))  # --limit, --metrics-port...
         if fresh or not self.dir.has_manifest:
-            await asyncio.to_thread(self.dir.write_manifest, self.config, self.choices)
+            await asyncio.to_thread(self.dir.write_manifest, self.config, self.choices,
+                                    self.retrieval)
         await check_shared(ray, self.dir.path / CLUSTER_FILE, self.token)
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)
                                              // self.config.cluster.cpus_per_worker))
@@ -257,7 +264,8 @@ class ClusterRun:
                 return await actor.execute.remote(data, shard, self.shards,
                                                   str(self.shard_dir(shard)),
                                                   self.options.cache, self.options.force,
-                                                  bool(self.options.metrics_port))
+                                                  bool(self.options.metrics_port),
+                                                  self._retrieval_dir())
             except ray.exceptions.RayActorError as lost:  # its process or node is gone
                 if losses == LOSSES_IN_A_ROW:
                     raise
@@ -270,6 +278,9 @@ class ClusterRun:
                 del self.live[shard]
                 ray.kill(actor, no_restart=True)  # an actor that ended holds a CPU till then
         raise AssertionError("unreachable")
+
+    def _retrieval_dir(self) -> str | None:
+        return None if self.retrieval is None else str(self.dir.path / RETRIEVAL_DIR)
 
     def _finish(self, merge: bool) -> dict[str, Any]:
         """Merge the shards (after every end but a cancel), write the summary and state."""

@@ -15,8 +15,7 @@ import orjson
 
 from gristmill.config.pipeline import PipelineConfig
 from gristmill.dataset.files import read_json, write_atomic
-from gristmill.scheduling.tokens import counter_for
-from gristmill.seeds import SeedSource
+from gristmill.runs.assembly import seed_source
 from gristmill.seeds.presplit import seed_line
 from gristmill.seeds.shards import shard_of
 
@@ -37,9 +36,7 @@ def split_input(config: PipelineConfig, shard_dirs: list[Path], fresh: bool,
     if done is not None and not fresh and done.get("shards") == len(shard_dirs) \
             and done.get("limit") == (limit or None):
         return done
-    first = next(iter(config.backends.values()))  # chunk sizes in the run's own tokens
-    source = SeedSource(config.seeds, count=counter_for(
-        str(first.tokenizer) if first.tokenizer else None))
+    source = seed_source(config)  # chunk sizes in the run's own tokens
     shards = len(shard_dirs)
     held = [bytearray() for _ in range(shards)]
     counts = [0] * shards

@@ -23,16 +23,19 @@ class ShardWorker:
         self.stopping: str | None = None  # a stop that came before the run was built
 
     async def execute(self, config: dict[str, Any], shard: int, shards: int, shard_dir: str,
-                      cache: bool, force: bool, metrics: bool) -> dict[str, Any]:
+                      cache: bool, force: bool, metrics: bool,
+                      retrieval_dir: str | None = None) -> dict[str, Any]:
         """The shard's summary (`process_cpu_s`: this worker's, its start included); a
         RunStopped (a fatal upstream error) is raised to the driver. With `metrics`, the
-        shard's Prometheus figures go to a file the driver adds up."""
+        shard's Prometheus figures go to a file the driver adds up; `retrieval_dir`: the
+        index the driver built, loaded read-only."""
         where = Path(shard_dir)
         with Lease(where):
             self.run = Run(validate_config(config), RunOptions(
                 run_dir=where, shard=(shard, shards), progress=False, cache=cache, force=force,
                 shared_storage=True, presplit=seeds_file(where),
-                metrics_file=where / METRICS_FILE if metrics else None))
+                metrics_file=where / METRICS_FILE if metrics else None,
+                retrieval_dir=Path(retrieval_dir) if retrieval_dir else None))
             if self.stopping is not None:
                 self.run.stop_admitting(self.stopping)
             return await self.run.execute()

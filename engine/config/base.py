@@ -15,9 +15,11 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # Template variables every item or record has, so no stage may be named after one: the seed's
 # (`seed`, `kind`, `language` and the structured forms `elements`, `element_ids`,
 # `page_title`, `table`, set by each flow's first item), a record's (`id`, `seed_id`),
-# a fan-out's `variant` and the judge's verdict (`judge`).
+# a fan-out's `variant`, the judge's verdict (`judge`) and what `retrieve` adds (`passages`,
+# `distractors`).
 RESERVED_NAMES = frozenset({"seed", "kind", "language", "id", "seed_id", "variant", "judge",
-                            "elements", "element_ids", "page_title", "table"})
+                            "elements", "element_ids", "page_title", "table", "passages",
+                            "distractors"})
 
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:

@@ -17,6 +17,7 @@ from gristmill.config.judge import (CriterionConfig, FewShotConfig, JudgeConfig,
 from gristmill.config.backend import BackendConfig, MicroBatchConfig, Retry, Timeouts  # noqa: F401
 from gristmill.config.base import (NAME_PATTERN, RESERVED_NAMES, Field, RelPath,  # noqa: F401
                                    Strict)  # (re-exported)
+from gristmill.config.retrieval import RetrievalConfig, RetrieveConfig
 from gristmill.config.sampling import Sampling  # noqa: F401 (re-exported)
 from gristmill.config.seeds import SeedsConfig  # noqa: E402
 from gristmill.errors import ConfigError
@@ -97,6 +98,9 @@ class StageConfig(Strict):
                                    "default: 2 x workers.")
     validators: ValidatorsConfig = Field(answers=True, default_factory=ValidatorsConfig, description="The "
                                          "checks on this stage's answers.")
+    retrieve: RetrieveConfig | None = Field(None, answers=True, description="Passages from "
+                                            "the seed corpus for this stage's templates "
+                                            "(`passages`, `distractors`); needs `retrieval`.")
     dialogue: DialogueConfig | None = Field(None, answers=True, description="Make the answer a "
         "conversation of several turns (a simulated user, optional tools with a simulated "
         "API); the stage's output is {messages, tools}, and a last stage's record keeps the "
@@ -236,6 +240,9 @@ class PipelineConfig(Strict):
                                      "(exit 5) once the work in flight is done. Every model "
                                      "asked for needs a price. `--budget-usd` overrides it "
                                      "(docs/spend.md).")
+    retrieval: RetrievalConfig | None = Field(None, answers=True, description="A BM25 index "
+                                              "over the seeds for stages that `retrieve` "
+                                              "(docs/retrieval.md).")
     cluster: ClusterConfig = Field(answers=False, default_factory=ClusterConfig, description=""
                                    "How `gristmill run --ray` splits the run over a Ray "
                                    "cluster (docs/cluster.md).")
@@ -346,6 +353,9 @@ class PipelineConfig(Strict):
             if stage.backend not in self.backends:
                 raise ValueError(f"stages[{i}].backend: {stage.backend!r} is not defined; "
                                  f"defined backends: {sorted(self.backends)}")
+            if stage.retrieve is not None and self.retrieval is None:
+                raise ValueError(f"stages[{i}].retrieve: needs the index over the seeds; add "
+                                 "a top-level `retrieval: {}` section")
         self._check_prices()  # after the references: it looks up every backend named
         return self
 

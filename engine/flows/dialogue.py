@@ -44,6 +44,8 @@ class DialogueStage(TemplateStage):
             self._offer = compile_template(offer) if isinstance(offer, str) else offer
 
     async def process(self, item: Item, variant: int) -> list[Item]:
+        if self.retrieve is not None:
+            item = await self.retrieve(item)
         run = Conversation(self, item, variant)
         outcome = await run.play()
         if outcome is None:

@@ -7,7 +7,7 @@ an unusable answer becomes a reject with its reason, and the stage moves on."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from gristmill.protocol import Completion, Request
 
@@ -145,7 +145,8 @@ class TemplateStage(ModelStage):
 
     def __init__(self, config: StageConfig, depth: int, client: ModelClient, model: str,
                  api: str, stats: StageStats, reject: RejectSink,
-                 validation: StageValidation | None = None) -> None:
+                 validation: StageValidation | None = None,
+                 retrieve: Callable[[Item], Awaitable[Item]] | None = None) -> None:
         super().__init__(config.name, depth, client, model, api, stats, reject,
                          sampling=config.sampling, stream=config.stream,
                          workers=config.workers, queue_size=config.queue_size,
@@ -156,6 +157,7 @@ class TemplateStage(ModelStage):
         self._format = response_format(config.output)
         per_item = config.output.json_schema and isinstance(config.output.format, str)
         self._format_template = compile_template(config.output.format) if per_item else None
+        self.retrieve = retrieve  # `retrieve:` adds passages to the item (retrieval/stage.py)
 
     def build_request(self, item: Item, variant: int) -> Request:
         """The stage's request for this item (ValueError when its per-item format renders
@@ -170,6 +172,8 @@ class TemplateStage(ModelStage):
         return request
 
     async def process(self, item: Item, variant: int) -> list[Item]:
+        if self.retrieve is not None:
+            item = await self.retrieve(item)
         try:
             request = self.build_request(item, variant)
         except ValueError as error:

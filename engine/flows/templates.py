@@ -84,6 +84,9 @@ def check_templates(config: PipelineConfig) -> None:
     """Every template parses and uses only variables defined before it runs."""
     known = set(BASE_VARIABLES)
     for i, stage in enumerate(config.stages):
+        if stage.retrieve is not None:  # its query renders first, then its prompt sees more
+            _check(stage.retrieve.query, f"stages[{i}].retrieve.query", known)
+            known |= {"passages", "distractors"}
         if stage.system:
             _check(stage.system, f"stages[{i}].system", known)
         _check(stage.prompt, f"stages[{i}].prompt", known)

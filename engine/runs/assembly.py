@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gristmill.backends.factory import build_backend
 from gristmill.config.pipeline import BackendConfig, ErrorRateConfig, PipelineConfig
@@ -26,6 +26,9 @@ from gristmill.scheduling.retry import RetryPolicy
 from gristmill.scheduling.tokens import counter_for
 from gristmill.seeds import SeedSource
 from gristmill.seeds.report import Seed
+
+if TYPE_CHECKING:
+    from gristmill.retrieval.index import PassageIndex
 
 
 def batch_price_for(config: BackendConfig, model: str) -> Price | None:
@@ -64,23 +67,29 @@ class Parts:
     judge: Any = None  # the judge stage, last of `stages`, when the config judges
 
 
+def seed_source(config: PipelineConfig) -> SeedSource:
+    """The config's seeds, chunked in the tokens of its first backend (the rate limiter's)."""
+    first = next(iter(config.backends.values()))
+    return SeedSource(config.seeds, count=counter_for(
+        str(first.tokenizer) if first.tokenizer else None))
+
+
 def assemble(config: PipelineConfig, run_dir: Path, limit: int | None,
-             reject: RejectSink) -> Parts:
+             reject: RejectSink, index: PassageIndex | None = None) -> Parts:
     configs = config.client_configs()
     clients = {name: make_client(backend, b, run_dir, config.stop_on_error_rate)
                for name, (backend, b) in configs.items()}
     for name, (backend, b) in configs.items():  # batch files regenerate through online twins
         if b.mode == "batch" and b.batch_files.regenerate == "online":
             clients[name].regenerate_with = clients[config.online_client(backend)]
-    first = next(iter(config.backends.values()))
-    source = SeedSource(config.seeds, count=counter_for(
-        str(first.tokenizer) if first.tokenizer else None))
+    source = seed_source(config)
     if config.agentinstruct is not None:
         parts = _agentinstruct(config, clients, source, limit, reject)
     else:
         stats = staged.new_stats(config, limit)
         parts = Parts(clients, source, stats,
-                      staged.build_stages(config, clients, stats, reject, config._base_dir),
+                      staged.build_stages(config, clients, stats, reject, config._base_dir,
+                                          index),
                       template_record(config), staged.first_item)
     if config.judge and config.judge.enabled:
         _add_judge(parts, config, run_dir, reject)

@@ -62,6 +62,8 @@ def staged_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[st
         for stage in config.stages:
             units *= stage.fan_out
             values = {**values, "variant": 0}
+            if stage.retrieve is not None:  # unknown before the index is built
+                values.update(_retrieved(stage.retrieve))
             system = compile_template(stage.system).render(values) if stage.system else ""
             user = compile_template(stage.prompt).render(values)
             max_tokens = stage.sampling.max_tokens or config.backends[stage.backend].default_max_tokens
@@ -79,6 +81,11 @@ def staged_plan(config: PipelineConfig, limit: int | None, show: int) -> dict[st
         records += units  # what the last stage passes on: every answer kept, lists full
     return {"seeds": seeds, **_totals(steps), "records": records, "prompts": shown,
             "steps": steps}
+
+
+def _retrieved(retrieve: Any) -> dict[str, list[dict[str, str]]]:
+    return {name: [{"id": f"<{name[:-1]} id>", "text": f"<retrieved {name[:-1]}>"}] * n
+            for name, n in (("passages", retrieve.k), ("distractors", retrieve.distractors))}
 
 
 def _filler(tokens: int) -> str:

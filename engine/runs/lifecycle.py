@@ -24,11 +24,12 @@ from gristmill.seeds.report import Seed
 from gristmill.seeds.shards import in_shard
 from gristmill.flows.pipeline import Pipeline
 from gristmill.runs import state
-from gristmill.runs.assembly import assemble
+from gristmill.runs.assembly import assemble, seed_source
 from gristmill.runs.gc_tuning import tuned_gc
 from gristmill.runs.options import (RunOptions, kept_settings, metrics_served,
                                    with_kept_settings)
 from gristmill.runs.outcome import Outcome, first_leaf
+from gristmill.runs.retrieval import open_index
 from gristmill.runs.rundir import RunDir, default_run_dir
 from gristmill.runs.spend import budget_usd, open_spend
 from gristmill.scheduling.budget import Budget
@@ -66,7 +67,10 @@ class Run:
         self._stop_reason: str | None = None  # why admission stopped early, if it did
         self.budget: Budget | None = None  # with a budget, once the store is open
         self.spent_before = 0.0  # USD earlier sessions spent (runs/spend.py)
-        parts = assemble(config, self.dir.path, options.limit, self._reject)
+        self.index = open_index(config, self.dir.path, seed_source(config),
+                                resuming=self.dir.resuming, force=options.force,
+                                built=options.retrieval_dir)  # before stages that search it
+        parts = assemble(config, self.dir.path, options.limit, self._reject, self.index)
         self.clients, self.stats = parts.clients, parts.stats
         self.source: SeedSource | PresplitSource = parts.source if options.presplit is None \
             else PresplitSource(options.presplit)
@@ -247,8 +251,9 @@ class Run:
     async def _run_pipeline(self, fresh: bool) -> None:
         async with contextlib.AsyncExitStack() as fleets, asyncio.TaskGroup() as group:
             if fresh or not self.dir.has_manifest:
-                group.create_task(asyncio.to_thread(self.dir.write_manifest, self.config,
-                                                    self.choices))
+                group.create_task(asyncio.to_thread(
+                    self.dir.write_manifest, self.config, self.choices,
+                    self.index.info if self.index is not None else None))
             for client in self.clients.values():  # stopped after the pipeline, or on error
                 if (fleet := client.backend.capabilities.fleet) is not None:
                     await fleets.enter_async_context(fleet)

@@ -31,6 +31,7 @@ class RunOptions:
     shared_storage: bool = False  # the run directory is on a network file system: no WAL
     presplit: Path | None = None  # a shard's seeds, as the cluster's driver wrote them
     metrics_file: Path | None = None  # write the Prometheus text here (a shard, for its driver)
+    retrieval_dir: Path | None = None  # the index a cluster's driver built: loaded, not built
 
 
 def metrics_served(options: RunOptions, collector: Callable[[], Any]

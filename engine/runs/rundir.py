@@ -2,7 +2,9 @@
 
     config.yaml     the resolved config (secrets are never in it: keys come from the environment)
     manifest.json   package versions, git revision, backends and models, skills digest, the
-                    rules by which seeds choose agents and types and fall into shards
+                    rules by which seeds choose agents and types and fall into shards,
+                    the retrieval index's digest of its corpus and settings
+    retrieval/      the BM25 index over the seeds, with `retrieval:` (docs/retrieval.md)
     settings.json   command-line settings that change no answer (--limit, --metrics-port),
                     kept by a resume
     run.sqlite      the response cache (answers already paid for) and the seed texts
@@ -122,14 +124,16 @@ class RunDir:
             return CHOICE_RULES[0]
         return manifest.get("choices", "seed_position")
 
-    def write_manifest(self, config: PipelineConfig, choices: str) -> None:
+    def write_manifest(self, config: PipelineConfig, choices: str,
+                       retrieval: dict[str, Any] | None = None) -> None:
         """manifest.json: slow to gather (package metadata, a git subprocess), so the run
-        writes it on a thread while its first requests go out."""
+        writes it on a thread while its first requests go out. `retrieval`: what the
+        retrieval index says of itself (its digest of the corpus and settings)."""
         manifest = {"choices": choices, "shard_rule": SHARD_RULE,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": _versions(),
             "git_revision": _git_revision(),
             "backends": {n: {"model": b.model, "api": b.api} for n, b in config.backends.items()},
-            "skills_digest": skills_digest(config)}
+            "skills_digest": skills_digest(config), "retrieval": retrieval}
         write_atomic(self.path / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
     @property
