@@ -86,12 +86,13 @@ LONG_TALKS = {
     "conversation.yaml": ("stages.1.dialogue.turns.min=6", "stages.1.dialogue.turns.max=6",
                           "stages.1.dialogue.stop=null"),
     "tools.yaml": ("stages.2.dialogue.turns.min=3", "stages.2.dialogue.turns.max=3",
-                   "stages.2.dialogue.stop=null")}
+                   "stages.2.dialogue.stop=null"),
+    "rag.yaml": ()}  # no dialogue: the index is built before the kill, loaded after it
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("config", sorted(LONG_TALKS))
-def test_kill_9_mid_dialogue_then_resume_gives_the_same_records(mock_server_factory, tmp_path,
+def test_kill_9_mid_run_then_resume_gives_the_same_records(mock_server_factory, tmp_path,
                                                                  config):
     server = mock_server_factory("--latency-ms", "10-30")
     seeds = tmp_path / "seeds.jsonl"
@@ -121,5 +122,6 @@ def test_kill_9_mid_dialogue_then_resume_gives_the_same_records(mock_server_fact
     # the turns answered before the kill came from the cache: at most the answers that were
     # in flight or not yet committed are asked again
     asked_again = server.stats()["requests"] - before_resume
-    assert asked >= 40 * 12  # so that asking everything again would break the bound below
+    if LONG_TALKS[config]:  # so that asking everything again would break the bound below
+        assert asked >= 40 * 12
     assert asked_again <= asked - before_resume + 8 + 64, (asked, before_resume, asked_again)
