@@ -35,11 +35,11 @@ class DialogueStage(TemplateStage):
         assert dialogue is not None
         self.dialogue: DialogueConfig = dialogue
         self.native = native_tools
-        self._user = (compile_template(dialogue.user.system), compile_template(dialogue.user.prompt))
+        self.user_templates = (compile_template(dialogue.user.system), compile_template(dialogue.user.prompt))
         self._offer = None
         if dialogue.tools is not None:
             simulator = dialogue.tools.simulator
-            self._tool = (compile_template(simulator.system), compile_template(simulator.prompt))
+            self.tool_templates = (compile_template(simulator.system), compile_template(simulator.prompt))
             offer = dialogue.tools.offer
             self._offer = compile_template(offer) if isinstance(offer, str) else offer
 
@@ -146,13 +146,13 @@ class Conversation:
                           completion.cached, calls)
 
     async def simulated_user(self, turn: int, turns: int) -> str | None:
-        system, prompt = self.stage._user
+        system, prompt = self.stage.user_templates
         values = {**self.variables, "transcript": toolkit.transcript(self.messages),
                   "turn": turn, "turns": turns, "stop": self.stage.dialogue.stop or ""}
         return await self.simulate(system.render(values), prompt.render(values), "user")
 
     async def simulated_tool(self, tools: list[dict[str, Any]], call: dict[str, Any]) -> str | None:
-        system, prompt = self.stage._tool
+        system, prompt = self.stage.tool_templates
         function = call["function"]
         rate = self.stage.dialogue.tools.simulator.failure_rate
         fail = item_rng(self.item.id, f"{self.stage.name}:fail:{call['id']}").random() < rate
