@@ -35,11 +35,13 @@ class DialogueStage(TemplateStage):
         assert dialogue is not None
         self.dialogue: DialogueConfig = dialogue
         self.native = native_tools
-        self.user_templates = (compile_template(dialogue.user.system), compile_template(dialogue.user.prompt))
+        self.user_templates = (compile_template(dialogue.user.system),
+                               compile_template(dialogue.user.prompt))
         self._offer = None
         if dialogue.tools is not None:
             simulator = dialogue.tools.simulator
-            self.tool_templates = (compile_template(simulator.system), compile_template(simulator.prompt))
+            self.tool_templates = (compile_template(simulator.system),
+                                   compile_template(simulator.prompt))
             offer = dialogue.tools.offer
             self._offer = compile_template(offer) if isinstance(offer, str) else offer
 
