@@ -44,6 +44,7 @@ class RunStats:
     by_skill: Counter[str] = field(default_factory=Counter)
     by_agent: Counter[str] = field(default_factory=Counter)  # "skill/agent"
     by_type: Counter[str] = field(default_factory=Counter)  # "skill/type"
+    covered_before: dict[str, dict[str, int]] = field(default_factory=dict)  # earlier sessions
 
     def count_record(self, record: dict[str, Any]) -> None:
         self.records += 1
@@ -52,6 +53,13 @@ class RunStats:
             self.by_skill[skill] += 1
             self.by_agent[f"{skill}/{record.get('agent')}"] += 1
             self.by_type[f"{skill}/{record.get('type')}"] += 1
+
+    def coverage(self) -> dict[str, dict[str, int]]:
+        """Records per skill and per skill/type over the whole run: what the earlier sessions
+        left in their state (`covered_before`) and this session's."""
+        skills = Counter(self.covered_before.get("by_skill", {})) + self.by_skill
+        types = Counter(self.covered_before.get("by_type", {})) + self.by_type
+        return {"by_skill": dict(sorted(skills.items())), "by_type": dict(sorted(types.items()))}
 
     @property
     def elapsed(self) -> float:
@@ -87,4 +95,5 @@ class RunStats:
             **({"by_skill": dict(sorted(self.by_skill.items())),
                 "by_agent": dict(sorted(self.by_agent.items())),
                 "by_type": dict(sorted(self.by_type.items()))} if self.by_skill else {}),
+            **({"coverage": self.coverage()} if self.by_skill or self.covered_before else {}),
         }

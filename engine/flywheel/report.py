@@ -29,6 +29,7 @@ def render(data: dict[str, Any]) -> str:
     sections = [_panel("throughput", "Throughput over time", _throughput(data)),
                 _panel("funnel", "Stage funnel", _funnel(data)),
                 _panel("rejections", "Rejection reasons", _rejections(data)),
+                _panel("coverage", "Records per skill / type", _coverage(data)),
                 _panel("judge", "Judge pass rate per skill / type", _judge(data)),
                 _panel("agreement", "Judge–human agreement", _agreement(data))]
     status = (data["state"].get("status") or ("finished" if data["summary"] else "unknown"))
@@ -120,6 +121,22 @@ def _rejections(data: dict[str, Any]) -> str:
                   f'early · ~{validation.get("tokens_saved_estimate", 0):,} tokens not '
                   'generated</p>']
     return "".join(parts)
+
+
+def _coverage(data: dict[str, Any]) -> str:
+    """Records per skill and per taxonomy type (output.jsonl, all sessions): a thin type
+    is where the data is short of what the skill's taxonomy promises."""
+    coverage = data["coverage"]
+    if not coverage["by_skill"]:
+        return empty_note("No record names a skill (a staged pipeline).")
+    total = sum(coverage["by_skill"].values())
+    skills = sorted(coverage["by_skill"].items(), key=lambda kv: -kv[1])
+    types = sorted(coverage["by_type"].items(), key=lambda kv: kv[1])
+    return ('<h3>per skill</h3>' + bar_chart([(name, n, f"{n:,} · {_pct(n, total)}")
+                                              for name, n in skills], label="records per skill")
+            + f'<h3>the {min(MAX_BARS, len(types))} thinnest of {len(types)} types</h3>'
+            + bar_chart([(name, n, f"{n:,}") for name, n in types[:MAX_BARS]],
+                        label="records per type"))
 
 
 def _reason_bars(counts: dict[str, int], label: str) -> str:

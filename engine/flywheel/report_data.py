@@ -92,11 +92,16 @@ def gather(run_dir: Path) -> dict[str, Any]:
     state = read_json(run_dir / "state.json") or {}
     labels = _labels(run_dir)
     judge, label_verdicts = JudgeTally(), {}
+    by_skill: Counter[str] = Counter()
+    by_type: Counter[str] = Counter()
     records = JsonlTail(run_dir / "output.jsonl")
     n_records = 0
     for _, record in records.read_new():
         n_records += 1
         judge.count(record)
+        if (skill := record.get("skill")) is not None:
+            by_skill[str(skill)] += 1
+            by_type[f"{skill}/{record.get('type')}"] += 1
         if record["id"] in labels:
             label_verdicts[record["id"]] = judge_fields(record)[0]
     timeline = read_timeline(run_dir / "timeline.jsonl")
@@ -109,6 +114,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "flywheel": [(name, count_lines(run_dir / name)) for _, name in flywheel],
         "rejects_by_reason": dict(rejects), "throughput": throughput(timeline),
         "timeline_points": len(timeline), "judge": judge,
+        "coverage": {"by_skill": dict(by_skill), "by_type": dict(by_type)},
         "labels": _label_counts(labels, label_verdicts),
         "agreement": read_json(run_dir / "judge" / "agreement.json"),
     }

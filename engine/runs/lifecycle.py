@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Coroutine, Iterable, Iterator
 from gristmill.config.pipeline import PipelineConfig
 from gristmill.errors import BudgetReached, ConfigError, RunStopped
 from gristmill.dataset.cache import AnswerCache
-from gristmill.dataset.files import write_atomic
+from gristmill.dataset.files import read_json, write_atomic
 from gristmill.dataset.sink import id_key
 from gristmill.dataset.store import Store
 from gristmill.flows.items import Item
@@ -158,6 +158,9 @@ class Run:
                                                  "rejects": path / "rejects.jsonl"},
                            wal=not self.options.shared_storage)
         self.stats.resumed_records = len(self.store.written("output"))
+        if self.stats.resumed_records:  # per-skill counts go on from the last state written
+            earlier = read_json(path / "state.json") or {}
+            self.stats.covered_before = earlier.get("coverage") or {}
         if self.options.cache:
             for client in self.clients.values():  # a backend's twins share its answers
                 client.cache = AnswerCache(self.store, client.backend.name)

@@ -30,7 +30,8 @@ def state(run: Run, status: str) -> dict[str, Any]:
             "records": stats.resumed_records + stats.records,
             "rejects": sum(stats.rejects.values()), "elapsed_s": stats.elapsed,
             "stages": [s.as_dict() for s in stats.stages], "cache": cache_stats(run),
-            "cost_usd": cost_summary(run)}
+            "cost_usd": cost_summary(run),
+            **({"coverage": stats.coverage()} if stats.by_skill or stats.covered_before else {})}
 
 
 def write_state(run: Run, status: str) -> None:

@@ -42,7 +42,24 @@ def describe(run_dir: Path) -> str:
     for stage in state["stages"]:
         lines.append(f"  {stage['name']:<12} done {stage['done']:>9,}  in flight "
                      f"{stage['in_flight']:>5,}  failed {stage['failed']:>7,}")
-    return "\n".join(lines + batch_lines(run_dir))
+    return "\n".join(lines + coverage_lines(state.get("coverage")) + batch_lines(run_dir))
+
+
+def coverage_lines(coverage: dict[str, Any] | None) -> list[str]:
+    """Records per skill, and how many of its taxonomy types have any, with the thinnest."""
+    if not coverage or not coverage.get("by_skill"):
+        return []
+    types: dict[str, dict[str, int]] = {}
+    for key, count in coverage.get("by_type", {}).items():
+        skill, _, name = key.partition("/")
+        types.setdefault(skill, {})[name] = count
+    lines = ["records by skill (types with records; the fewest):"]
+    for skill, count in coverage["by_skill"].items():
+        mine = types.get(skill, {})
+        thinnest = ", ".join(f"{n} {c:,}" for n, c in sorted(mine.items(), key=lambda kv: kv[1])[:2])
+        lines.append(f"  {skill:<24} {count:>9,}  types {len(mine):>3}"
+                     + (f"  (fewest: {thinnest})" if thinnest else ""))
+    return lines
 
 
 def batch_lines(run_dir: Path, every: bool = False) -> list[str]:
