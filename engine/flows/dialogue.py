@@ -9,6 +9,7 @@ like any answer (text by the stage's validators, calls against the offered tools
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -17,12 +18,37 @@ from gristmill.config.dialogue import DialogueConfig
 from gristmill.errors import BackendError, InvalidOutput
 from gristmill.flows.items import Item
 from gristmill.flows.sampling import item_rng
-from gristmill.flows.stage import TemplateStage
+from gristmill.flows.stage import ModelStage, TemplateStage
 from gristmill.flows.templates import compile_template
 from gristmill.flows import tools as toolkit
 from gristmill.protocol import Completion, Request, Usage
 
 Messages = list[dict[str, Any]]
+
+
+class DialoguePlan:
+    """A `dialogue:` ready to play: its simulators' templates, the tools it offers and how
+    they reach the model (`native`: the API's tools field; else the prompted format)."""
+
+    def __init__(self, dialogue: DialogueConfig, native: bool) -> None:
+        self.config = dialogue
+        self.native = native
+        self.user_templates = (compile_template(dialogue.user.system),
+                               compile_template(dialogue.user.prompt))
+        self._offer: Any = None
+        if dialogue.tools is not None:
+            simulator = dialogue.tools.simulator
+            self.tool_templates = (compile_template(simulator.system),
+                                   compile_template(simulator.prompt))
+            offer = dialogue.tools.offer
+            self._offer = compile_template(offer) if isinstance(offer, str) else offer
+
+    def tools_for(self, variables: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The tools offered to this item (ValueError when they are not tools)."""
+        if self._offer is None:
+            return None
+        raw = self._offer if isinstance(self._offer, list) else self._offer.render(variables)
+        return toolkit.checked_tools(raw)
 
 
 class DialogueStage(TemplateStage):
@@ -31,42 +57,28 @@ class DialogueStage(TemplateStage):
 
     def __init__(self, *args: Any, native_tools: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        dialogue = self.config.dialogue
-        assert dialogue is not None
-        self.dialogue: DialogueConfig = dialogue
-        self.native = native_tools
-        self.user_templates = (compile_template(dialogue.user.system),
-                               compile_template(dialogue.user.prompt))
-        self._offer = None
-        if dialogue.tools is not None:
-            simulator = dialogue.tools.simulator
-            self.tool_templates = (compile_template(simulator.system),
-                                   compile_template(simulator.prompt))
-            offer = dialogue.tools.offer
-            self._offer = compile_template(offer) if isinstance(offer, str) else offer
+        assert self.config.dialogue is not None
+        self.plan = DialoguePlan(self.config.dialogue, native_tools)
 
     async def process(self, item: Item, variant: int) -> list[Item]:
         if self.retrieve is not None:
             item = await self.retrieve(item)
-        run = Conversation(self, item, variant)
+        run = Conversation(self, self.plan, item, variant, self.build_request(item, variant))
         outcome = await run.play()
         if outcome is None:
             return []
         spent = Completion("", "stop", run.usage, run.model)
         return self.children(item, variant, spent, [outcome])
 
-    def tools_for(self, item: Item, variables: dict[str, Any]) -> list[dict[str, Any]] | None:
-        if self._offer is None:
-            return None
-        raw = self._offer.render(variables) if not isinstance(self._offer, list) else self._offer
-        return toolkit.checked_tools(raw)
-
 
 class Conversation:
-    """One item's dialogue as it is played."""
+    """One item's dialogue as it is played by a model stage (its client, checks and rejects),
+    opened by `opening` (the stage's request: system message, first user turn, sampling)."""
 
-    def __init__(self, stage: DialogueStage, item: Item, variant: int) -> None:
-        self.stage, self.item, self.variant = stage, item, variant
+    def __init__(self, stage: ModelStage, plan: DialoguePlan, item: Item, variant: int,
+                 opening: Request) -> None:
+        self.stage, self.plan, self.item, self.variant = stage, plan, item, variant
+        self.opening = opening
         self.variables = {**item.values, "variant": variant, "id": item.id,
                           "seed_id": item.seed_id}
         self.usage = Usage()
@@ -74,14 +86,13 @@ class Conversation:
         self.messages: Messages = []
 
     async def play(self) -> dict[str, Any] | None:
-        stage, dialogue = self.stage, self.stage.dialogue
+        stage, dialogue = self.stage, self.plan.config
         try:
-            tools = stage.tools_for(self.item, self.variables)
+            tools = self.plan.tools_for(self.variables)
         except ValueError as error:
             stage.reject_item(self.item, self.variant, {"validator": "tools"}, str(error), 1, "")
             return None
-        request = stage.build_request(self.item, self.variant)
-        self.messages = list(request.messages or [])
+        self.messages = list(self.opening.messages or [])
         turns = item_rng(self.item.id, f"{stage.name}:turns").randint(dialogue.turns.min,
                                                                       dialogue.turns.max)
         for turn in range(1, turns + 1):
@@ -98,7 +109,7 @@ class Conversation:
 
     async def assistant_turn(self, turn: int, tools: list[dict[str, Any]] | None) -> bool:
         """The assistant's answer to the last user message, after its tool rounds."""
-        rounds = self.stage.dialogue.tools.max_rounds if tools else 0
+        rounds = self.plan.config.tools.max_rounds if tools else 0
         for round_ in range(rounds + 1):
             may_call = round_ < rounds
             request, read = self.assistant_request(tools, may_call, f"{turn}.{round_}")
@@ -122,12 +133,10 @@ class Conversation:
 
     def assistant_request(self, tools: list[dict[str, Any]] | None, may_call: bool,
                           turn: str) -> tuple[Request, Any]:
-        stage = self.stage
-        request = stage.build_request(self.item, self.variant)
+        request = replace(self.opening, messages=list(self.messages))
         if not tools:
-            request.messages = list(self.messages)
             return request, None
-        if stage.native:
+        if self.plan.native:
             request.messages, request.tools = list(self.messages), tools
             if not may_call:
                 request.params = {**request.params, "tool_choice": "none"}
@@ -148,15 +157,15 @@ class Conversation:
                           completion.cached, calls)
 
     async def simulated_user(self, turn: int, turns: int) -> str | None:
-        system, prompt = self.stage.user_templates
+        system, prompt = self.plan.user_templates
         values = {**self.variables, "transcript": toolkit.transcript(self.messages),
-                  "turn": turn, "turns": turns, "stop": self.stage.dialogue.stop or ""}
+                  "turn": turn, "turns": turns, "stop": self.plan.config.stop or ""}
         return await self.simulate(system.render(values), prompt.render(values), "user")
 
     async def simulated_tool(self, tools: list[dict[str, Any]], call: dict[str, Any]) -> str | None:
-        system, prompt = self.stage.tool_templates
+        system, prompt = self.plan.tool_templates
         function = call["function"]
-        rate = self.stage.dialogue.tools.simulator.failure_rate
+        rate = self.plan.config.tools.simulator.failure_rate
         fail = item_rng(self.item.id, f"{self.stage.name}:fail:{call['id']}").random() < rate
         tool = toolkit.tool_of(tools, function["name"])
         values = {**self.variables, "transcript": toolkit.transcript(self.messages),
@@ -176,6 +185,8 @@ class Conversation:
                               f"{who} simulator: {error}", error.attempts, "")
             return None
         self.spent(completion)
+        stage.stats.prompt_tokens += completion.usage.prompt_tokens
+        stage.stats.completion_tokens += completion.usage.completion_tokens
         if not completion.text.strip():
             stage.reject_item(self.item, self.variant, {"validator": f"{who}_simulator"},
                               f"the {who} simulator said nothing", 1, "")
