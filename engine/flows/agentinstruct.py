@@ -4,15 +4,21 @@ instruction type comes from the skill folders (`engine/flows/skills.py`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
+
+import orjson
 
 from gristmill.scheduling.client import ModelClient
 from gristmill.config.pipeline import (AgentInstructConfig, KindSettings, OutputConfig,
-                                       PipelineConfig)
+                                       PipelineConfig, ValidatorsConfig)
+from gristmill.protocol import Completion
+from gristmill.validation.shapes import at
 from gristmill.errors import ConfigError
 from gristmill.dataset.records import output_record
 from gristmill.flows.items import Item
-from gristmill.flows.outputs import response_format
+from gristmill.flows.dialogue import Conversation, DialoguePlan
+from gristmill.flows.outputs import json_format, rendered_schema, response_format
 from gristmill.flows.skills import Skill, load_skill
 from gristmill.flows.stage import ModelStage, RejectSink
 from gristmill.flows.stats import RunStats, StageStats
@@ -111,13 +117,16 @@ class KindStage(ModelStage):
 
     async def ask_and_make(self, item: Item, system: str | None, prompt: str,
                            values: dict[str, Any], key: str, output: OutputConfig | None = None,
-                           wrap: bool = False) -> list[Item]:
+                           wrap: bool = False, fmt: dict[str, Any] | None = None,
+                           checks: StageValidation | None = None) -> list[Item]:
         """Render, call, parse, and make the children (values[key] = each output; `wrap`:
-        one child holding the whole list). None of them when the item became a reject."""
+        one child holding the whole list). None of them when the item became a reject.
+        `fmt`: a response format rendered for this item, in place of the output's."""
         output = output or OutputConfig()
         request = self.request(compile_template(system).render(values) if system else None,
-                               compile_template(prompt).render(values), response_format(output))
-        completion = await self.ask(item, 0, request)
+                               compile_template(prompt).render(values),
+                               fmt if fmt is not None else response_format(output))
+        completion = await self.ask(item, 0, request, checks=checks)
         if completion is None:
             return []
         outputs = self.parse(item, 0, output, completion)
@@ -182,27 +191,88 @@ class EditStage(KindStage):
 
 
 class AnswerStage(KindStage):
+    """Answers each instruction as its skill says: text, JSON under a (per-item) format, or a
+    dialogue; with passages retrieved first, and the skill's own checks on top of the flow's."""
+
+    def __init__(self, *args: Any, native_tools: bool, checks: ValidatorsConfig,
+                 validation_stats: ValidationStats, base_dir: Path | None,
+                 index: Any = None) -> None:
+        super().__init__(*args)
+        self.native_tools = native_tools
+        self.plans: dict[str, DialoguePlan] = {}
+        self.checks: dict[str, StageValidation | None] = {}
+        self.retrievals: dict[str, Any] = {}
+        for skill in self.flow.skills.values():
+            answer = skill.answer
+            if answer.dialogue is not None:
+                self.plans[skill.name] = DialoguePlan(answer.dialogue, native_tools)
+            self.checks[skill.name] = None if not answer.validators else StageValidation(
+                checks.model_copy(update={"final": [*checks.final, *answer.validators]}),
+                self.name, validation_stats, base_dir, question="instruction")
+            if answer.retrieve is not None:
+                if index is None:
+                    raise ConfigError(f"skill {skill.name!r} retrieves passages for its "
+                                      "answers: add `retrieval: {}` to the config (the index "
+                                      "over the seeds, docs/retrieval.md)")
+                from gristmill.retrieval.stage import Retrieval  # bm25s: only when used
+
+                self.retrievals[skill.name] = Retrieval(self.name, answer.retrieve, index)
+
     async def process(self, item: Item, variant: int) -> list[Item]:
         skill = self.skill(item)
-        return await self.ask_and_make(item, skill.answer.system, skill.answer.prompt,
-                                       variables(item), "answer")
+        answer = skill.answer
+        if skill.name in self.retrievals:
+            item = await self.retrievals[skill.name](item)
+        values = variables(item)
+        checks = self.checks[skill.name]
+        if skill.name in self.plans:
+            return await self.converse(item, skill, values, checks)
+        output = answer.output
+        fmt = response_format(output) if output is not None else None
+        if output is not None and isinstance(output.format, str):
+            try:
+                fmt = json_format(rendered_schema(compile_template(output.format).render(values)))
+            except ValueError as error:
+                self.reject_item(item, 0, {"validator": "format"}, str(error), 1, "")
+                return []
+        return await self.ask_and_make(item, answer.system, answer.prompt, values, "answer",
+                                       output, fmt=fmt, checks=checks)
+
+    async def converse(self, item: Item, skill: Skill, values: dict[str, Any],
+                       checks: StageValidation | None) -> list[Item]:
+        answer = skill.answer
+        opening = self.request(compile_template(answer.system).render(values)
+                               if answer.system else None,
+                               compile_template(answer.prompt).render(values))
+        talk = Conversation(self, self.plans[skill.name], item, 0, opening, checks)
+        outcome = await talk.play()
+        if outcome is None:
+            return []
+        spent = Completion("", "stop", talk.usage, talk.model)
+        [child] = self.children(item, 0, spent, [outcome["messages"][-1]["content"]], "answer")
+        child.values["conversation"] = outcome
+        return [child]
 
 
 def build_stages(config: PipelineConfig, flow: Flow, clients: dict[str, ModelClient],
                  stats_for: Callable[[str], StageStats], reject: RejectSink,
-                 validation_stats: ValidationStats) -> list[Any]:
+                 validation_stats: ValidationStats, index: Any = None) -> list[Any]:
     ai = config.agentinstruct
     assert ai is not None
 
-    def make(cls: type, name: str, kind: str, depth: int, *lead: Any) -> KindStage:
+    def make(cls: type, name: str, kind: str, depth: int, *lead: Any, **extra: Any) -> KindStage:
         settings = ai.kinds()[kind]
         backend = config.backends[settings.backend]
         validation = StageValidation(settings.validators or ai.validators, name,
                                      validation_stats, config._base_dir,
                                      question="instruction" if kind == "answer" else None)
+        if kind == "answer":
+            extra = {"native_tools": backend.tools_native, "base_dir": config._base_dir,
+                     "validation_stats": validation_stats,
+                     "checks": settings.validators or ai.validators, **extra}
         return cls(*lead, name, depth, flow, settings, clients[config.client_name(settings)],
                    settings.model or backend.model, backend.api, stats_for(name), reject,
-                   validation)
+                   validation, **extra)
 
     stages: list[Any] = [PlanStage(flow, stats_for("plan")),
                          make(TransformStage, "transform", "transform", 1),
@@ -210,7 +280,7 @@ def build_stages(config: PipelineConfig, flow: Flow, clients: dict[str, ModelCli
     for r in range(1, ai.refine_rounds + 1):
         stages.append(make(SuggestStage, f"suggest_{r}", "suggest", len(stages), r))
         stages.append(make(EditStage, f"edit_{r}", "edit", len(stages), r))
-    stages.append(make(AnswerStage, "answer", "answer", len(stages)))
+    stages.append(make(AnswerStage, "answer", "answer", len(stages), index=index))
     return stages
 
 
@@ -230,6 +300,10 @@ def stage_names(config: AgentInstructConfig) -> list[str]:
     return ["plan", "transform", "generate", *rounds, "answer"]
 
 
+def _first_user(messages: list[dict[str, Any]]) -> int:
+    return next(i for i, m in enumerate(messages) if m["role"] == "user")
+
+
 def make_record(flow: Flow) -> Callable[[Item], dict[str, Any]]:
     def record(item: Item) -> dict[str, Any]:
         skill = flow.skills[item.values["skill"]]
@@ -239,10 +313,21 @@ def make_record(flow: Flow) -> Callable[[Item], dict[str, Any]]:
             messages.append({"role": "system",
                              "content": compile_template(skill.record.system).render(values)})
         messages.append({"role": "user", "content": compile_template(skill.record.user).render(values)})
-        messages.append({"role": "assistant", "content": item.values["answer"]})
-        record = output_record(item, messages, skill=skill.name, agent=item.values["agent"],
-                               type=item.values["type"]["name"],
-                               instruction=item.values["instruction"])
+        talk = item.values.get("conversation")
+        extra: dict[str, Any] = {}
+        if talk is not None:  # after its opening (the record's own system and user message)
+            messages.extend(talk["messages"][1 + _first_user(talk["messages"]):])
+            if talk.get("tools"):
+                extra["tools"] = talk["tools"]
+        else:
+            answer = item.values["answer"]
+            messages.append({"role": "assistant", "content": answer if isinstance(answer, str)
+                             else orjson.dumps(answer).decode()})
+        record = output_record(item, messages, **extra, skill=skill.name,
+                               agent=item.values["agent"], type=item.values["type"]["name"],
+                               instruction=item.values["instruction"],
+                               **{name: at(values, path)
+                                  for name, path in skill.record.fields.items()})
         record["refinements"] = item.values["history"][1:]
         return record
     return record

@@ -22,6 +22,7 @@ from gristmill.flows.stage import ModelStage, TemplateStage
 from gristmill.flows.templates import compile_template
 from gristmill.flows import tools as toolkit
 from gristmill.protocol import Completion, Request, Usage
+from gristmill.validation.stage import StageValidation
 
 Messages = list[dict[str, Any]]
 
@@ -76,9 +77,10 @@ class Conversation:
     opened by `opening` (the stage's request: system message, first user turn, sampling)."""
 
     def __init__(self, stage: ModelStage, plan: DialoguePlan, item: Item, variant: int,
-                 opening: Request) -> None:
+                 opening: Request, checks: StageValidation | None = None) -> None:
         self.stage, self.plan, self.item, self.variant = stage, plan, item, variant
         self.opening = opening
+        self.checks = checks  # in place of the stage's own (a skill's answers)
         self.variables = {**item.values, "variant": variant, "id": item.id,
                           "seed_id": item.seed_id}
         self.usage = Usage()
@@ -114,7 +116,7 @@ class Conversation:
             may_call = round_ < rounds
             request, read = self.assistant_request(tools, may_call, f"{turn}.{round_}")
             completion = await self.stage.ask(self.item, self.variant, request,
-                                              tools if may_call else None, read)
+                                              tools if may_call else None, read, self.checks)
             if completion is None:
                 return False
             self.spent(completion)

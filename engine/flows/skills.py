@@ -12,7 +12,10 @@ import jinja2
 from jinja2 import meta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gristmill.config.dialogue import DialogueConfig
 from gristmill.config.load import format_validation_error
+from gristmill.config.pipeline import OutputConfig
+from gristmill.config.retrieval import RetrieveConfig
 from gristmill.config.yaml_file import read_config_text, read_yaml
 from gristmill.errors import ConfigError
 
@@ -25,6 +28,11 @@ VARIABLES = {  # what each kind of template may use
     "edit": COMMON | {"text", "instruction", "type", "suggestions", "round"},
     "answer": COMMON | {"text", "instruction", "type"},
     "record": COMMON | {"text", "instruction", "type", "answer"},
+    "retrieved": COMMON | {"text", "instruction", "type", "passages", "distractors"},
+    "user_simulator": COMMON | {"text", "instruction", "type", "transcript", "turn", "turns",
+                                "stop"},
+    "tool_simulator": COMMON | {"text", "instruction", "type", "transcript", "tool", "name",
+                                "arguments", "fail"},
 }
 _ENV = jinja2.Environment()
 
@@ -63,9 +71,22 @@ class Refine(_Strict):
     edit: Prompted
 
 
+class Answer(Prompted):
+    """How a skill's instructions are answered: text by default; `output` (type json, with
+    a `format` that may be rendered per item), a `dialogue` (several turns, tools), passages
+    `retrieve`d from the seed corpus first; `validators`: final checks of this skill's
+    answers on top of the flow's (the shape its records must have)."""
+
+    output: OutputConfig | None = None
+    dialogue: DialogueConfig | None = None
+    retrieve: RetrieveConfig | None = None
+    validators: list[str | dict[str, Any]] = Field(default_factory=list)
+
+
 class Record(_Strict):
     system: str | None = None
     user: str
+    fields: dict[str, str] = Field(default_factory=dict)  # record field -> path in the values
 
 
 class TaxonomyType(_Strict):
@@ -81,7 +102,7 @@ class Skill(_Strict):
     transform: Transform
     generate: Generate
     refine: Refine
-    answer: Prompted
+    answer: Answer
     record: Record
     taxonomy: list[TaxonomyType] = Field(default_factory=list)
 
@@ -127,14 +148,36 @@ def _resolve_templates(data: dict[str, Any], folder: Path, name: str) -> None:
     for i, agent in enumerate(transform.get("agents") or []):
         for key in ("prompt", "system"):
             fix(agent, key, "transform", f"{name}: transform.agents[{i}].{key}")
-    for section, kind in (("generate", "generate"), ("answer", "answer")):
+    answer = data.get("answer") or {}
+    answer_kind = "retrieved" if answer.get("retrieve") else "answer"
+    for section, kind in (("generate", "generate"), ("answer", answer_kind)):
         for key in ("system", "prompt"):
             fix(data.get(section) or {}, key, kind, f"{name}: {section}.{key}")
+    _check_answer_modes(answer, answer_kind, name)
     for kind in ("suggest", "edit"):
         for key in ("system", "prompt"):
             fix((data.get("refine") or {}).get(kind) or {}, key, kind, f"{name}: refine.{kind}.{key}")
     for key in ("system", "user"):
         fix(data.get("record") or {}, key, "record", f"{name}: record.{key}")
+
+
+def _check_answer_modes(answer: dict[str, Any], kind: str, name: str) -> None:
+    """The templates of an answer's format, dialogue and retrieval query use only what their
+    part of the answer can see."""
+    fmt = (answer.get("output") or {}).get("format")
+    if isinstance(fmt, str):
+        _check(fmt, kind, f"{name}: answer.output.format")
+    _check((answer.get("retrieve") or {}).get("query"), "answer", f"{name}: answer.retrieve.query")
+    dialogue = answer.get("dialogue") or {}
+    for key in ("system", "prompt"):
+        _check((dialogue.get("user") or {}).get(key), "user_simulator",
+               f"{name}: answer.dialogue.user.{key}")
+    tools = dialogue.get("tools") or {}
+    if isinstance(tools.get("offer"), str):
+        _check(tools["offer"], kind, f"{name}: answer.dialogue.tools.offer")
+    for key in ("system", "prompt"):
+        _check((tools.get("simulator") or {}).get(key), "tool_simulator",
+               f"{name}: answer.dialogue.tools.simulator.{key}")
 
 
 def load_skill(name: str, skills_dir: Path | None = None) -> Skill:

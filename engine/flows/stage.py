@@ -62,12 +62,14 @@ class ModelStage:
 
     async def ask(self, item: Item, variant: int, request: Request,
                   tools: list[dict[str, Any]] | None = None,
-                  read: Callable[[Completion], Completion] | None = None) -> Completion | None:
+                  read: Callable[[Completion], Completion] | None = None,
+                  checks: StageValidation | None = None) -> Completion | None:
         """An answer the validators accept, or None after recording the item as a reject.
         A rejected answer is regenerated: a new request with the next attempt number.
         `read` turns a raw answer into the one checked (a prompted tool call's JSON into
-        calls); an answer with calls is checked against `tools`, not by the text checks."""
-        validation = self.validation
+        calls); an answer with calls is checked against `tools`, not by the text checks.
+        `checks` replace the stage's validation (a skill that adds checks of its own)."""
+        validation = checks or self.validation
         tries = 1 + (validation.max_regenerations if validation else 0)
         for attempt in range(tries):
             request.attempt = attempt

@@ -84,7 +84,7 @@ def assemble(config: PipelineConfig, run_dir: Path, limit: int | None,
             clients[name].regenerate_with = clients[config.online_client(backend)]
     source = seed_source(config)
     if config.agentinstruct is not None:
-        parts = _agentinstruct(config, clients, source, limit, reject)
+        parts = _agentinstruct(config, clients, source, limit, reject, index)
     else:
         stats = staged.new_stats(config, limit)
         parts = Parts(clients, source, stats,
@@ -97,7 +97,7 @@ def assemble(config: PipelineConfig, run_dir: Path, limit: int | None,
 
 
 def _agentinstruct(config: PipelineConfig, clients: dict[str, ModelClient], source: SeedSource,
-                   limit: int | None, reject: RejectSink) -> Parts:
+                   limit: int | None, reject: RejectSink, index: PassageIndex | None) -> Parts:
     from gristmill.flows import agentinstruct
 
     assert config.agentinstruct is not None
@@ -105,7 +105,7 @@ def _agentinstruct(config: PipelineConfig, clients: dict[str, ModelClient], sour
     stats = agentinstruct.new_stats(config.agentinstruct, limit)
     by_name = {s.name: s for s in stats.stages}
     stages = agentinstruct.build_stages(config, flow, clients, by_name.__getitem__, reject,
-                                        stats.validation)
+                                        stats.validation, index)
     return Parts(clients, source, stats, stages, agentinstruct.make_record(flow),
                  agentinstruct.first_item)
 
