@@ -140,6 +140,10 @@ class AgentInstructConfig(Strict):
                                        "the skills shipped with gristmill.")
     skills_per_seed: int | None = Field(None, answers=True, ge=1, description="Sample this many of the skills "
                                         "that accept a seed; default: every one.")
+    skill_weights: dict[str, float] = Field(answers=True, default_factory=dict, description="With "
+        "skills_per_seed: how often each skill is drawn for a seed, relative to the others "
+        "(unlisted: 1; 0: never); e.g. {conversation: 0.5, coding: 2}. Without weights each "
+        "seed takes the next skills of a balanced cycle.")
     agents_per_seed: int = Field(2, answers=True, ge=1, le=50, description="Transformation agents per seed "
                                  "and skill.")
     agents: list[str] | None = Field(None, answers=True, min_length=1, description="Only these "
@@ -175,6 +179,19 @@ class AgentInstructConfig(Strict):
     def kinds(self) -> dict[str, KindSettings]:
         return {"transform": self.transform, "generate": self.generate,
                 "suggest": self.suggest, "edit": self.edit, "answer": self.answer}
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> "AgentInstructConfig":
+        unknown = sorted(set(self.skill_weights) - set(self.skills))
+        if unknown:
+            raise ValueError(f"skill_weights: {', '.join(unknown)} not in skills; weigh only "
+                             f"skills the flow runs: {', '.join(self.skills)}")
+        if any(w < 0 for w in self.skill_weights.values()):
+            raise ValueError("skill_weights: a weight is 0 (never) or more")
+        if self.skill_weights and self.skills_per_seed is None:
+            raise ValueError("skill_weights: weights choose among a seed's skills; set "
+                             "skills_per_seed (e.g. 4) to draw that many per seed")
+        return self
 
 
 class DedupConfig(Strict):

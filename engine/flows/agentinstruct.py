@@ -25,7 +25,7 @@ from gristmill.flows.stats import RunStats, StageStats
 from gristmill.seeds.report import Seed
 from gristmill.flows.templates import compile_template
 from gristmill.validation.stage import StageValidation, ValidationStats
-from gristmill.flows.sampling import item_rng, shuffled, window
+from gristmill.flows.sampling import item_rng, shuffled, weighted_sample, window
 
 GOALS_PER_ROUND = 2
 
@@ -43,8 +43,12 @@ class Flow:
     def assignments(self, kind: str, seed_index: int) -> list[tuple[Skill, Any, int]]:
         """(skill, agent, generation index) for every unit of work one seed starts."""
         accepting = [s for s in self.skills.values() if kind in s.accepts]
-        if self.config.skills_per_seed is not None and accepting:
-            accepting = window(accepting, seed_index, self.config.skills_per_seed)
+        per_seed, weights = self.config.skills_per_seed, self.config.skill_weights
+        if per_seed is not None and accepting and weights:
+            accepting = weighted_sample(accepting, [weights.get(s.name, 1.0) for s in accepting],
+                                        seed_index, per_seed)
+        elif per_seed is not None and accepting:
+            accepting = window(accepting, seed_index, per_seed)
         units = []
         for skill in accepting:
             agents = window(self.agent_cycles[skill.name], seed_index, self.config.agents_per_seed)

@@ -43,3 +43,14 @@ def window(cycle: Sequence[T], index: int, size: int) -> list[T]:
 def item_rng(item_id: str, purpose: str) -> random.Random:
     """An RNG for one choice about one item: same item, same choice."""
     return random.Random(f"{item_id}/{purpose}")
+
+
+def weighted_sample(items: Sequence[T], weights: Sequence[float], index: int,
+                    size: int) -> list[T]:
+    """`size` distinct items, each drawn with probability in proportion to its weight (one key
+    u^(1/w) per item, the largest win: Efraimidis and Spirakis), from an RNG seeded by the
+    choice index: the same seed draws the same items. A weight of 0 is never drawn."""
+    rng = random.Random(f"weighted/{index}")
+    keyed = sorted(((rng.random() ** (1 / w), i) for i, w in enumerate(weights) if w > 0),
+                   reverse=True)
+    return [items[i] for _, i in sorted(keyed[:size], key=lambda kv: kv[1])]
