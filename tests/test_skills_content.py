@@ -18,7 +18,7 @@ from gristmill.flows.templates import compile_template
 
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "configs" / "skills"
 SKILLS = ["reading_comprehension", "text_modification", "tool_use", "coding", "open_domain_qa",
-          "brain_teaser"]
+          "brain_teaser", "data_to_text", "text_extraction", "text_classification"]
 FOLDERS = sorted(p.name for p in SKILLS_DIR.iterdir() if (p / "skill.yaml").is_file()) \
     if SKILLS_DIR.is_dir() else []
 
@@ -79,7 +79,7 @@ def source(skill: str, value: str | None) -> str | None:
     return value
 
 
-def test_all_six_skills_exist():
+def test_every_shipped_skill_exists():
     assert set(SKILLS) <= set(FOLDERS), f"missing skills: {sorted(set(SKILLS) - set(FOLDERS))}"
 
 
@@ -88,7 +88,7 @@ def test_skill_yaml_has_the_required_fields(skill):
     data = load(skill)
     assert data["name"] == skill
     assert isinstance(data.get("description"), str) and data["description"].strip()
-    assert data["accepts"] and set(data["accepts"]) <= {"prose", "code"}
+    assert data["accepts"] and set(data["accepts"]) <= {"prose", "code", "html", "table"}
     agents = data["transform"]["agents"]
     assert agents, "a skill needs at least one transformation agent"
     names = [a["name"] for a in agents]
@@ -191,6 +191,12 @@ def sample_values(skill: str, data: dict[str, Any], kind: str, agent: str) -> di
         "n": len(types), "instruction": "What did the mill grind?", "type": types[0],
         "goals": data["refine"]["goals"][:2], "round": 2,
         "suggestions": ["Add a distractor.", "Ask for two steps."], "answer": "Grain.",
+        # a page's and a table's structured forms (docs/seeds.md), empty for other kinds
+        "page_title": "The mill" if kind == "html" else "",
+        "elements": '[e1] button "Grind"' if kind == "html" else "",
+        "element_ids": ["e1"] if kind == "html" else [],
+        "table": {"columns": ["day", "sacks"], "rows": [["Mon", 40]], "omitted_columns": [],
+                  "first_line": 2, "rows_total": 1} if kind == "table" else None,
     }
 
 
