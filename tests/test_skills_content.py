@@ -18,7 +18,8 @@ from gristmill.flows.templates import compile_template
 
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "configs" / "skills"
 SKILLS = ["reading_comprehension", "text_modification", "tool_use", "coding", "open_domain_qa",
-          "brain_teaser", "data_to_text", "text_extraction", "text_classification"]
+          "brain_teaser", "data_to_text", "text_extraction", "text_classification",
+          "analytical_reasoning", "fermi", "creative_content", "few_shot_reasoning"]
 FOLDERS = sorted(p.name for p in SKILLS_DIR.iterdir() if (p / "skill.yaml").is_file()) \
     if SKILLS_DIR.is_dir() else []
 
