@@ -86,6 +86,7 @@ async def test_the_skills_own_checks_reject_what_the_format_allows(mock_server, 
     rejects = [orjson.loads(line) for line in (tmp_path / "r/rejects.jsonl").read_bytes().splitlines()]
     assert records == [] and rejects
     assert {r["validator"] for r in rejects} == {"choice"}
+    assert {r["skill"] for r in rejects} == {"probe"}  # rejects are counted per skill too
 
 
 async def test_dialogue_answers_keep_the_conversation_and_tools(mock_server, tmp_path):

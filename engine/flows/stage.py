@@ -138,6 +138,8 @@ class ModelStage:
     def reject_item(self, item: Item, variant: int, cause: dict[str, str], reason: str,
                     attempt: int, text: str, **fields: Any) -> None:
         self.stats.failed += 1
+        if "skill" in item.values:  # the AgentInstruct flow's: rejects per skill
+            fields = {"skill": item.values["skill"], **fields}
         self.reject(reject_record(item, self.name, variant, cause, reason, attempt, text,
                                   **fields))
 
