@@ -77,7 +77,13 @@ def _object(s: dict, rng: random.Random, root: dict, depth: int) -> dict:
     out = {k: _value(v, rng, root, depth) for k, v in props.items()
            if depth <= OPTIONAL_DEPTH or k in required}
     out.update({key: sentence(rng) for key in required if key not in out})
-    if not props and not out and s.get("additionalProperties", True) is not False:
+    extra = s.get("additionalProperties", True)
+    if not props and not out and isinstance(extra, dict):
+        # a map (e.g. a tool's parameters): named entries; one deep down, so recursion is linear
+        for _ in range(rng.randint(1, 3) if depth <= OPTIONAL_DEPTH else 1):
+            out["_".join(re.findall(r"[a-z]+", sentence(rng).lower())[:2])] = \
+                _value(extra, rng, root, depth)
+    if not props and not out and extra is not False:
         out["text"] = sentence(rng)  # a free-form object still says something
     return out
 
