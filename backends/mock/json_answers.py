@@ -110,7 +110,8 @@ def _string(s: dict, rng: random.Random, root: dict, depth: int) -> str:
     lo, hi = s.get("minLength", 0), s.get("maxLength")
     text = sentence(rng)
     if isinstance(s.get("pattern"), str):  # identifiers, the common case: snake_case words
-        name = "_".join(re.findall(r"[a-z]+", text.lower())[:3])
+        words = re.findall(r"[a-z]+", text.lower())  # three of them, so names rarely repeat
+        name = "_".join(words[i] for i in sorted(rng.sample(range(len(words)), min(3, len(words)))))
         if re.fullmatch(s["pattern"], name):
             return name
     while len(text) < lo:
