@@ -16,6 +16,7 @@ from gristmill.errors import ConfigError
 from gristmill.flows.agentinstruct import Flow, stage_names
 from gristmill.flows.sampling import choice_index
 from gristmill.runs.runner import RunOptions, run
+from tests.openai_format import format_errors
 
 SKILLS = ["reading_comprehension", "text_modification", "tool_use", "coding",
           "open_domain_qa", "brain_teaser"]
@@ -41,8 +42,11 @@ async def test_each_skill_end_to_end(mock_server, tmp_path, skill):
     for record in out:
         assert record["skill"] == skill
         roles = [m["role"] for m in record["messages"]]
-        assert roles[-2:] == ["user", "assistant"] and roles[0] in ("system", "user")
-        assert all(isinstance(m["content"], str) and m["content"] for m in record["messages"])
+        if "tools" in record:  # a tool_use conversation: calls, results, a closing answer
+            assert format_errors({k: record[k] for k in ("messages", "tools")}) == []
+        else:
+            assert roles[-2:] == ["user", "assistant"] and roles[0] in ("system", "user")
+            assert all(isinstance(m["content"], str) and m["content"] for m in record["messages"])
         assert record["type"] and record["agent"] and record["seed_id"] and record["model"]
         stages = [step["stage"] for step in record["lineage"]]
         assert stages == ["seed", *names]

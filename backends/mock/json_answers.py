@@ -77,7 +77,13 @@ def _object(s: dict, rng: random.Random, root: dict, depth: int) -> dict:
     out = {k: _value(v, rng, root, depth) for k, v in props.items()
            if depth <= OPTIONAL_DEPTH or k in required}
     out.update({key: sentence(rng) for key in required if key not in out})
-    if not props and not out and s.get("additionalProperties", True) is not False:
+    extra = s.get("additionalProperties", True)
+    if not props and not out and isinstance(extra, dict):
+        # a map (e.g. a tool's parameters): named entries; one deep down, so recursion is linear
+        for _ in range(rng.randint(1, 3) if depth <= OPTIONAL_DEPTH else 1):
+            out["_".join(re.findall(r"[a-z]+", sentence(rng).lower())[:2])] = \
+                _value(extra, rng, root, depth)
+    if not props and not out and extra is not False:
         out["text"] = sentence(rng)  # a free-form object still says something
     return out
 
@@ -104,7 +110,8 @@ def _string(s: dict, rng: random.Random, root: dict, depth: int) -> str:
     lo, hi = s.get("minLength", 0), s.get("maxLength")
     text = sentence(rng)
     if isinstance(s.get("pattern"), str):  # identifiers, the common case: snake_case words
-        name = "_".join(re.findall(r"[a-z]+", text.lower())[:3])
+        words = re.findall(r"[a-z]+", text.lower())  # three of them, so names rarely repeat
+        name = "_".join(words[i] for i in sorted(rng.sample(range(len(words)), min(3, len(words)))))
         if re.fullmatch(s["pattern"], name):
             return name
     while len(text) < lo:

@@ -121,15 +121,21 @@ class KindStage(ModelStage):
 
     async def ask_and_make(self, item: Item, system: str | None, prompt: str,
                            values: dict[str, Any], key: str, output: OutputConfig | None = None,
-                           wrap: bool = False, fmt: dict[str, Any] | None = None,
+                           wrap: bool = False,
                            checks: StageValidation | None = None) -> list[Item]:
         """Render, call, parse, and make the children (values[key] = each output; `wrap`:
         one child holding the whole list). None of them when the item became a reject.
-        `fmt`: a response format rendered for this item, in place of the output's."""
+        A `type: json` output whose `format` is a template is asked under its rendering."""
         output = output or OutputConfig()
+        fmt = response_format(output)
+        if output.type == "json" and isinstance(output.format, str):
+            try:
+                fmt = json_format(rendered_schema(compile_template(output.format).render(values)))
+            except ValueError as error:
+                self.reject_item(item, 0, {"validator": "format"}, str(error), 1, "")
+                return []
         request = self.request(compile_template(system).render(values) if system else None,
-                               compile_template(prompt).render(values),
-                               fmt if fmt is not None else response_format(output))
+                               compile_template(prompt).render(values), fmt)
         completion = await self.ask(item, 0, request, checks=checks)
         if completion is None:
             return []
@@ -145,8 +151,14 @@ class TransformStage(KindStage):
         agent = next(a for a in skill.transform.agents if a.name == item.values["agent"])
         if agent.identity:
             return self.children(item, variant, None, [item.values["seed"]], key="text")
-        return await self.ask_and_make(item, agent.system or skill.transform.system,
-                                       agent.prompt or "", variables(item), "text")
+        children = await self.ask_and_make(item, agent.system or skill.transform.system,
+                                           agent.prompt or "", variables(item), "text",
+                                           skill.transform.output)
+        for child in children:  # JSON (an API list...) is text to the later templates
+            if not isinstance(child.values["text"], str):
+                child.values["text"] = orjson.dumps(child.values["text"],
+                                                    option=orjson.OPT_INDENT_2).decode()
+        return children
 
 
 class GenerateStage(KindStage):
@@ -227,20 +239,20 @@ class AnswerStage(KindStage):
         answer = skill.answer
         if skill.name in self.retrievals:
             item = await self.retrievals[skill.name](item)
-        values = variables(item)
+        talks = self.talks(item, skill)
+        values = variables(item, dialogue=talks)
         checks = self.checks[skill.name]
-        if skill.name in self.plans:
+        if talks:
             return await self.converse(item, skill, values, checks)
-        output = answer.output
-        fmt = response_format(output) if output is not None else None
-        if output is not None and isinstance(output.format, str):
-            try:
-                fmt = json_format(rendered_schema(compile_template(output.format).render(values)))
-            except ValueError as error:
-                self.reject_item(item, 0, {"validator": "format"}, str(error), 1, "")
-                return []
         return await self.ask_and_make(item, answer.system, answer.prompt, values, "answer",
-                                       output, fmt=fmt, checks=checks)
+                                       answer.output, checks=checks)
+
+    def talks(self, item: Item, skill: Skill) -> bool:
+        """Whether this item's answer is a dialogue: every item's, or a `dialogue_share` of
+        them drawn from the item's id (a rerun draws the same)."""
+        share = skill.answer.dialogue_share
+        return skill.name in self.plans and (
+            share is None or item_rng(item.id, "answer:dialogue").random() < share)
 
     async def converse(self, item: Item, skill: Skill, values: dict[str, Any],
                        checks: StageValidation | None) -> list[Item]:
@@ -311,13 +323,13 @@ def _first_user(messages: list[dict[str, Any]]) -> int:
 def make_record(flow: Flow) -> Callable[[Item], dict[str, Any]]:
     def record(item: Item) -> dict[str, Any]:
         skill = flow.skills[item.values["skill"]]
-        values = variables(item)
+        talk = item.values.get("conversation")
+        values = variables(item, dialogue=talk is not None)
         messages = []
         if skill.record.system:
             messages.append({"role": "system",
                              "content": compile_template(skill.record.system).render(values)})
         messages.append({"role": "user", "content": compile_template(skill.record.user).render(values)})
-        talk = item.values.get("conversation")
         extra: dict[str, Any] = {}
         if talk is not None:  # after its opening (the record's own system and user message)
             messages.extend(talk["messages"][1 + _first_user(talk["messages"]):])

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import jinja2
 from jinja2 import meta
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gristmill.config.dialogue import DialogueConfig
 from gristmill.config.load import format_validation_error
@@ -26,9 +26,11 @@ VARIABLES = {  # what each kind of template may use
     "generate": COMMON | {"text", "types", "n"},
     "suggest": COMMON | {"text", "instruction", "type", "goals", "round"},
     "edit": COMMON | {"text", "instruction", "type", "suggestions", "round"},
-    "answer": COMMON | {"text", "instruction", "type"},
-    "record": COMMON | {"text", "instruction", "type", "answer"},
-    "retrieved": COMMON | {"text", "instruction", "type", "passages", "distractors"},
+    "answer": COMMON | {"text", "instruction", "type", "dialogue"},
+    "record": COMMON | {"text", "instruction", "type", "answer", "dialogue"},
+    "retrieved": COMMON | {"text", "instruction", "type", "dialogue", "passages", "distractors"},
+    "retrieved_record": COMMON | {"text", "instruction", "type", "answer", "dialogue",
+                                  "passages", "distractors"},
     "user_simulator": COMMON | {"text", "instruction", "type", "transcript", "turn", "turns",
                                 "stop"},
     "tool_simulator": COMMON | {"text", "instruction", "type", "transcript", "tool", "name",
@@ -52,6 +54,7 @@ class Agent(_Strict):
 class Transform(_Strict):
     system: str | None = None
     agents: list[Agent] = Field(min_length=1)
+    output: OutputConfig | None = None  # type json: asked under its format, kept as JSON text
 
 
 class Generate(_Strict):
@@ -73,14 +76,23 @@ class Refine(_Strict):
 
 class Answer(Prompted):
     """How a skill's instructions are answered: text by default; `output` (type json, with
-    a `format` that may be rendered per item), a `dialogue` (several turns, tools), passages
-    `retrieve`d from the seed corpus first; `validators`: final checks of this skill's
-    answers on top of the flow's (the shape its records must have)."""
+    a `format` that may be rendered per item), a `dialogue` (several turns, tools) for every
+    item or for a `dialogue_share` of them (drawn from the item's id; the rest answered as
+    without it), passages `retrieve`d from the seed corpus first; `validators`: final checks
+    of this skill's answers on top of the flow's (the shape its records must have)."""
 
     output: OutputConfig | None = None
     dialogue: DialogueConfig | None = None
+    dialogue_share: float | None = Field(None, ge=0, le=1)  # of items; None: all
     retrieve: RetrieveConfig | None = None
     validators: list[str | dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _share_of_a_dialogue(self) -> "Answer":
+        if self.dialogue_share is not None and self.dialogue is None:
+            raise ValueError("dialogue_share: a share of the answers are dialogues, so the "
+                             "answer needs a `dialogue:` too (or drop dialogue_share)")
+        return self
 
 
 class Record(_Strict):
@@ -145,6 +157,9 @@ def _resolve_templates(data: dict[str, Any], folder: Path, name: str) -> None:
 
     transform = data.get("transform") or {}
     fix(transform, "system", "transform", f"{name}: transform.system")
+    fmt = (transform.get("output") or {}).get("format")
+    if isinstance(fmt, str):
+        _check(fmt, "transform", f"{name}: transform.output.format")
     for i, agent in enumerate(transform.get("agents") or []):
         for key in ("prompt", "system"):
             fix(agent, key, "transform", f"{name}: transform.agents[{i}].{key}")
@@ -157,8 +172,9 @@ def _resolve_templates(data: dict[str, Any], folder: Path, name: str) -> None:
     for kind in ("suggest", "edit"):
         for key in ("system", "prompt"):
             fix((data.get("refine") or {}).get(kind) or {}, key, kind, f"{name}: refine.{kind}.{key}")
+    record_kind = "retrieved_record" if answer.get("retrieve") else "record"
     for key in ("system", "user"):
-        fix(data.get("record") or {}, key, "record", f"{name}: record.{key}")
+        fix(data.get("record") or {}, key, record_kind, f"{name}: record.{key}")
 
 
 def _check_answer_modes(answer: dict[str, Any], kind: str, name: str) -> None:

@@ -110,7 +110,12 @@ def _unit_prompt_tokens(config: PipelineConfig, skill: Any, agent: Any, types: l
         "edit": ({"text": text, "instruction": instruction, "type": types[0],
                   "suggestions": [_filler(40)] * 2, "round": 1},
                  skill.refine.edit.system, skill.refine.edit.prompt),
-        "answer": ({"text": text, "instruction": instruction, "type": types[0]},
+        "answer": ({"text": text, "instruction": instruction, "type": types[0],
+                    # the single-message form when a share of answers are dialogues; no
+                    # passages (they are retrieved at run time)
+                    "dialogue": skill.answer.dialogue is not None
+                    and skill.answer.dialogue_share is None,
+                    "passages": [], "distractors": []},
                    skill.answer.system, skill.answer.prompt),
     }
     tokens = {}
