@@ -19,7 +19,8 @@ from gristmill.flows.templates import compile_template
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "configs" / "skills"
 SKILLS = ["reading_comprehension", "text_modification", "tool_use", "coding", "open_domain_qa",
           "brain_teaser", "data_to_text", "text_extraction", "text_classification",
-          "analytical_reasoning", "fermi", "creative_content", "few_shot_reasoning"]
+          "analytical_reasoning", "fermi", "creative_content", "few_shot_reasoning",
+          "multiple_choice", "rag", "conversation", "web_agent"]
 FOLDERS = sorted(p.name for p in SKILLS_DIR.iterdir() if (p / "skill.yaml").is_file()) \
     if SKILLS_DIR.is_dir() else []
 
@@ -62,14 +63,17 @@ def template_fields(data: dict[str, Any]) -> Iterator[tuple[str, str, str | None
     for i, agent in enumerate(transform.get("agents") or []):
         for key in ("prompt", "system"):
             yield f"transform.agents[{i}].{key}", "transform", agent.get(key)
+    retrieves = bool((data.get("answer") or {}).get("retrieve"))
     for section in ("generate", "answer"):
+        kind = "retrieved" if section == "answer" and retrieves else section
         for key in ("system", "prompt"):
-            yield f"{section}.{key}", section, (data.get(section) or {}).get(key)
+            yield f"{section}.{key}", kind, (data.get(section) or {}).get(key)
     for kind in ("suggest", "edit"):
         for key in ("system", "prompt"):
             yield f"refine.{kind}.{key}", kind, ((data.get("refine") or {}).get(kind) or {}).get(key)
     for key in ("system", "user"):
-        yield f"record.{key}", "record", (data.get("record") or {}).get(key)
+        yield (f"record.{key}", "retrieved_record" if retrieves else "record",
+               (data.get("record") or {}).get(key))
 
 
 def source(skill: str, value: str | None) -> str | None:
@@ -198,6 +202,10 @@ def sample_values(skill: str, data: dict[str, Any], kind: str, agent: str) -> di
         "element_ids": ["e1"] if kind == "html" else [],
         "table": {"columns": ["day", "sacks"], "rows": [["Mon", 40]], "omitted_columns": [],
                   "first_line": 2, "rows_total": 1} if kind == "table" else None,
+        # a conversation's answer (a dialogue answer mode), passages of a skill that retrieves
+        "dialogue": len(agent) % 2 == 0,
+        "passages": [{"id": "a1", "text": "The mill ground grain."}],
+        "distractors": [{"id": "b2", "text": "Tides rise twice a day."}],
     }
 
 
@@ -246,7 +254,8 @@ def test_record_shows_what_the_skill_needs():
                               ("tool_use", True), ("coding", False), ("open_domain_qa", False),
                               ("brain_teaser", False)]:
         data = load(skill)
-        values = sample_values(skill, data, data["accepts"][0], "identity")
+        values = {**sample_values(skill, data, data["accepts"][0], "identity"),
+                  "dialogue": False}  # a single answer (tool use's dialogues carry `tools`)
         user = compile_template(source(skill, data["record"]["user"])).render(values)
         assert values["instruction"] in user
         assert (values["text"] in user) == needs_text, skill
