@@ -40,6 +40,7 @@ def run(run_dir: Path, seeds: Path, mock: bool) -> float:
             "seeds.kinds": "[prose,code,html,table]", "retrieval": "{}",
             "agentinstruct.skills": "[" + ",".join(names) + "]",
             "agentinstruct.agents": "null", "agentinstruct.agents_per_seed": "1",
+            "agentinstruct.skills_per_seed": "null", "agentinstruct.skill_weights": "{}",
             "agentinstruct.refine_rounds": "0", "judge": "null"}
     args = [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
     started = time.perf_counter()
