@@ -160,9 +160,21 @@ def test_taxonomy_entries_are_complete_and_unique(skill):
         for key in ("name", "definition", "example"):
             assert isinstance(entry[key], str) and entry[key].strip(), (entry.get("name"), key)
         assert SNAKE.match(entry["name"]), entry["name"]
-    names = [e["name"] for e in types]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    assert not duplicates, f"duplicate type names: {duplicates}"
+    for key in ("name", "definition", "example"):  # distinct types, not one type twice
+        values = [" ".join(e[key].lower().split()) for e in types]
+        duplicates = sorted({v[:60] for v in values if values.count(v) > 1})
+        assert not duplicates, f"{skill}: types share a {key}: {duplicates}"
+
+
+MINIMUM_TYPES = {"analytical_reasoning": 10, "multiple_choice": 10, "data_to_text": 8,
+                 "fermi": 8, "text_extraction": 10, "text_classification": 10, "rag": 8,
+                 "creative_content": 10, "few_shot_reasoning": 8, "conversation": 8,
+                 "web_agent": 8}
+
+
+@pytest.mark.parametrize("skill", sorted(MINIMUM_TYPES))
+def test_the_new_skills_have_their_breadth_of_types(skill):
+    assert len(taxonomy(skill)) >= MINIMUM_TYPES[skill]
 
 
 def test_reading_comprehension_agents_and_types():
