@@ -37,8 +37,13 @@ def test_the_flow_draws_weighted_skills_per_seed():
         [s.name for s, _, _ in unweighted.assignments("prose", 7)]
 
 
+def test_weights_of_skills_the_run_does_not_have_are_ignored():
+    config = AgentInstructConfig(skills=["open_domain_qa"], skills_per_seed=1,
+                                 skill_weights={"coding": 2, "open_domain_qa": 1})
+    assert {s.name for s, _, _ in Flow(config).assignments("prose", 3)} == {"open_domain_qa"}
+
+
 @pytest.mark.parametrize("change, message", [
-    ({"skill_weights": {"coding": 2}}, "not in skills"),
     ({"skill_weights": {"fermi": -1}}, "0 \\(never\\) or more"),
     ({"skills_per_seed": None}, "set skills_per_seed")])
 def test_weights_that_cannot_apply_are_config_errors(change, message):

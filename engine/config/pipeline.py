@@ -142,7 +142,8 @@ class AgentInstructConfig(Strict):
                                         "that accept a seed; default: every one.")
     skill_weights: dict[str, float] = Field(answers=True, default_factory=dict, description="With "
         "skills_per_seed: how often each skill is drawn for a seed, relative to the others "
-        "(unlisted: 1; 0: never); e.g. {conversation: 0.5, coding: 2}. Without weights each "
+        "(unlisted: 1; 0: never; a skill the run does not have is ignored, so `skills` can be "
+        "narrowed without them); e.g. {conversation: 0.5, coding: 2}. Without weights each "
         "seed takes the next skills of a balanced cycle.")
     agents_per_seed: int = Field(2, answers=True, ge=1, le=50, description="Transformation agents per seed "
                                  "and skill.")
@@ -182,10 +183,6 @@ class AgentInstructConfig(Strict):
 
     @model_validator(mode="after")
     def _weights_fit(self) -> "AgentInstructConfig":
-        unknown = sorted(set(self.skill_weights) - set(self.skills))
-        if unknown:
-            raise ValueError(f"skill_weights: {', '.join(unknown)} not in skills; weigh only "
-                             f"skills the flow runs: {', '.join(self.skills)}")
         if any(w < 0 for w in self.skill_weights.values()):
             raise ValueError("skill_weights: a weight is 0 (never) or more")
         if self.skill_weights and self.skills_per_seed is None:
