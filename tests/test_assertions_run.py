@@ -136,3 +136,29 @@ def test_llm_criteria_join_the_judge_or_ask_for_one(mock_server, tmp_path):
     assert judged.judge.criteria[-1].question == cites.question
     again = validate_config(judged.model_dump(mode="json"))  # a resume: not added twice
     assert [c.name for c in again.judge.criteria] == names
+
+
+def test_the_agentinstruct_flow_takes_a_file_and_its_criteria(tmp_path):
+    from gristmill.config.load import load_config
+
+    path = tmp_path / "a.yaml"
+    cites = LlmCriterion(name="cites_passage", question="Does the answer cite the passage?")
+    path.write_text(yaml.safe_dump({"assertions": [as_data(Regex(pattern="x")),
+                                                   as_data(cites)]}))
+    config = load_config("agentinstruct", [f"agentinstruct.validators.assertions={path}"])
+    assert config.agentinstruct.validators.assertions == path
+    assert config.judge.criteria[-1].name == "cites_passage"
+    path.write_text("assertions:\n  - {kind: llm, name: 'not a name', question: q}\n")
+    with pytest.raises(ConfigError, match=r"agentinstruct.validators.assertions: .*"
+                       r"assertions\[0\] \(llm\): name"):
+        load_config("agentinstruct", [f"agentinstruct.validators.assertions={path}"])
+
+
+async def test_a_damaged_file_stops_the_run_before_any_request(mock_server, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("assertions:\n  - {kind: length, unit: words}\n")
+    config_ = validate_config(config(mock_server.base_url, tmp_path, assertions=str(path)))
+    requests = mock_server.stats()["requests"]
+    with pytest.raises(ConfigError, match=r"bad.yaml: assertions\[0\].*min, max or both"):
+        await run(config_, RunOptions(run_dir=tmp_path / "r", progress=False))
+    assert mock_server.stats()["requests"] == requests
