@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from gristmill.cli import assertions as cli_assertions
 from gristmill.cli import flywheel as cli_flywheel
 from gristmill.cli.cluster import add_cluster_args
 from gristmill.cli.execute import execute
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or for hf a DatasetDict")
 
     cli_flywheel.add_parsers(sub)
+    cli_assertions.add_parsers(sub)
 
     sub.add_parser("mock-server", help="serve the mock OpenAI-compatible API "
                    "(see `gristmill mock-server --help`)", add_help=False)
@@ -162,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
                 "export": cmd_export, "resume": cmd_resume, "status": cmd_status,
                 "cache": cmd_cache, "dedup": cmd_dedup, "batches": cmd_batches,
-                **cli_flywheel.COMMANDS}[args.command](args)
+                **cli_flywheel.COMMANDS, **cli_assertions.COMMANDS}[args.command](args)
     except ConfigError as exc:
         print(f"gristmill: config error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from pydantic import (PrivateAttr, ValidationInfo, field_validator,
 
 from gristmill.config.cluster import ClusterConfig
 from gristmill.config.dialogue import DialogueConfig
+from gristmill.config.assertions import join_assertion_criteria
 from gristmill.config.judge import (CriterionConfig, FewShotConfig, JudgeConfig,  # noqa: F401
                                     JudgeExample)  # (re-exported)
 from gristmill.config.backend import BackendConfig, MicroBatchConfig, Retry, Timeouts  # noqa: F401
@@ -72,6 +73,8 @@ class ValidatorsConfig(Strict):
     max_regenerations: int = Field(2, answers=True, ge=0, le=20, description="New requests (with their "
                                    "attempt number) after a rejected answer, before the item "
                                    "becomes a reject.")
+    assertions: RelPath | None = Field(None, answers=True, description="An assertion file (docs/"
+        "assertions.md): its checks run as final validators, its LLM criteria join the judge's.")
 
 
 class StageConfig(Strict):
@@ -337,6 +340,7 @@ class PipelineConfig(Strict):
                 if settings.backend not in self.backends:
                     raise ValueError(f"agentinstruct.{kind}.backend: {settings.backend!r} is not "
                                      f"defined; defined backends: {sorted(self.backends)}")
+        join_assertion_criteria(self)
         if self.judge is not None:
             self._check_judge(self.judge)
         for index, stage in enumerate(self.stages):

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from gristmill.errors import ConfigError
 
+from gristmill.validation.assertions import Assertions
 from gristmill.validation.base import FinalValidator, StreamValidator
 from gristmill.validation.decontam import Decontamination
 from gristmill.validation.final import Custom, Length, Schema, Truncated
@@ -46,7 +47,7 @@ def register(cls: type) -> type:
 
 for _cls in (Refusal, MaxLength, Repetition, JsonPrefix, Forbidden, Language,
              Schema, Length, Placeholders, RestatesQuestion, Truncated, Decontamination, Custom,
-             Choice, ElementIds):
+             Choice, ElementIds, Assertions):
     register(_cls)
 
 # On by default. json_prefix and schema act on structured requests only; language uses

@@ -18,6 +18,7 @@ from gristmill.protocol import Completion, Request
 from gristmill.config.pipeline import ValidatorsConfig
 from gristmill.errors import InvalidOutput
 from gristmill.scheduling.tokens import estimate_tokens
+from gristmill.validation.assertions import stream_checks
 from gristmill.validation import (DEFAULT_FINAL, DEFAULT_STREAM, CompositeStreamCheck, Context,
                                   Rejection, build_final, build_stream, merge_specs, run_final,
                                   run_stream_on_text, start_checks)
@@ -48,8 +49,12 @@ class StageValidation:
         self.check_every_chars = config.check_every_chars
         stream = merge_specs(DEFAULT_STREAM if config.defaults else [], config.stream)
         final = merge_specs(DEFAULT_FINAL if config.defaults else [], config.final)
+        if config.assertions is not None:
+            final.append({"name": "assertions", "path": str(config.assertions)})
         self.stream = build_stream(stream, base_dir=base_dir)
         self.final = build_final(final, base_dir=base_dir)
+        if config.assertions is not None:
+            self.stream += stream_checks(config.assertions)
 
     def context(self, values: dict[str, Any], request: Request) -> Context:
         fmt = request.response_format

@@ -192,6 +192,9 @@ class Forbidden:
     def start(self, context: Context) -> StreamCheck:
         return _ForbiddenCheck(self)
 
+    def rejection(self, match: re.Match[str]) -> Rejection:
+        return Rejection(self.name, f"matches forbidden pattern: {quote(match.group())}")
+
 
 class _ForbiddenCheck(Check):
     __slots__ = ("v", "tail")
@@ -213,5 +216,5 @@ class _ForbiddenCheck(Check):
     def _search(self, text: str, final: bool) -> Rejection | None:
         for match in self.v.regex.finditer(text):
             if final or match.end() < len(text):
-                return Rejection("forbidden", f"matches forbidden pattern: {quote(match.group())}")
+                return self.v.rejection(match)
         return None
