@@ -76,13 +76,15 @@ def _review_parser(sub: Any) -> None:
 def cmd_review(args: argparse.Namespace) -> int:
     import asyncio
     import signal
+    import sys
 
     from gristmill.flywheel.review_server import ReviewApp, binding_token, serve
 
     require_run_dir(args.run_dir)
     token = binding_token(args.host, args.allow_remote)
     app = ReviewApp(args.run_dir, token=token, records=args.records, seed=args.seed,
-                    reviewer=args.reviewer)
+                    reviewer=args.reviewer,
+                    say=lambda line: print(f"gristmill review: {line}", file=sys.stderr))
 
     async def main() -> None:
         stop = asyncio.Event()
