@@ -26,7 +26,8 @@ from gristmill.flywheel.review_record import (LabelInput, label_json, record_cri
 from gristmill.flywheel.review_sampling import LabelView, Query, facets, next_record, progress
 
 STATIC = Path(__file__).parent / "static"
-PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}
+PAGE_FILES = {"review.js": "text/javascript", "review-marks.js": "text/javascript",
+              "review.css": "text/css"}
 TOKEN_ENV = "GRISTMILL_REVIEW_TOKEN"
 TOKEN_COOKIE = "gristmill_review"
 SECURITY_HEADERS = {
