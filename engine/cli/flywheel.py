@@ -1,5 +1,6 @@
-"""The `gristmill` commands of the data flywheel: `judge align`, `flywheel`, `review` and
-`report` (implementations in engine/flywheel/, imported by each command when it runs)."""
+"""The `gristmill` commands of the data flywheel: `judge align`, `flywheel`, `review`,
+`labels export` and `report` (implementations in engine/flywheel/, imported by each command
+when it runs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from gristmill.errors import ConfigError
 def add_parsers(sub: Any) -> None:
     _add_flywheel_commands(sub)
     _review_parser(sub)
+    _labels_parser(sub)
     _report_parser(sub)
 
 
@@ -98,6 +100,33 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labels_parser(sub: Any) -> None:
+    labels = sub.add_parser("labels", help="a run's human labels: `labels export RUN`")
+    actions = labels.add_subparsers(dest="labels_action", required=True, metavar="ACTION")
+    p = actions.add_parser("export", help="write the labels as JSONL, one label a line")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="output file (default: stdout)")
+    p.add_argument("--all", action="store_true", dest="every",
+                   help="every label ever given (default: the one in force per record and "
+                   "criterion)")
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    import sys
+
+    from gristmill.dataset.files import write_atomic
+    from gristmill.flywheel.label_export import export_lines
+
+    require_run_dir(args.run_dir)
+    lines = export_lines(args.run_dir, args.every)
+    if args.out is None:
+        sys.stdout.buffer.writelines(lines)
+    else:
+        write_atomic(args.out, b"".join(lines))
+        print(f"wrote {len(lines)} label(s) to {args.out}")
+    return 0
+
+
 def _report_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="write RUN/report.html: a run's health at a glance")
     p.add_argument("run_dir", type=Path)
@@ -118,4 +147,4 @@ def require_run_dir(run_dir: Path) -> None:
 
 
 COMMANDS = {"judge": cmd_judge, "flywheel": cmd_flywheel, "review": cmd_review,
-            "report": cmd_report}
+            "labels": cmd_labels, "report": cmd_report}
