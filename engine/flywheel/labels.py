@@ -69,11 +69,17 @@ class LabelStore:
         self._migrate()
         self._conn.execute(INDEX)
 
-    def _migrate(self) -> None:
+    def _missing_columns(self) -> list[str]:
         have = {row[1] for row in self._conn.execute("PRAGMA table_info(labels)")}
-        for name, declaration in ADDED_COLUMNS.items():
-            if name not in have:
-                self._conn.execute(f"ALTER TABLE labels ADD COLUMN {name} {declaration}")
+        return [name for name in ADDED_COLUMNS if name not in have]
+
+    def _migrate(self) -> None:
+        if not self._missing_columns():
+            return
+        with self._conn:  # commits, or rolls back on an error
+            self._conn.execute("BEGIN IMMEDIATE")  # another process may be migrating it too
+            for name in self._missing_columns():
+                self._conn.execute(f"ALTER TABLE labels ADD COLUMN {name} {ADDED_COLUMNS[name]}")
 
     def add(self, record_id: str, passed: bool, critique: str = "", *, criterion: str = "",
             reviewer: str = "", at: float | None = None) -> Label:
