@@ -11,7 +11,7 @@ from gristmill.dataset.conversation import is_conversation, text_of, tool_calls_
 from gristmill.dataset.dedup import dedup_run, instruction_text
 from gristmill.dataset.export.shapes import to_openai, to_row, to_sharegpt
 from gristmill.flywheel.prompt import record_texts
-from gristmill.flywheel.review_server import conversation_view
+from gristmill.flywheel.review_record import conversation_view
 
 from .conversation_records import dialogue, plain, tool_use
 

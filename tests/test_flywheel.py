@@ -14,6 +14,7 @@ import pytest
 
 from gristmill.config.pipeline import JudgeConfig
 from gristmill.config.load import validate_config
+from gristmill.flywheel.align import split_ids
 from gristmill.flywheel.labels import LabelStore
 from gristmill.flywheel.runrecords import run_records
 from gristmill.flywheel.session import load_judge
@@ -48,10 +49,46 @@ def gristmill(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
+def label_criteria(run_dir: Path) -> set[str]:
+    """Per-criterion labels of the 60 labelled records: `follows_instruction` by the hidden
+    rule (the mock judge decides it by the rule, and passes every other criterion), and
+    `faithful` failed on every other record. Returns those of the test split."""
+    with LabelStore(run_dir / "run.sqlite") as store:
+        overall = sorted(store.latest().values(), key=lambda label: label.record_id)
+        for n, label in enumerate(overall):
+            store.add(label.record_id, label.passed, criterion="follows_instruction",
+                      at=label.labeled_at + 0.5)
+            store.add(label.record_id, n % 2 != 0, criterion="faithful", at=label.labeled_at)
+    test = set(split_ids([label.record_id for label in overall]).test)
+    return {label.record_id for n, label in enumerate(overall) if n % 2 == 0} & test
+
+
+def check_criteria(result: dict, printed: str, faithless: set[str]) -> None:
+    """`faithless`: the test records the human failed on `faithful`."""
+    criteria = result["criteria"]
+    assert set(criteria) == {"faithful", "follows_instruction"}
+    # labels like the overall ones on the criterion the judge decides: the same agreement
+    follows = criteria["follows_instruction"]
+    assert follows["after"] == result["overall"]
+    assert follows["before"] == {k: v for k, v in result["before"].items() if k != "judge_version"}
+    # the judge passes `faithful` always: it misses every human failure, no agreement
+    # beyond chance
+    faithful = criteria["faithful"]["after"]
+    assert faithful["n"] == result["overall"]["n"] == 15
+    assert faithful["confusion"] == {"tp": 0, "fp": 0, "fn": len(faithless),
+                                     "tn": 15 - len(faithless)} and faithless
+    lo, hi = faithful["kappa_ci"]
+    assert faithful["kappa"] == 0.0 and lo < 0.0 < hi and faithful["tpr_fail"] == 0.0
+    assert "per criterion on test" in printed
+    line = next(x for x in printed.splitlines() if x.strip().startswith("faithful"))
+    assert line.split()[1] == "15"
+
+
 @pytest.mark.timeout(180)
 async def test_align_raises_kappa_and_flywheel_writes_a_new_dataset(mock_server, tmp_path):
     run_dir = await labelled_run(mock_server.base_url, tmp_path, on_fail="flag")
     output_digest = hashlib.sha256((run_dir / "output.jsonl").read_bytes()).hexdigest()
+    faithless = label_criteria(run_dir)
 
     aligned = gristmill("judge", "align", str(run_dir))
     assert "before (judge-v0)" in aligned.stdout and "after (judge-v1)" in aligned.stdout
@@ -66,6 +103,7 @@ async def test_align_raises_kappa_and_flywheel_writes_a_new_dataset(mock_server,
     lo, hi = result["overall"]["kappa_ci"]
     assert lo <= result["overall"]["kappa"] <= hi
     assert sum(p["n"] for p in result["trend"]) == 60
+    check_criteria(result, aligned.stdout, faithless)
     assert [p["until"] for p in result["trend"]] == sorted(p["until"] for p in result["trend"])
 
     judge = load_judge(run_dir / "judge" / "judge-v1.yaml")

@@ -1,5 +1,6 @@
-"""The `gristmill` commands of the data flywheel: `judge align`, `flywheel`, `review` and
-`report` (implementations in engine/flywheel/, imported by each command when it runs)."""
+"""The `gristmill` commands of the data flywheel: `judge align`, `flywheel`, `review`,
+`labels export` and `report` (implementations in engine/flywheel/, imported by each command
+when it runs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from gristmill.errors import ConfigError
 def add_parsers(sub: Any) -> None:
     _add_flywheel_commands(sub)
     _review_parser(sub)
+    _labels_parser(sub)
     _report_parser(sub)
 
 
@@ -76,13 +78,15 @@ def _review_parser(sub: Any) -> None:
 def cmd_review(args: argparse.Namespace) -> int:
     import asyncio
     import signal
+    import sys
 
     from gristmill.flywheel.review_server import ReviewApp, binding_token, serve
 
     require_run_dir(args.run_dir)
     token = binding_token(args.host, args.allow_remote)
     app = ReviewApp(args.run_dir, token=token, records=args.records, seed=args.seed,
-                    reviewer=args.reviewer)
+                    reviewer=args.reviewer,
+                    say=lambda line: print(f"gristmill review: {line}", file=sys.stderr))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -93,6 +97,33 @@ def cmd_review(args: argparse.Namespace) -> int:
                     lambda url: print(f"review page: {url}  (Ctrl-C to stop)", flush=True))
 
     asyncio.run(main())
+    return 0
+
+
+def _labels_parser(sub: Any) -> None:
+    labels = sub.add_parser("labels", help="a run's human labels: `labels export RUN`")
+    actions = labels.add_subparsers(dest="labels_action", required=True, metavar="ACTION")
+    p = actions.add_parser("export", help="write the labels as JSONL, one label a line")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="output file (default: stdout)")
+    p.add_argument("--all", action="store_true", dest="every",
+                   help="every label ever given (default: the one in force per record and "
+                   "criterion)")
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    import sys
+
+    from gristmill.dataset.files import write_atomic
+    from gristmill.flywheel.label_export import export_lines
+
+    require_run_dir(args.run_dir)
+    lines = export_lines(args.run_dir, args.every)
+    if args.out is None:
+        sys.stdout.buffer.writelines(lines)
+    else:
+        write_atomic(args.out, b"".join(lines))
+        print(f"wrote {len(lines)} label(s) to {args.out}")
     return 0
 
 
@@ -116,4 +147,4 @@ def require_run_dir(run_dir: Path) -> None:
 
 
 COMMANDS = {"judge": cmd_judge, "flywheel": cmd_flywheel, "review": cmd_review,
-            "report": cmd_report}
+            "labels": cmd_labels, "report": cmd_report}

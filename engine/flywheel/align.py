@@ -159,6 +159,7 @@ async def align_run(run_dir: Path, *, backend_url: str | None = None, ffr_bound:
     records = run_records(run_dir)
     with LabelStore(run_dir / "run.sqlite") as store:
         labels = {i: l for i, l in store.latest("").items() if i in records}
+        by_criterion = {name: store.latest(name) for name in store.criteria()}
         if len(labels) < MIN_LABELS:
             raise ConfigError(f"{run_dir}: {len(labels)} labelled record(s); alignment needs "
                               f"at least {MIN_LABELS} (label more with `gristmill review`)")
@@ -183,6 +184,8 @@ async def align_run(run_dir: Path, *, backend_url: str | None = None, ffr_bound:
                         await aligner.verdicts(after, sorted(labels), pool))
             result = report(before, after, labels, split, *verdicts, pool_name, ffr_bound,
                             aligner.unjudged, say)
+            result["criteria"] = per_criterion(by_criterion, split.test, *verdicts[:2])
+            say_criteria(result["criteria"], before.version, after.version, say)
             result["calls"] = session.stats()
     path = write_judge(run_dir, after)
     write_agreement(run_dir, result)
@@ -232,6 +235,32 @@ def report(before_judge: JudgeConfig, after: JudgeConfig,
             "few_shot": {"pool": pool_name, "examples": len(after.examples),
                          "k": after.few_shot.k},
             "ffr_bound": ffr_bound, "unjudged": len(unjudged)}
+
+
+def per_criterion(by_criterion: dict[str, dict[str, Label]], test: list[str],
+                  v_before: dict, v_after: dict) -> dict[str, dict[str, Any]]:
+    """Agreement before and after on each criterion's labels of the test records (a verdict
+    without the criterion, e.g. of another skill, is left out)."""
+    return {name: {"before": agreement(pairs_for(v_before, labels, test, name)),
+                   "after": agreement(pairs_for(v_after, labels, test, name))}
+            for name, labels in by_criterion.items()}
+
+
+def say_criteria(criteria: dict[str, dict[str, Any]], before: str, after: str,
+                 say: Callable[[str], None]) -> None:
+    if not criteria:
+        return
+    say(f"{'per criterion on test':<23}{'n':>4}    {f'accuracy {before} -> {after}':<44}"
+        f"Cohen's kappa {before} -> {after}")
+
+    def shown(block: dict[str, Any], key: str) -> str:
+        lo, hi = block[f"{key}_ci"]
+        return f"{block[key]:5.2f} [{lo:.2f}, {hi:.2f}]"
+
+    for name, both in criteria.items():
+        b, a = both["before"], both["after"]
+        say(f"  {name:<20} {a['n']:4d}    {shown(b, 'accuracy')} -> {shown(a, 'accuracy')}"
+            f"    {shown(b, 'kappa')} -> {shown(a, 'kappa')}")
 
 
 def write_agreement(run_dir: Path, result: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import os
 import secrets
 from pathlib import Path
@@ -19,18 +18,18 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from gristmill.dataset.conversation import (call_names, is_conversation, messages_of, text_of,
-                                            tool_calls_of, tools_of)
 from gristmill.errors import ConfigError
 from gristmill.flywheel.labels import LabelStore
 from gristmill.flywheel.review_index import RecordIndex, RecordMeta
+from gristmill.flywheel.review_record import (LabelInput, label_json, record_criteria,
+                                              record_detail, run_judge)
 from gristmill.flywheel.review_sampling import LabelView, Query, facets, next_record, progress
 
 STATIC = Path(__file__).parent / "static"
-PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}
+PAGE_FILES = {"review.js": "text/javascript", "review-marks.js": "text/javascript",
+              "review.css": "text/css"}
 TOKEN_ENV = "GRISTMILL_REVIEW_TOKEN"
 TOKEN_COOKIE = "gristmill_review"
-MAX_CRITIQUE_CHARS = 20_000
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
                                "connect-src 'self'; img-src 'self'; base-uri 'none'; "
@@ -69,9 +68,11 @@ def _error(status: int, message: str) -> web.Response:
 
 class ReviewApp:
     def __init__(self, run_dir: Path, *, token: str | None = None, records: Path | None = None,
-                 seed: int = 0, reviewer: str = "") -> None:
+                 seed: int = 0, reviewer: str = "",
+                 say: Callable[[str], None] = lambda line: None) -> None:
         self.index = RecordIndex(run_dir, records, seed)
         self.labels = LabelStore(run_dir / "run.sqlite")
+        self.judge = run_judge(run_dir, say)
         self.token = token
         self.reviewer = reviewer
         self.allowed_hosts: set[str] | None = None  # set once bound on loopback
@@ -155,79 +156,33 @@ class ReviewApp:
             body = await request.json()
         except ValueError:
             return _error(400, "the body is not JSON")
-        if not isinstance(body, dict):
-            return _error(400, "the body must be a JSON object")
-        record_id, passed = body.get("record_id"), body.get("passed")
-        critique = body.get("critique", "")
-        if not isinstance(record_id, str) or record_id not in self.index.pool.by_id:
-            return _error(400, "record_id: no record with this id in the run")
-        if not isinstance(passed, bool):
-            return _error(400, "passed: must be true or false")
-        if not isinstance(critique, str) or len(critique) > MAX_CRITIQUE_CHARS:
-            return _error(400, f"critique: must be text of at most {MAX_CRITIQUE_CHARS} chars")
-        label = self.labels.add(record_id, passed, critique.strip(), reviewer=self.reviewer)
-        return web.json_response({"label": {"record_id": label.record_id,
-                                            "passed": label.passed,
-                                            "labeled_at": label.labeled_at}})
+        try:
+            given = LabelInput.parse(body, self.index.pool.by_id, self.criteria_of)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        label = self.labels.add(given.record_id, given.passed, given.critique,
+                                criterion=given.criterion, reviewer=self.reviewer)
+        return web.json_response({"label": label_json(label)})
+
+    def criteria_of(self, record_id: str) -> list[str]:
+        """Names of the criteria a record may be labelled on."""
+        record = self.index.record(self.index.pool.by_id[record_id])
+        return [c["name"] for c in record_criteria(record, self.judge)]
 
     def detail(self, meta: RecordMeta) -> dict[str, Any]:
         """What the page shows of one record; every text goes out as JSON strings."""
         record = self.index.record(meta)
-        messages = [{"role": str(m.get("role", "")), "content": text_of(m.get("content"))}
-                    for m in messages_of(record)]
-        answer = _last(messages, "assistant")
-        instruction = _last(messages, "user")
-        context = [m for m in messages if m is not answer and m is not instruction]
-        history = [{"passed": lab.passed, "critique": lab.critique, "reviewer": lab.reviewer,
-                    "labeled_at": lab.labeled_at}
-                   for lab in self.labels.history() if lab.record_id == meta.id
-                   and lab.criterion == ""]
         seed_id = record.get("seed_id")
         return {"id": meta.id, "skill": meta.skill, "type": meta.type,
-                "agent": record.get("agent"), "model": record.get("model"),
-                "usage": record.get("usage"),
-                "instruction": instruction["content"] if instruction else "",
-                "answer": answer["content"] if answer else "", "context": context,
-                **conversation_view(record),
-                "seed": self.index.seed_excerpt(seed_id), "lineage": record.get("lineage") or [],
+                **record_detail(record, record_criteria(record, self.judge),
+                                self.labels.history(meta.id)),
+                "seed": self.index.seed_excerpt(seed_id),
                 "judge": record["judge"] if meta.judge is not None else None,
                 "in_dataset": meta.in_dataset,
-                "seed_rejects": self.index.seed_rejects(seed_id), "labels": history}
+                "seed_rejects": self.index.seed_rejects(seed_id)}
 
     def close(self) -> None:
         self.labels.close()
-
-
-def conversation_view(record: dict[str, Any]) -> dict[str, Any]:
-    """A conversation's every turn (null for one instruction and answer, which the page shows
-    as such), each tool call and the call a tool result answers, and the record's tools."""
-    if not is_conversation(record):
-        return {"conversation": None, "tools": []}
-    messages = messages_of(record)
-    names = call_names(messages)
-    turns = [{"role": str(m.get("role") or ""), "content": text_of(m.get("content")),
-              "tool_calls": [{"id": c.id, "name": c.name, "arguments": _pretty(c.arguments)}
-                             for c in tool_calls_of(m)],
-              "tool_call_id": str(m.get("tool_call_id") or ""),
-              "tool_name": names.get(str(m.get("tool_call_id") or ""), "")}
-             for m in messages]
-    tools = [{"name": str(f.get("name") or ""), "description": text_of(f.get("description")),
-              "parameters": _pretty(f.get("parameters", {}))} for f in tools_of(record)]
-    return {"conversation": turns, "tools": tools}
-
-
-def _pretty(value: Any) -> str:
-    """JSON (or a JSON string) indented for reading; other text as it is."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return value
-    return json.dumps(value, indent=2, ensure_ascii=False)
-
-
-def _last(messages: list[dict[str, str]], role: str) -> dict[str, str] | None:
-    return next((m for m in reversed(messages) if m["role"] == role), None)
 
 
 async def serve(app: ReviewApp, host: str, port: int, stop: asyncio.Event,

@@ -1,12 +1,12 @@
 // The review page. Every text from the run is model output, so it is set with textContent
 // only (never innerHTML); the server's Content-Security-Policy also forbids inline scripts.
-"use strict";
+import { hasSelection, implied, markSelected, select, showMarks, toggle } from "./review-marks.js";
 
 const $ = (id) => document.getElementById(id);
 const FILTERS = ["mode", "skill", "type", "judge", "disagreement"];
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
-const state = { record: null, trail: [], sessionLabels: 0, busy: false };
+const state = { record: null, trail: [], sessionLabels: 0, busy: false, marking: Promise.resolve() };
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -135,6 +135,7 @@ function showRecord(r) {
   $("empty").hidden = !!r;
   for (const id of ["pass", "fail", "skip"]) $(id).disabled = !r;
   if (!r) {
+    showMarks(null);
     $("empty").textContent = "Nothing left to review with this sampling mode and these filters.";
     return;
   }
@@ -154,10 +155,12 @@ function showRecord(r) {
   lineage.replaceChildren(...r.lineage.map((step) => el("li", `${step.stage} ${step.id}`)));
   const earlier = $("earlier");
   earlier.replaceChildren(...r.labels.map((l) => el("li",
-    `${new Date(l.labeled_at * 1000).toLocaleString()}: ${l.passed ? "pass" : "fail"}` +
-    `${l.reviewer ? " by " + l.reviewer : ""}${l.critique ? " — " + l.critique : ""}`)));
+    `${new Date(l.labeled_at * 1000).toLocaleString()}: ${l.criterion ? l.criterion + " " : ""}` +
+    `${l.passed ? "pass" : "fail"}${l.reviewer ? " by " + l.reviewer : ""}` +
+    `${l.critique ? " — " + l.critique : ""}`)));
   $("earlier-box").hidden = !r.labels.length;
   $("critique").value = "";
+  showMarks(r, (criterion, passed) => saveMark(r, criterion, passed));
 }
 
 function show(body) {
@@ -178,13 +181,28 @@ async function load(path) {
 
 const loadNext = () => load(`/api/next?${query()}`);
 
+const post = (body) => api("/api/label", { method: "POST",
+  headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+// Marks are saved one after another, in the order given; resolves to whether it was saved.
+function saveMark(r, criterion, passed) {
+  const saving = state.marking.then(() => post({ record_id: r.id, criterion, passed }))
+    .then(() => true, (error) => {
+      $("status").textContent = `Not saved: ${criterion} ${passed ? "pass" : "fail"}: ${error.message}`;
+      return false;
+    });
+  state.marking = saving;
+  return saving;
+}
+
+// The overall label (after the marks given so far are saved); then the next record.
 async function label(passed) {
   const r = state.record;
   if (!r || state.busy) return;
   state.busy = true;
   try {
-    await api("/api/label", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ record_id: r.id, passed, critique: $("critique").value }) });
+    await state.marking;
+    await post({ record_id: r.id, criterion: null, passed, critique: $("critique").value });
     state.sessionLabels += 1;
     state.trail.push(r.id);
     await loadNext();
@@ -216,14 +234,31 @@ function onFilterChange() {
   loadNext();
 }
 
+// p / f mark the selected criterion, else label the record; P / F always label the record.
+function passOrFail(passed) {
+  if (!state.record || state.busy) return;
+  if (hasSelection()) markSelected(passed);
+  else label(passed);
+}
+
+function labelAsImplied() {
+  const verdict = implied();
+  if (verdict === null) $("status").textContent = "Mark every criterion first, or press P / F.";
+  else label(verdict);
+}
+
+const KEYS = { p: () => passOrFail(true), f: () => passOrFail(false), P: () => label(true),
+               F: () => label(false), Enter: labelAsImplied, Escape: () => select(-1),
+               s: skip, n: skip, j: skip, b: back, k: back, c: () => $("critique").focus() };
+
 function onKey(event) {
   if (event.target === $("critique")) {
     if (event.key === "Escape") $("critique").blur();
     return;
   }
   if (event.ctrlKey || event.metaKey || event.altKey || event.target.tagName === "SELECT") return;
-  const action = { p: () => label(true), f: () => label(false), s: skip, b: back,
-                   c: () => $("critique").focus() }[event.key];
+  const digit = /^[1-9]$/.test(event.key) ? Number(event.key) - 1 : -1;
+  const action = digit >= 0 ? () => toggle(digit) : KEYS[event.key];
   if (action) { event.preventDefault(); action(); }
 }
 
