@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from gristmill.cli import assertions as cli_assertions
 from gristmill.cli import flywheel as cli_flywheel
+from gristmill.cli import history as cli_history
 from gristmill.cli.cluster import add_cluster_args
 from gristmill.cli.execute import execute
 from gristmill.errors import ConfigError
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_flywheel.add_parsers(sub)
     cli_assertions.add_parsers(sub)
+    cli_history.add_parsers(sub)
 
     sub.add_parser("mock-server", help="serve the mock OpenAI-compatible API "
                    "(see `gristmill mock-server --help`)", add_help=False)
@@ -164,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
                 "export": cmd_export, "resume": cmd_resume, "status": cmd_status,
                 "cache": cmd_cache, "dedup": cmd_dedup, "batches": cmd_batches,
-                **cli_flywheel.COMMANDS, **cli_assertions.COMMANDS}[args.command](args)
+                **cli_flywheel.COMMANDS, **cli_assertions.COMMANDS,
+                **cli_history.COMMANDS}[args.command](args)
     except ConfigError as exc:
         print(f"gristmill: config error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@
     rejects.jsonl   failed or rejected work: id, item_id, stage, validator or error, reason, ...
     state.json      progress, rewritten every few seconds: `gristmill status RUN` reads it
     summary.json    counts, failures by reason, tokens, throughput (at the end)
+    history/v<N>/   every config the run ran with and its skill files (runs/history.py)
     run.log         warnings and errors of the run
 """
 
@@ -35,6 +36,7 @@ from gristmill.config.load import read_run_config
 from gristmill.dataset.files import read_json, write_atomic
 from gristmill.errors import ConfigError
 from gristmill.flows.sampling import CHOICE_RULES
+from gristmill.runs.history import record_version
 from gristmill.seeds.shards import SHARD_RULE
 
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: a fifth of the time
@@ -84,6 +86,7 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.resuming = (path / "config.yaml").exists()
+        self.changes: list[str] = []  # answer-changing fields a forced resume changed
         path.mkdir(parents=True, exist_ok=True)
         self._log_handler = logging.FileHandler(path / "run.log", encoding="utf-8")
         self._log_handler.setFormatter(logging.Formatter(
@@ -97,6 +100,7 @@ class RunDir:
         manifest = read_json(self.path / "manifest.json")  # None: the first session died
         if manifest is not None and manifest.get("skills_digest") != skills_digest(config):
             changes.append("agentinstruct skill files (prompts, agents or taxonomy)")
+        self.changes = changes
         if changes and not force:
             raise ConfigError(f"{self.path} was started with a different config; resuming would "
                               f"change answers. Changed: {', '.join(changes)}. Use the original "
@@ -114,6 +118,7 @@ class RunDir:
         """config.yaml: written before any request, so a later session knows it resumes."""
         text = yaml.dump(config.model_dump(mode="json"), Dumper=_YAML_DUMPER, sort_keys=False)
         (self.path / "config.yaml").write_text(text, encoding="utf-8")
+        record_version(self.path, text, config, self.changes)
 
     def choice_rule(self) -> str:
         """How seeds pick their agents and instruction types (flows/sampling.py): what the
