@@ -10,6 +10,7 @@ from typing import Any
 
 from gristmill.dataset.files import write_atomic
 from gristmill.flywheel.report_data import gather
+from gristmill.flywheel.report_drift import drift_panel
 from gristmill.flywheel.report_svg import bar_chart, empty_note, interval_chart, line_chart
 
 CSS = Path(__file__).parent / "static" / "report.css"
@@ -31,7 +32,8 @@ def render(data: dict[str, Any]) -> str:
                 _panel("rejections", "Rejection reasons", _rejections(data)),
                 _panel("coverage", "Records per skill / type", _coverage(data)),
                 _panel("judge", "Judge pass rate per skill / type", _judge(data)),
-                _panel("agreement", "Judge–human agreement", _agreement(data))]
+                _panel("agreement", "Judge–human agreement", _agreement(data)),
+                _panel("drift", "Drift over label time", drift_panel(data["drift"]))]
     status = (data["state"].get("status") or ("finished" if data["summary"] else "unknown"))
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>gristmill report '
             f'· {escape(data["name"])}</title><meta name="viewport" content="width=device-width">'

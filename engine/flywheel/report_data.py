@@ -13,6 +13,7 @@ from typing import Any
 
 
 from gristmill.dataset.files import read_json, read_jsonl
+from gristmill.flywheel.drift import drift
 from gristmill.flywheel.labels import LabelStore
 from gristmill.flywheel.review_index import JsonlTail, judge_fields
 
@@ -116,7 +117,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "timeline_points": len(timeline), "judge": judge,
         "coverage": {"by_skill": dict(by_skill), "by_type": dict(by_type)},
         "labels": _label_counts(labels, label_verdicts),
-        "agreement": read_json(run_dir / "judge" / "agreement.json"),
+        "agreement": read_json(run_dir / "judge" / "agreement.json"), "drift": drift(run_dir),
     }
 
 
