@@ -29,11 +29,46 @@ def _add_flywheel_commands(sub: Any) -> None:
     p.add_argument("--ffr-bound", type=float, default=0.2, help="most false failures (human-"
                    "passed records the judge fails) a chosen judge may have on dev (default 0.2)")
     p = sub.add_parser("flywheel", help="re-judge a run with its newest aligned judge and write "
-                       "RUN/dataset.judge-v<N>.jsonl")
+                       "RUN/dataset.judge-v<N>.jsonl; `flywheel improve RUN`: align, suggest "
+                       "assertions, write the next run's config")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--backend-url", help="send judge calls to this OpenAI-style base URL")
     p.add_argument("--judge", type=Path, help="a judge config (default: the newest "
                    "RUN/judge/judge-v<N>.yaml)")
+
+
+    p = sub.add_parser(IMPROVE, prog="gristmill flywheel improve", description="Align the judge, "
+                       "mine and select assertions from the labels, and write the next run's "
+                       "config with them (docs/assertions.md).")  # no help=: reached by route()
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="the next config (default RUN/next-config.yaml)")
+    p.add_argument("--backend-url", help="send judge calls to this OpenAI-style base URL")
+    p.add_argument("--alpha", type=float, help="least coverage of human failures (default 0.6)")
+    p.add_argument("--tau", type=float, help="most false failures (default 0.25)")
+
+
+IMPROVE = "flywheel-improve"
+
+
+def route(argv: list[str]) -> list[str]:
+    """`flywheel improve RUN` is its own command (`flywheel RUN` re-judges)."""
+    return [IMPROVE, *argv[2:]] if argv[:2] == ["flywheel", "improve"] else argv
+
+
+def cmd_improve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gristmill.flywheel.improve import improve
+    from gristmill.runs.event_loop import new_event_loop
+
+    require_run_dir(args.run_dir)
+    for name in ("alpha", "tau"):
+        if getattr(args, name) is not None and not 0 <= getattr(args, name) <= 1:
+            raise ConfigError(f"--{name} {getattr(args, name)}: a fraction between 0 and 1")
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(improve(args.run_dir, args.out, backend_url=args.backend_url,
+                           alpha=args.alpha, tau=args.tau))
+    return 0
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
@@ -146,5 +181,5 @@ def require_run_dir(run_dir: Path) -> None:
         raise ConfigError(f"{run_dir}: no output.jsonl; is this a run directory?")
 
 
-COMMANDS = {"judge": cmd_judge, "flywheel": cmd_flywheel, "review": cmd_review,
+COMMANDS = {"judge": cmd_judge, "flywheel": cmd_flywheel, IMPROVE: cmd_improve, "review": cmd_review,
             "labels": cmd_labels, "report": cmd_report}

@@ -29,7 +29,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from gristmill.runs.history import listing, prompt_delta
 
     if args.compare is not None:
-        print(prompt_delta(args.compare, args.run_dir) or "no difference", end="\n")
+        print(prompt_delta(args.compare, args.run_dir) or "no difference")
     elif args.diff is not None:
         print(prompt_delta(args.run_dir, old=args.diff[0], new=args.diff[1]) or "no difference")
     else:

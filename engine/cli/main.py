@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gristmill.backends.mock.server import main as serve
 
         return serve(argv[1:]) or 0
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(cli_flywheel.route(argv))
     try:
         return {"run": cmd_run, "demo": cmd_demo, "validate": cmd_validate,
                 "export": cmd_export, "resume": cmd_resume, "status": cmd_status,
