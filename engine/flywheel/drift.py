@@ -29,6 +29,20 @@ def buckets(n: int, wanted: int = BUCKETS) -> list[range]:
     return [range(start, min(start + size, n)) for start in range(0, n, size)] if n else []
 
 
+def labelled_records(run_dir: Path, ids: Any) -> dict[str, dict[str, Any]]:
+    """The records with these ids (accepted, or rejected by the judge): only the labelled ones
+    are held, so the report's memory does not grow with the run."""
+    from gristmill.dataset.files import read_jsonl
+    from gristmill.flywheel.runrecords import judge_rejects
+
+    wanted = set(ids)
+    found = {r["id"]: r for r in read_jsonl(run_dir / "output.jsonl") if r.get("id") in wanted}
+    for record_id, record in judge_rejects(run_dir).items():
+        if record_id in wanted:
+            found.setdefault(record_id, record)
+    return found
+
+
 def drift(run_dir: Path, wanted: int = BUCKETS) -> dict[str, Any] | None:
     """The drift panel's data; None when the run has no labels."""
     from gristmill.assertions.evaluate import set_pairs
@@ -37,13 +51,12 @@ def drift(run_dir: Path, wanted: int = BUCKETS) -> dict[str, Any] | None:
     from gristmill.assertions.vocabulary import record_texts
     from gristmill.flywheel.labels import LabelStore
     from gristmill.flywheel.review_index import judge_fields
-    from gristmill.flywheel.runrecords import run_records
 
     if not (run_dir / "run.sqlite").is_file():
         return None
     with LabelStore(run_dir / "run.sqlite") as store:
         labels = store.latest("")
-    records = run_records(run_dir)
+    records = labelled_records(run_dir, labels.keys())
     timed = sorted((label.labeled_at, i) for i, label in labels.items() if i in records)
     if not timed:
         return None
