@@ -16,7 +16,10 @@ The hidden rule: an answer that contains the trigger word (`--judge-trigger`, de
 
 clamped to [0, 1]; otherwise it answers like a lenient judge (fails with NAIVE_FAIL). The rule's
 verdict goes to the first criterion whose question names the trigger, else the first
-criterion; every other criterion passes. Draws are seeded by the request body, so the same
+criterion; every other criterion passes. Before any rule, an answer that contradicts a fact of the
+record's instruction (`planted.contradiction`: the instruction says "the X is 40", the answer
+"the X is 55") fails, always: the first criterion asking about the input's facts (its question
+names the input, the passage, facts, contradictions, support or grounding), else the rule's. Draws are seeded by the request body, so the same
 prompt always gets the same verdict (and a response cache keeps it valid)."""
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 from gristmill.backends.mock.answers import (Answer, body_seed, build_answer, capped_choice,
                                              json_tokens, max_tokens_of)
+from gristmill.backends.mock.planted import contradiction
 from gristmill.scheduling.tokens import count_messages
 
 SCHEMA_NAME = "judge_verdict"
@@ -36,6 +40,8 @@ BASE, PER_EXAMPLE, PROMPT_BONUS, NAIVE_FAIL = 0.1, 0.2, 0.3, 0.1
 CRITERION = re.compile(r'<criterion name="([^"]+)">(.*?)</criterion>', re.DOTALL)
 EXAMPLE = re.compile(r'<example verdict="(pass|fail)"[^>]*>(.*?)</example>', re.DOTALL)
 ANSWER = re.compile(r"<answer>\n(.*)\n</answer>", re.DOTALL)
+FACTUAL = re.compile(r"\b(?:input|passage|facts?|contradict\w*|supported|grounded)\b", re.I)
+INSTRUCTION = re.compile(r"<instruction>\n(.*?)\n</instruction>", re.DOTALL)
 
 
 def is_judge_request(body: dict[str, Any]) -> bool:
@@ -71,6 +77,13 @@ def reliability(text: str, trigger: str) -> tuple[float, str | None]:
     return min(1.0, max(0.0, p)), target
 
 
+def factual_criterion(text: str, names: list[str]) -> str | None:
+    """The first criterion whose question asks about the input's facts."""
+    head = text.rpartition("<record")[0]
+    return next((name for name, question in CRITERION.findall(head)
+                 if name in names and FACTUAL.search(question)), None)
+
+
 def judge_answer(body: dict[str, Any], trigger: str = DEFAULT_TRIGGER) -> Answer:
     text = _user_text(body)
     schema = body["response_format"]["json_schema"].get("schema") or {}
@@ -79,8 +92,15 @@ def judge_answer(body: dict[str, Any], trigger: str = DEFAULT_TRIGGER) -> Answer
     p, target = reliability(text, trigger)
     target = target if target in names else names[0]
     rng = random.Random(body_seed(body))
-    record = _answer_of(text.rpartition("<record")[2])
-    if rng.random() < p:
+    shown = text.rpartition("<record")[2]
+    record = _answer_of(shown)
+    instruction = INSTRUCTION.search(shown)
+    contradicted = contradiction(instruction.group(1) if instruction else "", record)
+    if contradicted is not None:  # read against the input, as an LLM judge would
+        subject, given, said = contradicted
+        failed, target = True, factual_criterion(text, names) or target
+        why = f"The answer says the {subject} is {said}, but the input says it is {given}."
+    elif rng.random() < p:
         failed = re.search(rf"\b{re.escape(trigger)}\b", record, re.IGNORECASE) is not None
         why = (f"The answer talks about {trigger}, which the reviewers' examples fail."
                if failed else "The answer avoids what the reviewers' examples fail.")
