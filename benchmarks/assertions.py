@@ -24,9 +24,10 @@ from benchmarks.common import machine, print_table, write_json
 from benchmarks.reviewer import Planted, review
 from gristmill.assertions.files import read_assertions
 from gristmill.assertions.suggest import suggest
-from gristmill.assertions.vocabulary import record_texts
+from gristmill.assertions.vocabulary import LlmCriterion, record_texts
 from gristmill.backends.mock.process import MockServerProcess
 from gristmill.config.load import validate_config
+from gristmill.flywheel.assertion_llm import judge_criteria, llm_candidates
 from gristmill.flywheel.runrecords import run_records
 from gristmill.runs.runner import RunOptions, run
 
@@ -56,9 +57,16 @@ def config(base_url: str, seeds: Path) -> dict[str, Any]:
                        {"role": "assistant", "content": "{{ summary }}"}]}
 
 
-def measure(assertions: list, records: list[dict], truth: dict[str, bool]) -> dict[str, Any]:
+def fails_one(assertion: Any, record: dict, verdicts: dict[str, dict[str, bool]]) -> bool:
+    if isinstance(assertion, LlmCriterion):
+        return verdicts.get(record["id"], {}).get(assertion.name) is False
+    return not assertion.check(record_texts(record))
+
+
+def measure(assertions: list, records: list[dict], truth: dict[str, bool],
+            verdicts: dict[str, dict[str, bool]]) -> dict[str, Any]:
     """Catch rate over the failed records and false-failure rate over the passed ones."""
-    caught = {r["id"]: any(not a.check(record_texts(r)) for a in assertions) for r in records}
+    caught = {r["id"]: any(fails_one(a, r, verdicts) for a in assertions) for r in records}
     fails = [i for i in caught if not truth[i]]
     passes = [i for i in caught if truth[i]]
     return {"n": len(caught), "fails": len(fails), "passes": len(passes),
@@ -74,6 +82,7 @@ def main() -> None:
     parser.add_argument("--plant-rate", type=float, default=0.3)
     parser.add_argument("--alpha", type=float, default=0.6)  # of noisy labels
     parser.add_argument("--tau", type=float, default=0.1)
+    parser.add_argument("--llm", action="store_true", help="the mock's model proposes too")
     args = parser.parse_args()
     planted = Planted(args.plant_rate, KINDS)
     with tempfile.TemporaryDirectory() as tmp, MockServerProcess(
@@ -86,15 +95,18 @@ def main() -> None:
         labels = review(run_dir, planted, args.labels, args.noise, seed=7)
         log = io.StringIO()
         with redirect_stdout(log):
-            path = suggest(run_dir, alpha=args.alpha, tau=args.tau)
+            path = suggest(run_dir, alpha=args.alpha, tau=args.tau,
+                           proposer=llm_candidates if args.llm else None)
         kept = read_assertions(path).assertions
+        criteria = [a for a in kept if isinstance(a, LlmCriterion)]
+        verdicts = asyncio.run(judge_criteria(run_dir, criteria, list(records.values())))
         stats = server.stats()["planted"]
     truth = {i: planted.truth(r) is None for i, r in records.items()}
     unlabelled = [r for i, r in records.items() if i not in labels]
-    held = measure(kept, unlabelled, truth)
-    noisy = measure(kept, [records[i] for i in labels], labels)
+    held = measure(kept, unlabelled, truth, verdicts)
+    noisy = measure(kept, [records[i] for i in labels], labels, verdicts)
     by_kind = {k: measure(kept, [r for r in unlabelled if planted.truth(r) in (k, None)],
-                          truth)["catch_rate"] for k in KINDS}
+                          truth, verdicts)["catch_rate"] for k in KINDS}
     rows = [{"check": "unlabelled vs planted truth", **held},
             {"check": "labelled vs noisy labels", **noisy}]
     print(log.getvalue())
@@ -109,7 +121,7 @@ def main() -> None:
         "machine": machine(), "load_average": os.getloadavg()[0], "args": vars(args),
         "records": len(records), "planted": stats, "labels": len(labels),
         "catch_rate": held["catch_rate"], "false_failure_rate": held["false_failure_rate"],
-        "assertions": len(kept), "kept": [a.describe() for a in kept],
+        "llm": args.llm, "assertions": len(kept), "kept": [a.describe() for a in kept],
         "catch_rate_by_kind": by_kind, "held_out": held, "against_noisy_labels": noisy})
     print(f"wrote {out}")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gristmill.backends.mock.planted import PLANT_KINDS, planted_kind
+from gristmill.backends.mock.planted import GOOD, PLANT_KINDS, planted_kind
 from gristmill.dataset.conversation import messages_of
 from gristmill.flywheel.labels import LabelStore
 from gristmill.flywheel.runrecords import run_records
@@ -35,7 +35,8 @@ class Planted:
         """The planted kind of a record's answer (None: a good answer)."""
         messages = messages_of(record)
         cut = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-        return planted_kind({"messages": messages[:cut + 1]}, self.rate, self.kinds)
+        kind = planted_kind({"messages": messages[:cut + 1]}, self.rate, self.kinds)
+        return None if kind == GOOD else kind
 
 
 def review(run_dir: Path, planted: Planted, n: int, noise: float, seed: int = 0

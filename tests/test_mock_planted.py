@@ -11,7 +11,7 @@ import pytest
 
 from gristmill.backends.mock.answers import build_answer
 from gristmill.backends.mock.judge import answer_for
-from gristmill.backends.mock.planted import (HEDGE, OFF_TOPIC, PLANT_KINDS, contradiction,
+from gristmill.backends.mock.planted import (GOOD, HEDGE, OFF_TOPIC, PLANT_KINDS, contradiction,
                                              plant, planted_kind)
 from gristmill.backends.mock.process import MockServerProcess as MockServer
 from gristmill.config.judge import CriterionConfig
@@ -64,8 +64,11 @@ def test_the_choice_is_deterministic_per_message_at_the_rate_and_fits_the_reques
     bodies = [body(i) for i in range(2000)]
     kinds = [planted_kind(b, 0.3) for b in bodies]
     assert kinds == [planted_kind(dict(reversed(b.items())), 0.3) for b in bodies]
-    assert 0.26 < sum(k is not None for k in kinds) / len(kinds) < 0.34
-    assert {k for k in kinds if k} == {"hedge", "short", "off_topic", "contradiction"}
+    failures = [k for k in kinds if k not in (None, GOOD)]
+    assert 0.26 < len(failures) / len(kinds) < 0.34
+    assert set(failures) == {"hedge", "short", "off_topic", "contradiction"}
+    # the good twin: half the unplanted answers to a message with a fact restate it rightly
+    assert 0.3 < kinds.count(GOOD) / kinds.count(None) < 0.7 * 2
     structured = {planted_kind(body(i, True), 0.3) for i in range(200)}
     assert structured == {None, "missing_field"}
     no_fact = [{"model": "m", "messages": [{"role": "user", "content": f"Hello {i}"}]}
@@ -95,8 +98,9 @@ def test_the_mock_judge_fails_a_contradiction_of_the_input():
         assert judged and criteria["grounded"]["passed"] is False
         assert "input says it is 40" in criteria["grounded"]["critique"]
         failed += 1
-        # the same answer shown with an input that agrees, or states nothing, is not failed so
-        agreeing = text.replace("The river depth is", "The river depth was")
+        # the good twin restates the fact rightly, and is not failed for it
+        agreeing = plant(build_answer(b, True, (40, 200)), b, GOOD).choices[0].text
+        assert agreeing.startswith("The river depth is 40.")
         ok, _ = answer_for(judge_body(b["messages"][0]["content"], agreeing), True, (40, 200))
         assert "input says" not in ok.choices[0].text
     assert failed == 20

@@ -24,7 +24,7 @@ PLANTED = Planted(0.5, KINDS)
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("planted")
-    write_seeds(tmp / "seeds.jsonl", 40)
+    write_seeds(tmp / "seeds.jsonl", 120)
     with MockServerProcess("--plant", ",".join(KINDS), "--plant-rate", "0.5") as server:
         asyncio.run(run(validate_config(config(server.base_url, tmp / "seeds.jsonl")),
                         RunOptions(run_dir=tmp / "run", progress=False)))

@@ -25,6 +25,7 @@ from gristmill.backends.mock.json_answers import json_for_schema
 from gristmill.backends.mock.prose import prose_tokens
 
 PLANT_KINDS = ("hedge", "short", "missing_field", "off_topic", "contradiction")
+GOOD = "restate"  # the good twin of contradiction: not a failure
 HEDGE = "It may be worth noting that"
 SHORT_TOKENS = 6
 # A fact: "the <one to four lowercase words> is <number>", as the input states it.
@@ -98,17 +99,26 @@ def applicable(body: dict[str, Any], kinds: tuple[str, ...]) -> list[str]:
     return prose
 
 
+def _draw(body: dict[str, Any], salt: bytes) -> float:
+    digest = hashlib.blake2b(salt + last_user_text(body).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
 def planted_kind(body: dict[str, Any], rate: float, kinds: tuple[str, ...] = PLANT_KINDS
                  ) -> str | None:
-    """The plant of this request, or None: a draw seeded by its last user message."""
+    """The plant of this request, or None: a draw seeded by its last user message. Without a
+    plant, a request whose message states a fact gets `restate` (a good answer that opens by
+    restating it rightly) half the time when `contradiction` is planted, so that a
+    contradiction differs from a good answer only in its number."""
     if rate <= 0.0:
         return None
-    digest = hashlib.blake2b(b"plant/" + last_user_text(body).encode(), digest_size=8).digest()
-    u = int.from_bytes(digest, "little") / 2**64
+    u = _draw(body, b"plant/")
     fits = applicable(body, kinds)
-    if u >= rate or not fits:
-        return None
-    return fits[int(u / rate * len(fits))]
+    if u < rate and fits:
+        return fits[int(u / rate * len(fits))]
+    if "contradiction" in fits and _draw(body, b"restate/") < 0.5:
+        return "restate"
+    return None
 
 
 def plant(answer: Answer, body: dict[str, Any], kind: str) -> Answer:
@@ -128,9 +138,9 @@ def plant(answer: Answer, body: dict[str, Any], kind: str) -> Answer:
     elif kind == "off_topic":
         lines = rng.sample(OFF_TOPIC, k=min(len(OFF_TOPIC), max(2, len(good) // 12)))
         tokens = [w + " " for w in " ".join(lines).split()]
-    else:
+    else:  # contradiction, or restate: the same claim with the input's own number
         subject, value = next(iter(facts(last_user_text(body)).items()))
-        claim = f"The {subject} is {value + rng.randint(5, 50)}."
+        claim = f"The {subject} is {value + (rng.randint(5, 50) if kind != 'restate' else 0)}."
         tokens = [w + " " for w in claim.split()] + good
     tokens[-1] = tokens[-1].rstrip()
     choice: Choice = capped_choice(tokens, max_tokens_of(body))

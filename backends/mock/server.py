@@ -34,7 +34,7 @@ from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler,
                                          add_gpu_arguments, check_gpu_args, metric_values,
                                          render_metrics)
 from gristmill.backends.mock.judge import add_judge_arguments, answer_for
-from gristmill.backends.mock.planted import plant, planted_kind
+from gristmill.backends.mock.planted import GOOD, plant, planted_kind
 from gristmill.backends.mock.wire import (error_body, request_summary, stats_body,
                                           with_cached_prompt)
 from gristmill.errors import ConfigError
@@ -207,7 +207,8 @@ class MockApp:
         kind = None if judged else planted_kind(body, self.config.plant_rate, self.config.plant)
         if kind is not None:
             answer = plant(answer, body, kind)
-            self.stats.planted[kind] = self.stats.planted.get(kind, 0) + 1
+            if kind != GOOD:  # a restated fact is a good answer, not a plant
+                self.stats.planted[kind] = self.stats.planted.get(kind, 0) + 1
         return answer
 
     def _bad_kind(self, body: dict, pick: float | None) -> str | None:
