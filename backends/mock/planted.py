@@ -152,5 +152,5 @@ def plant(answer: Answer, body: dict[str, Any], kind: str) -> Answer:
 def parse_kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     if not kinds or set(kinds) - set(PLANT_KINDS):
-        raise ValueError(f"--plant: a comma-separated list of {','.join(PLANT_KINDS)}")
+        raise ValueError(f"a comma-separated list of {','.join(PLANT_KINDS)}")
     return kinds
