@@ -31,7 +31,7 @@ async def propose(run_dir: Path, failed: Sequence[Labelled], critiques: dict[str
         request = Request(model, [{"role": "user", "content": proposal_prompt(
             failed, critiques, prompts)}], params={"temperature": 0.0, "max_tokens": 2000},
             response_format=proposal_format())
-        completion = await session._client(judge).call(request)
+        completion = await session.client(judge).call(request)
     return parse_proposals(completion.text)
 
 
