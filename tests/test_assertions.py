@@ -160,6 +160,20 @@ def test_the_miner_finds_a_planted_phrase():
     assert evaluate(chosen[0], labelled).ffr == 0.0
 
 
+def test_one_failure_mode_with_many_words_leaves_room_for_another():
+    bread = " Bakers fold dough with flour, water, salt and yeast before the oven bakes crusty loaves."
+    labelled = synthetic(
+        90, lambda i: i % 3 == 0,
+        lambda rng, i: (("It may be worth noting that " if i % 9 == 0 else "")
+                        + prose(rng, rng.randint(15, 30)) + (bread if i % 9 in (3, 6) else "")))
+    regexes = {c.pattern for c in mine(labelled) if isinstance(c, Regex)}
+    # the bread mode alone has more than MAX_PHRASES strong words; the hedge still gets one
+    assert any(p.startswith(r"\bmay") or p.startswith(r"\bworth") or "noting" in p
+               for p in regexes), regexes
+    assert any(bool(set(w for w in ("bakers", "dough", "flour", "water", "salt", "yeast",
+                                    "oven", "loaves", "crusty") if w in p)) for p in regexes)
+
+
 def test_the_miner_finds_a_planted_length_cut_off():
     labelled = synthetic(60, lambda i: i % 3 == 0,
                          lambda rng, i: prose(rng, 60 + i % 7 if i % 3 == 0 else 10 + i % 30))

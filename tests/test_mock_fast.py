@@ -131,7 +131,8 @@ async def test_a_client_leaving_before_its_answer_is_counted_and_nothing_is_sent
 
 def test_options_the_fast_edge_cannot_honour_are_refused_by_name():
     out = subprocess.run([sys.executable, "-m", "gristmill.backends.mock.server", "--port", "0", "--fast",
-                          "--rate-500", "0.1", "--tokens-per-s", "50"],
+                          "--rate-500", "0.1", "--tokens-per-s", "50", "--plant-rate", "0.1"],
                          capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert out.returncode == 2
     assert "--tokens-per-s" in out.stderr and "--rate-429/500/reset/cut/hang" in out.stderr
+    assert "--plant-rate" in out.stderr

@@ -49,6 +49,7 @@ def check_fast_args(args: argparse.Namespace) -> None:
         ("--gpu", args.gpu), ("--tokens-per-s", args.tokens_per_s > 0),
         ("--rate-429/500/reset/cut/hang", any(args.fault_rates.values())),
         ("--bad-rate", args.bad_rate > 0), ("--bad-wire-rate", args.bad_wire_rate > 0),
+        ("--plant-rate", args.plant_rate > 0),
         ("--rpm/--tpm", args.rpm or args.tpm),
         ("--vary", args.vary),
         ("--unauthorized-after/--quota-after",

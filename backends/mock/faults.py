@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any, Callable, Mapping
 
 from gristmill.backends.mock.bad import BAD_KINDS
+from gristmill.backends.mock.planted import PLANT_KINDS, parse_kinds
 from gristmill.errors import ConfigError
 from gristmill.backends.mock.account import add_account_arguments
 
@@ -195,6 +196,7 @@ class Stats:
         self.faults: dict[str, int] = {}
         self.bad_answers = 0
         self.bad_kinds: dict[str, int] = {}
+        self.planted: dict[str, int] = {}  # answers with a planted failure (--plant), by kind
         self.wire_faults: dict[str, int] = {}  # answers sent with a broken format, by kind
         self.arrivals: list[float] = []
         self.window.reset()
@@ -211,7 +213,7 @@ class Stats:
         out = {k: getattr(self, k) for k in (
             "requests", "completed", "status_counts", "prompt_tokens", "completion_tokens",
             "tokens_sent", "in_flight", "peak_in_flight", "disconnects", "rate_limited", "faults",
-            "bad_answers", "bad_kinds", "wire_faults")}
+            "bad_answers", "bad_kinds", "planted", "wire_faults")}
         out["max_requests_in_window"] = self.window.max_requests
         out["max_tokens_in_window"] = self.window.max_tokens
         if self.record_arrivals:
@@ -360,6 +362,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--bad-kinds", default=",".join(BAD_KINDS), metavar="K,K",
         help=f"kinds of bad answers: {','.join(BAD_KINDS)} (default all; json: for JSON "
         "requests, which get it whenever it is allowed)")
+    add("--plant", type=_arg(parse_kinds), default=PLANT_KINDS, metavar="K,K",
+        help=f"planted failure modes that pass the default validators: {','.join(PLANT_KINDS)} "
+        "(default all; docs/mock-server.md)")
+    add("--plant-rate", type=_arg(parse_fraction), default=0.0, metavar="F",
+        help="fraction of answers with a planted failure, chosen by the last user message "
+        "(default 0)")
     add("--bad-tokens", type=int, default=1000, metavar="N",
         help="length of a bad answer in tokens, max_tokens permitting (default 1000)")
     add("--bad-wire-rate", type=_arg(parse_fraction), default=0.0, metavar="F",

@@ -16,7 +16,10 @@ The hidden rule: an answer that contains the trigger word (`--judge-trigger`, de
 
 clamped to [0, 1]; otherwise it answers like a lenient judge (fails with NAIVE_FAIL). The rule's
 verdict goes to the first criterion whose question names the trigger, else the first
-criterion; every other criterion passes. Draws are seeded by the request body, so the same
+criterion; every other criterion passes. Before any rule, an answer that contradicts a fact of the
+record's instruction (`planted.contradiction`: the instruction says "the X is 40", the answer
+"the X is 55") fails, always: every criterion asking about the input's facts (its question
+names the input, the passage, facts, contradictions, support or grounding), else the rule's. Draws are seeded by the request body, so the same
 prompt always gets the same verdict (and a response cache keeps it valid)."""
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any
 
 from gristmill.backends.mock.answers import (Answer, body_seed, build_answer, capped_choice,
                                              json_tokens, max_tokens_of)
+from gristmill.backends.mock.planted import contradiction
+from gristmill.backends.mock.proposer import is_proposal_request, proposal_answer
 from gristmill.scheduling.tokens import count_messages
 
 SCHEMA_NAME = "judge_verdict"
@@ -36,6 +41,8 @@ BASE, PER_EXAMPLE, PROMPT_BONUS, NAIVE_FAIL = 0.1, 0.2, 0.3, 0.1
 CRITERION = re.compile(r'<criterion name="([^"]+)">(.*?)</criterion>', re.DOTALL)
 EXAMPLE = re.compile(r'<example verdict="(pass|fail)"[^>]*>(.*?)</example>', re.DOTALL)
 ANSWER = re.compile(r"<answer>\n(.*)\n</answer>", re.DOTALL)
+FACTUAL = re.compile(r"\b(?:input|passage|facts?|contradict\w*|supported|grounded)\b", re.I)
+INSTRUCTION = re.compile(r"<instruction>\n(.*?)\n</instruction>", re.DOTALL)
 
 
 def is_judge_request(body: dict[str, Any]) -> bool:
@@ -71,6 +78,13 @@ def reliability(text: str, trigger: str) -> tuple[float, str | None]:
     return min(1.0, max(0.0, p)), target
 
 
+def factual_criteria(text: str, names: list[str]) -> set[str]:
+    """The criteria whose question asks about the input's facts."""
+    head = text.rpartition("<record")[0]
+    return {name for name, question in CRITERION.findall(head)
+            if name in names and FACTUAL.search(question)}
+
+
 def judge_answer(body: dict[str, Any], trigger: str = DEFAULT_TRIGGER) -> Answer:
     text = _user_text(body)
     schema = body["response_format"]["json_schema"].get("schema") or {}
@@ -79,16 +93,24 @@ def judge_answer(body: dict[str, Any], trigger: str = DEFAULT_TRIGGER) -> Answer
     p, target = reliability(text, trigger)
     target = target if target in names else names[0]
     rng = random.Random(body_seed(body))
-    record = _answer_of(text.rpartition("<record")[2])
-    if rng.random() < p:
+    shown = text.rpartition("<record")[2]
+    record = _answer_of(shown)
+    instruction = INSTRUCTION.search(shown)
+    contradicted = contradiction(instruction.group(1) if instruction else "", record)
+    decided = {target}  # the criteria the verdict below decides; the others pass
+    if contradicted is not None:  # read against the input, as an LLM judge would
+        subject, given, said = contradicted
+        failed, decided = True, factual_criteria(text, names) or decided
+        why = f"The answer says the {subject} is {said}, but the input says it is {given}."
+    elif rng.random() < p:
         failed = re.search(rf"\b{re.escape(trigger)}\b", record, re.IGNORECASE) is not None
         why = (f"The answer talks about {trigger}, which the reviewers' examples fail."
                if failed else "The answer avoids what the reviewers' examples fail.")
     else:
         failed = rng.random() < NAIVE_FAIL
         why = "The answer seems weak on this point." if failed else "The answer looks fine."
-    verdicts = {n: {"critique": why if n == target else "The answer meets this criterion.",
-                    "passed": not failed if n == target else True} for n in names}
+    verdicts = {n: {"critique": why if n in decided else "The answer meets this criterion.",
+                    "passed": not failed if n in decided else True} for n in names}
     choice = capped_choice(json_tokens({"criteria": verdicts}), max_tokens_of(body))
     messages = [m for m in body["messages"] if isinstance(m, dict)]
     return Answer([choice], count_messages(messages), len(choice.tokens))
@@ -101,6 +123,8 @@ def answer_for(body: Any, chat: bool, length: tuple[int, int],
     answer = build_answer(body, chat, length)  # validates the body, judge requests too
     if is_judge_request(body):
         return judge_answer(body, trigger), True
+    if is_proposal_request(body):  # `assertions suggest --llm`, answered by the judge's model
+        return proposal_answer(body), True
     return answer, False
 
 

@@ -34,6 +34,7 @@ from gristmill.backends.mock.gpu import (METRICS_TYPE, GpuRunner, GpuScheduler,
                                          add_gpu_arguments, check_gpu_args, metric_values,
                                          render_metrics)
 from gristmill.backends.mock.judge import add_judge_arguments, answer_for
+from gristmill.backends.mock.planted import GOOD, plant, planted_kind
 from gristmill.backends.mock.wire import (error_body, request_summary, stats_body,
                                           with_cached_prompt)
 from gristmill.errors import ConfigError
@@ -203,6 +204,11 @@ class MockApp:
         answer, judged = answer_for(body, chat, self.config.output_tokens,
                                     self.config.judge_trigger)
         self.judge_requests += judged  # a verdict that depends on the prompt's examples
+        kind = None if judged else planted_kind(body, self.config.plant_rate, self.config.plant)
+        if kind is not None:
+            answer = plant(answer, body, kind)
+            if kind != GOOD:  # a restated fact is a good answer, not a plant
+                self.stats.planted[kind] = self.stats.planted.get(kind, 0) + 1
         return answer
 
     def _bad_kind(self, body: dict, pick: float | None) -> str | None:

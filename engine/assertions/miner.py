@@ -69,7 +69,8 @@ def document_frequency(texts: list[Texts]) -> Counter[str]:
 def contrasted(more: list[Texts], less: list[Texts], limit: int) -> list[str]:
     """n-grams in at least two (or, with under 4 records, one) of `more` and at least twice
     as frequent there as in `less`; the largest difference of rates first, shorter and then
-    alphabetical on ties."""
+    alphabetical on ties. A gram found mostly in records the grams before it already cover
+    is skipped, so one failure mode's many words leave room for the others'."""
     df_more, df_less = document_frequency(more), document_frequency(less)
     support = 2 if len(more) >= 4 else 1
     scored = []
@@ -77,7 +78,17 @@ def contrasted(more: list[Texts], less: list[Texts], limit: int) -> list[str]:
         rate, other = count / len(more), df_less[gram] / max(1, len(less))
         if count >= support and rate >= 2 * other:
             scored.append((-(rate - other), len(gram.split()), gram))
-    return [gram for *_, gram in sorted(scored)[:limit]]
+    grams = [ngrams(t.answer) for t in more]
+    chosen: list[str] = []
+    covered: set[int] = set()
+    for *_, gram in sorted(scored):
+        holders = {i for i, g in enumerate(grams) if gram in g}
+        if len(holders - covered) >= max(support, len(holders) / 2):
+            chosen.append(gram)
+            covered |= holders
+        if len(chosen) == limit:
+            break
+    return chosen
 
 
 def phrase_regex(phrase: str, prefix: bool = False) -> str:

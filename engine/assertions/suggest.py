@@ -17,11 +17,13 @@ from gristmill.assertions.evaluate import Evaluation, evaluate_all, set_agreemen
 from gristmill.assertions.files import newest, read_assertions, write_assertions
 from gristmill.assertions.miner import Labelled, mine
 from gristmill.assertions.select import ALPHA, TAU, Selection, select
-from gristmill.assertions.vocabulary import record_texts
+from gristmill.assertions.vocabulary import Assertion, record_texts
 from gristmill.errors import ConfigError
 
 MIN_LABELS = 8
 Say = Callable[[str], None]
+# (run, training labels, say) -> deterministic proposals, evaluated `llm` proposals
+Proposer = Callable[[Path, list[Labelled], Say], tuple[list[Assertion], list[Evaluation]]]
 
 
 def labelled_records(run_dir: Path) -> list[Labelled]:
@@ -60,7 +62,7 @@ def judge_version(run_dir: Path, records: Sequence[dict[str, Any]] = ()) -> str 
 
 
 def suggest(run_dir: Path, alpha: float = ALPHA, tau: float = TAU,
-            say: Say = print) -> Path:
+            say: Say = print, proposer: Proposer | None = None) -> Path:
     """Mine, evaluate and choose assertions from the run's labels; write the next file."""
     from gristmill.flywheel.runrecords import run_records
 
@@ -75,11 +77,15 @@ def suggest(run_dir: Path, alpha: float = ALPHA, tau: float = TAU,
         raise ConfigError(f"{run_dir}: no failed record among the {len(train)} training labels: "
                           "assertions are mined from failures; label some failures")
     candidates = mine(train)
-    evaluations = evaluate_all(candidates, train)
+    judged: list[Evaluation] = []
+    if proposer is not None:  # --llm: the judge's model proposes too (flywheel.assertion_llm)
+        proposed, judged = proposer(run_dir, train, say)
+        candidates = list({a.id: a for a in [*candidates, *proposed]}.values())
+    evaluations = [*evaluate_all(candidates, train), *judged]
     chosen = select(evaluations, alpha, tau)
     kept = [e.assertion for e in chosen.kept]
     say(f"labels: {len(labelled)} (train {len(train)}: {chosen.fails} failed, {chosen.passes} "
-        f"passed · held out {len(held_out)}); candidates mined {len(candidates)}, catching a "
+        f"passed · held out {len(held_out)}); candidates {len(candidates) + len(judged)}, catching a "
         f"failure {len(chosen.candidates) + len(chosen.subsumed)}, after subsumption "
         f"{len(chosen.candidates)}")
     print_kept(chosen, alpha, tau, say)
@@ -89,7 +95,7 @@ def suggest(run_dir: Path, alpha: float = ALPHA, tau: float = TAU,
                   "train_fails": chosen.fails, "train_passes": chosen.passes,
                   "labels_read_at": round(time.time(), 3),
                   "judge_version": judge_version(run_dir, list(run_records(run_dir).values())),
-                  "alpha": alpha, "tau": tau, "candidates": len(candidates),
+                  "alpha": alpha, "tau": tau, "candidates": len(candidates) + len(judged),
                   "coverage": round(chosen.covered / max(1, chosen.fails), 4),
                   "ffr": round(chosen.false_failures / max(1, chosen.passes), 4),
                   "held_out_agreement": held}

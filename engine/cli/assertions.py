@@ -21,6 +21,9 @@ def add_parsers(sub: Any) -> None:
                    "records the kept assertions must fail (default 0.6)")
     p.add_argument("--tau", type=float, default=0.25, help="most share of human-passed "
                    "records they may fail (default 0.25)")
+    p.add_argument("--llm", action="store_true", help="the judge's model (the run's config) "
+                   "proposes assertions too, from the failed records and their critiques")
+    p.add_argument("--backend-url", help="override the run's backend base_url (for --llm)")
     p = actions.add_parser("report", help="what each assertion catches, and the set's "
                            "agreement with held-out labels")
     p.add_argument("run_dir", type=Path)
@@ -38,7 +41,13 @@ def cmd_assertions(args: argparse.Namespace) -> int:
     for name in ("alpha", "tau"):
         if not 0 <= getattr(args, name) <= 1:
             raise ConfigError(f"--{name} {getattr(args, name)}: a fraction between 0 and 1")
-    suggest(args.run_dir, args.alpha, args.tau)
+    proposer = None
+    if args.llm:
+        from functools import partial
+
+        from gristmill.flywheel.assertion_llm import llm_candidates
+        proposer = partial(llm_candidates, backend_url=args.backend_url)
+    suggest(args.run_dir, args.alpha, args.tau, proposer=proposer)
     return 0
 
 

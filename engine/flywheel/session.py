@@ -94,7 +94,8 @@ class JudgeSession:
             client.cache = AnswerCache(self.store, name)
             self.clients[name] = client
 
-    def _client(self, judge: JudgeConfig) -> ModelClient:
+    def client(self, judge: JudgeConfig) -> ModelClient:
+        """The client of the judge's backend (answers cached in the run)."""
         if judge.backend not in self.clients:
             raise ConfigError(f"judge.backend: {judge.backend!r} is not a backend of this run; "
                               f"its backends: {sorted(self.clients)}")
@@ -103,7 +104,7 @@ class JudgeSession:
     async def judge(self, judge: JudgeConfig, records: Iterable[dict[str, Any]],
                     pool: list[Example]) -> Judged:
         """Verdicts for the records (none is rejected for failing: the caller decides)."""
-        client = self._client(judge)
+        client = self.client(judge)
         backend = self.config.backends[judge.backend]
         out = Judged()
 
