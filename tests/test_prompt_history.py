@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gristmill.assertions.propose import proposal_prompt
+from gristmill.flywheel.assertion_llm import latest_delta
+
 from gristmill.config.load import load_config
 from gristmill.flows.skills import default_skills_dir
 from gristmill.runs.history import prompt_delta, record_version, versions
@@ -53,6 +56,11 @@ def test_a_forced_resume_with_a_new_prompt_is_a_new_version(mock_server, tmp_pat
     assert forced.returncode == 0, forced.stderr
     assert list(versions(run_dir)) == [1, 2]
     assert (run_dir / "history" / "v1" / "config.yaml").read_text() == v1  # kept as it was
+    # the assertion proposer is shown this change (SPADE proposes from prompt deltas)
+    delta = latest_delta(run_dir)
+    assert "+" in delta and "cite the passage" in delta
+    asked = proposal_prompt([], {}, delta=delta)
+    assert "<prompt_changes>" in asked and "cite the passage" in asked
 
     listed = gristmill("history", str(run_dir))
     assert listed.returncode == 0, listed.stderr

@@ -45,11 +45,20 @@ def proposal_format() -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": schema}}
 
 
+DELTA_NOTE = ("<prompt_changes> shows how the prompts were changed since the run began (a "
+              "unified diff): what a change asks for is a check worth proposing.")
+MAX_DELTA_CHARS = 6000
+
+
 def proposal_prompt(failed: Sequence[Labelled], critiques: dict[str, str],
-                    prompts: Sequence[str] = ()) -> str:
+                    prompts: Sequence[str] = (), delta: str = "") -> str:
+    """The request: failures with their critiques, the run's prompts, and the prompt changes
+    (SPADE proposes assertions from prompt deltas) when the run has more than one version."""
     parts = [INSTRUCTIONS + VOCABULARY, ""]
     if prompts:
         parts += ["<prompts>", *prompts, "</prompts>", ""]
+    if delta:
+        parts += [DELTA_NOTE, "<prompt_changes>", delta[:MAX_DELTA_CHARS], "</prompt_changes>", ""]
     for x in failed[:MAX_SHOWN]:
         parts += ["<failure>", "<instruction>", x.texts.instruction[:MAX_CHARS], "</instruction>",
                   "<answer>", x.texts.answer[:MAX_CHARS], "</answer>",

@@ -18,6 +18,7 @@ from gristmill.flywheel.labels import LabelStore
 from gristmill.flywheel.runrecords import run_records
 from gristmill.flywheel.session import JudgeSession, current_judge
 from gristmill.protocol import Request
+from gristmill.runs.history import prompt_delta, versions
 
 
 async def propose(run_dir: Path, failed: Sequence[Labelled], critiques: dict[str, str],
@@ -26,13 +27,18 @@ async def propose(run_dir: Path, failed: Sequence[Labelled], critiques: dict[str
     async with JudgeSession(run_dir, backend_url) as session:
         judge = current_judge(run_dir, session.config)
         model = judge.model or session.config.backends[judge.backend].model
-        prompts = [s.prompt for s in getattr(session.config, "stages", None) or ()
-                   if isinstance(getattr(s, "prompt", None), str)]
         request = Request(model, [{"role": "user", "content": proposal_prompt(
-            failed, critiques, prompts)}], params={"temperature": 0.0, "max_tokens": 2000},
+            failed, critiques, [stage.prompt for stage in session.config.stages],
+            latest_delta(run_dir))}], params={"temperature": 0.0, "max_tokens": 2000},
             response_format=proposal_format())
         completion = await session.client(judge).call(request)
     return parse_proposals(completion.text)
+
+
+def latest_delta(run_dir: Path) -> str:
+    """How the run's prompts changed in its last forced resume ('' with one version)."""
+    numbers = sorted(versions(run_dir))
+    return prompt_delta(run_dir, old=numbers[-2]) if len(numbers) > 1 else ""
 
 
 async def judge_criteria(run_dir: Path, criteria: Sequence[LlmCriterion],
