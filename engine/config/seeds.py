@@ -141,7 +141,7 @@ class SeedsConfig(Strict):
         description="Seed kinds read from folders: prose (text files and records), code, "
         "html (.html/.htm pages: main text and element view) and table (.csv, .tsv, "
         "*.table.jsonl). html and table are opt-in; files of an unlisted kind are counted "
-        "as 'ignored'. Needs `pip install -e '.[web]'` for html.")
+        "as 'ignored'.")
     table: TableConfig = Field(answers=True, default_factory=TableConfig, description="How "
                                "table seeds are cut and shown.")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from gristmill.errors import ConfigError
 from gristmill.seeds.clean import prose_parts
 from gristmill.seeds.elements import element_view, render
 from gristmill.seeds.files import InputFile, Unusable, read_text
@@ -19,11 +18,8 @@ MAX_PAGE_BYTES = 5 << 20  # a bigger "page" is a dump or an archive, not a page
 
 
 def _trafilatura() -> Any:
-    try:
-        import trafilatura
-    except ImportError as exc:
-        raise ConfigError("seeds.kinds lists html, which needs trafilatura: "
-                          "pip install -e '.[web]'") from exc
+    import trafilatura  # a dependency; imported only when a config reads html
+
     return trafilatura
 
 
