@@ -45,8 +45,12 @@ def proposal_format() -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": schema}}
 
 
-DELTA_NOTE = ("<prompt_changes> shows how the prompts were changed since the run began (a "
-              "unified diff): what a change asks for is a check worth proposing.")
+DELTA_NOTE = ("<prompt_changes> shows how the prompts were changed (a unified diff): what a "
+              "change asks for is a check worth proposing. Read each change by SPADE's "
+              "categories: an inclusion (the answer must contain something: terms, regex), an "
+              "exclusion (must not: terms, regex), a format or structure (json_path, items, "
+              "length), a count (items, length), a qualitative demand (tone, grounding: an llm "
+              "question), and a workflow step (what the answer must do first: regex).")
 MAX_DELTA_CHARS = 6000
 
 
