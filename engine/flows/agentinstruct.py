@@ -18,7 +18,7 @@ from gristmill.errors import ConfigError
 from gristmill.dataset.records import output_record
 from gristmill.flows.items import Item
 from gristmill.flows.dialogue import Conversation, DialoguePlan
-from gristmill.flows.outputs import json_format, rendered_schema, response_format
+from gristmill.flows.outputs import item_format, response_format
 from gristmill.flows.skills import Skill, load_skill
 from gristmill.flows.stage import ModelStage, RejectSink
 from gristmill.flows.stats import RunStats, StageStats
@@ -130,7 +130,7 @@ class KindStage(ModelStage):
         fmt = response_format(output)
         if output.type == "json" and isinstance(output.format, str):
             try:
-                fmt = json_format(rendered_schema(compile_template(output.format).render(values)))
+                fmt = item_format(compile_template(output.format), values)
             except ValueError as error:
                 self.reject_item(item, 0, {"validator": "format"}, str(error), 1, "")
                 return []

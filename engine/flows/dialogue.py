@@ -187,8 +187,7 @@ class Conversation:
                               f"{who} simulator: {error}", error.attempts, "")
             return None
         self.spent(completion)
-        stage.stats.prompt_tokens += completion.usage.prompt_tokens
-        stage.stats.completion_tokens += completion.usage.completion_tokens
+        stage.count_tokens(completion)
         if not completion.text.strip():
             stage.reject_item(self.item, self.variant, {"validator": f"{who}_simulator"},
                               f"the {who} simulator said nothing", 1, "")

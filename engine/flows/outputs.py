@@ -50,6 +50,12 @@ def rendered_schema(text: str) -> dict[str, Any]:
     return schema
 
 
+def item_format(template: Any, variables: dict[str, Any]) -> dict[str, Any]:
+    """The response format of a `format` template rendered for one item (ValueError when it
+    renders no JSON schema)."""
+    return json_format(rendered_schema(template.render(variables)))
+
+
 def parse_output(output: OutputConfig, text: str) -> list[Any]:
     if output.type == "json":
         for candidate in (text, _outermost_json(text)):

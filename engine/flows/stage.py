@@ -16,7 +16,7 @@ from gristmill.config.pipeline import OutputConfig, Sampling, StageConfig
 from gristmill.errors import BackendError, InvalidOutput
 from gristmill.dataset.records import reject_record
 from gristmill.flows.items import Item
-from gristmill.flows.outputs import json_format, parse_output, rendered_schema, response_format
+from gristmill.flows.outputs import item_format, parse_output, response_format
 from gristmill.flows.stats import StageStats
 from gristmill.flows.templates import Template, compile_template
 from gristmill.flows.tools import call_problem
@@ -83,8 +83,7 @@ class ModelStage:
             client = self.client if attempt == 0 else self.client.regenerate_with or self.client
             try:
                 completion = await client.call(request, self.depth, watch)
-                self.stats.prompt_tokens += completion.usage.prompt_tokens
-                self.stats.completion_tokens += completion.usage.completion_tokens
+                self.count_tokens(completion)
                 self.stats.answers += 1
                 text = completion.text
                 completion = read(completion) if read is not None else completion
@@ -111,6 +110,10 @@ class ModelStage:
                 self.reject_item(item, variant, {"validator": rejection.validator},
                                  rejection.reason, attempt + 1, text)
         return None
+
+    def count_tokens(self, completion: Completion) -> None:
+        self.stats.prompt_tokens += completion.usage.prompt_tokens
+        self.stats.completion_tokens += completion.usage.completion_tokens
 
     def parse(self, item: Item, variant: int, output: OutputConfig,
               completion: Completion) -> list[str] | None:
@@ -170,7 +173,7 @@ class TemplateStage(ModelStage):
         system = self._system.render(variables) if self._system else None
         fmt = self._format
         if self._format_template is not None:
-            fmt = json_format(rendered_schema(self._format_template.render(variables)))
+            fmt = item_format(self._format_template, variables)
         request = self.request(system, self._prompt.render(variables), fmt)
         request.sample = variant
         return request
